@@ -1,0 +1,61 @@
+/**
+ * `npm test`: formatting, lint and type checks, then every test, ending with
+ * the one line CI reads: `N passed, N failed`. Each static check counts as one
+ * test, so a formatting slip is a failure CI can see.
+ *
+ * Arguments are passed to `deno test` (e.g. `npm test -- src/protocol`).
+ */
+const deno = Deno.execPath();
+const extra = Deno.args;
+let passed = 0;
+let failed = 0;
+
+async function step(name: string, args: string[]): Promise<{ ok: boolean; out: string }> {
+  const started = performance.now();
+  const child = new Deno.Command(deno, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  // Stream the test output as it comes so a slow test is visible while it runs.
+  const decoder = new TextDecoder();
+  let out = "";
+  const pump = async (stream: ReadableStream<Uint8Array>, sink: typeof Deno.stdout) => {
+    for await (const chunk of stream) {
+      out += decoder.decode(chunk, { stream: true });
+      await sink.write(chunk);
+    }
+  };
+  await Promise.all([pump(child.stdout, Deno.stdout), pump(child.stderr, Deno.stderr)]);
+  const { success } = await child.status;
+  const secs = ((performance.now() - started) / 1000).toFixed(1);
+  console.log(`--- ${name}: ${success ? "ok" : "FAILED"} (${secs}s)`);
+  return { ok: success, out };
+}
+
+if (extra.length === 0) {
+  for (
+    const [name, args] of [
+      ["deno fmt --check", ["fmt", "--check"]],
+      ["deno lint", ["lint"]],
+      ["deno check", ["check", "."]],
+    ] as const
+  ) {
+    const { ok } = await step(name, [...args]);
+    ok ? passed++ : failed++;
+  }
+}
+
+const tests = await step("deno test", ["test", "-A", "--no-check", ...extra]);
+// Deno's own summary: "ok | 12 passed (3 steps) | 0 failed (4s)".
+const summary = tests.out.match(/\|\s*(\d+) passed(?: \(\d+ steps?\))?\s*\|\s*(\d+) failed/);
+if (summary) {
+  passed += Number(summary[1]);
+  failed += Number(summary[2]);
+} else if (!tests.ok) {
+  failed++;
+}
+if (!tests.ok && summary && Number(summary[2]) === 0) failed++; // crashed after the summary
+console.log(`${passed} passed, ${failed} failed`);
+Deno.exit(failed === 0 ? 0 : 1);
