@@ -1,0 +1,70 @@
+/**
+ * How init runs a program inside the tenant's rootfs.
+ *
+ * On Fly and in CI init is root, so a plain `chroot` does. On a developer's
+ * laptop running the demo it may not be: then the program enters an
+ * unprivileged user namespace first (`unshare --user --map-root-user
+ * --mount`, as rootless containers do), where it is root enough to chroot.
+ *
+ * @module
+ */
+import { VaultError } from "../errors/mod.ts";
+
+/** How to enter the rootfs: decided once per process by {@link detectSandbox}. */
+export type SandboxMode = "root" | "userns";
+
+let detected: SandboxMode | undefined;
+
+function isRoot(): boolean {
+  return Deno.uid() === 0;
+}
+
+/**
+ * Finds out how this process can chroot. Root chroots directly; otherwise
+ * it probes `unshare --user --map-root-user` once and fails with a clear
+ * error when neither works.
+ */
+export async function detectSandbox(): Promise<SandboxMode> {
+  if (detected) return detected;
+  if (isRoot()) return detected = "root";
+  const probe = await new Deno.Command("unshare", {
+    args: ["--user", "--map-root-user", "--mount", "true"],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((err) => ({ success: false, stderr: new TextEncoder().encode(String(err)) }));
+  if (probe.success) return detected = "userns";
+  throw new VaultError(
+    "init.no_sandbox",
+    "cannot enter the rootfs: not root, and unprivileged user namespaces are unavailable (" +
+      new TextDecoder().decode(probe.stderr).trim() + ")",
+    "run init as root, or enable user namespaces (sysctl kernel.unprivileged_userns_clone=1)",
+  );
+}
+
+/** Login-like environment for programs in the rootfs; `extra` wins. */
+export function sandboxEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    HOME: "/root",
+    USER: "root",
+    LOGNAME: "root",
+    SHELL: "/bin/sh",
+    LANG: "C.UTF-8",
+    ...extra,
+  };
+}
+
+/**
+ * The full argv that runs `argv` chrooted into `rootfs` with working
+ * directory `cwd` (inside the rootfs, default `/root` falling back to `/`).
+ * Call {@link detectSandbox} once before.
+ */
+export function chrootArgv(rootfs: string, argv: string[], cwd = "/root"): string[] {
+  const mode = detected ?? (isRoot() ? "root" : "userns");
+  // `env --chdir` inside the chroot keeps the working directory relative to the new root;
+  // `sh -c 'cd …'` would need a shell in the image.
+  const inner = ["chroot", rootfs, "/usr/bin/env", `--chdir=${cwd}`, "--", ...argv];
+  return mode === "root"
+    ? inner
+    : ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", ...inner];
+}
