@@ -1,0 +1,161 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  Attestation,
+  AttestRequest,
+  FrameReader,
+  FrameWriter,
+  StreamTag,
+} from "../protocol/mod.ts";
+import { createMachineIdentity, type MachineIdentity } from "../pki/mod.ts";
+import { VaultError } from "../errors/mod.ts";
+import {
+  type DialEvent,
+  dialVault,
+  listenQuic,
+  readKnownVaults,
+  rememberKnownVault,
+} from "./mod.ts";
+
+/** A server that attests `identity` with token `tokenFor(identity)` and echoes on exec streams. */
+function serve(identity: MachineIdentity, token: string) {
+  const listener = listenQuic({
+    hostname: "127.0.0.1",
+    port: 0,
+    certChainPem: identity.chainPem,
+    keyPem: identity.leafKeyPem,
+  });
+  const tags: number[] = [];
+  (async () => {
+    for await (const conn of listener.connections()) {
+      (async () => {
+        for await (const s of conn.incoming()) {
+          tags.push(s.tag);
+          const r = new FrameReader(s.readable);
+          const w = new FrameWriter(s.writable);
+          if (s.tag === StreamTag.attest) {
+            await r.message(AttestRequest);
+            await w.send(Attestation.parse({
+              type: "attestation",
+              identity: btoa(String.fromCharCode(...identity.identityDer)),
+              token,
+            }));
+          } else {
+            const f = await r.next();
+            if (f?.kind === "data") await w.data(2, f.bytes);
+          }
+          await w.close();
+        }
+      })();
+    }
+  })();
+  return { listener, tags, address: `127.0.0.1:${listener.addr.port}` };
+}
+
+/** Stands in for the OIDC verifier: a token is "genuine" for exactly one audience. */
+const verify = (token: string, audience: string): Promise<void> =>
+  token === `genuine:${audience}`
+    ? Promise.resolve()
+    : Promise.reject(new VaultError("attest.wrong_audience", "token is bound to another identity"));
+
+async function echo(conn: Awaited<ReturnType<typeof dialVault>>["conn"]): Promise<string> {
+  const s = await conn.openStream(StreamTag.exec);
+  const w = new FrameWriter(s.writable);
+  await w.data(1, new TextEncoder().encode("ping"));
+  const f = await new FrameReader(s.readable).next();
+  assert.ok(f?.kind === "data");
+  return new TextDecoder().decode(f.bytes);
+}
+
+Deno.test("attest, pin, then reconnect on the pin without attesting", async () => {
+  const dir = await Deno.makeTempDir();
+  const knownVaultsPath = join(dir, "known_vaults");
+  const first = await createMachineIdentity({ machineId: "m1" });
+  const server = serve(first, `genuine:${first.audience}`);
+  const events: DialEvent[] = [];
+  const opts = {
+    name: "dev",
+    address: server.address,
+    machineId: "m1",
+    knownVaultsPath,
+    verifyAttestation: verify,
+    onEvent: (e: DialEvent) => events.push(e),
+  };
+  const a = await dialVault(opts);
+  assert.equal(a.attested, true);
+  assert.equal(await echo(a.conn), "ping");
+  a.conn.close();
+  const stat = await Deno.stat(knownVaultsPath);
+  assert.equal(stat.mode! & 0o777, 0o600);
+
+  const b = await dialVault(opts);
+  assert.equal(b.attested, false, "a pinned vault reconnects without attesting");
+  b.conn.close();
+  server.listener.close();
+});
+
+Deno.test("a stale pin (machine restarted with a new identity) sends the client back to attestation", async () => {
+  const dir = await Deno.makeTempDir();
+  const knownVaultsPath = join(dir, "known_vaults");
+  const old = await createMachineIdentity({ machineId: "m1" });
+  const current = await createMachineIdentity({ machineId: "m1" });
+  const server = serve(current, `genuine:${current.audience}`);
+  await rememberKnownVault(knownVaultsPath, {
+    name: "dev",
+    address: server.address,
+    identityDer: old.identityDer,
+  });
+  const events: DialEvent[] = [];
+  const c = await dialVault({
+    name: "dev",
+    address: server.address,
+    machineId: "m1",
+    knownVaultsPath,
+    verifyAttestation: verify,
+    onEvent: (e) => events.push(e),
+  });
+  assert.equal(c.attested, true);
+  assert.deepEqual(events, [{ type: "attesting", reason: "pin-failed" }, { type: "attested" }]);
+  assert.equal(await echo(c.conn), "ping");
+  c.conn.close();
+  const known = await readKnownVaults(knownVaultsPath);
+  assert.equal(known.length, 1);
+  assert.deepEqual(known[0].identityDer, current.identityDer);
+  server.listener.close();
+});
+
+Deno.test("an impostor replaying a genuine token is refused before anything else is opened", async () => {
+  const dir = await Deno.makeTempDir();
+  const genuine = await createMachineIdentity({ machineId: "m1" });
+  const impostor = await createMachineIdentity({ machineId: "m1" }); // anyone can use the public bootstrap CA
+  const server = serve(impostor, `genuine:${genuine.audience}`);
+  await assert.rejects(
+    dialVault({
+      name: "dev",
+      address: server.address,
+      machineId: "m1",
+      knownVaultsPath: join(dir, "known_vaults"),
+      verifyAttestation: verify,
+    }),
+    (err: unknown) => err instanceof VaultError && err.code === "attest.wrong_audience",
+  );
+  assert.deepEqual(server.tags, [StreamTag.attest], "only the attest stream was ever opened");
+  assert.deepEqual(await readKnownVaults(join(dir, "known_vaults")), []);
+  server.listener.close();
+});
+
+Deno.test("an unreachable address fails within the timeout with a hint", async () => {
+  const dir = await Deno.makeTempDir();
+  const started = performance.now();
+  await assert.rejects(
+    dialVault({
+      name: "dev",
+      address: "127.0.0.1:9", // discard port: nothing answers QUIC there
+      knownVaultsPath: join(dir, "kv"),
+      verifyAttestation: verify,
+      timeoutMs: 500,
+    }),
+    (err: unknown) => err instanceof VaultError && err.code === "transport.unreachable",
+  );
+  assert.ok(performance.now() - started < 3000);
+});

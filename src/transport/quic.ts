@@ -1,0 +1,281 @@
+/**
+ * The only code that touches Deno's QUIC API. Everything above sees
+ * {@link VaultConnection}s that open and accept tagged byte streams.
+ *
+ * @module
+ */
+import { VaultError } from "../errors/mod.ts";
+import { ALPN, type ByteStream, isStreamTag, type StreamTag } from "../protocol/mod.ts";
+
+/** Address of a peer. */
+export interface PeerAddr {
+  hostname: string;
+  port: number;
+}
+
+/** A stream whose tag byte has already been read (server) or written (client). */
+export interface TaggedStream extends ByteStream {
+  tag: StreamTag;
+}
+
+/** An established QUIC connection, client or server side. */
+export interface VaultConnection {
+  readonly remoteAddr: PeerAddr;
+  /** Opens a bidirectional stream and writes its tag byte. */
+  openStream(tag: StreamTag): Promise<ByteStream>;
+  /** Streams the peer opens, tag byte already read. Unknown tags are reset and skipped. */
+  incoming(): AsyncIterable<TaggedStream>;
+  /** Closes the connection with an application code and a short reason. */
+  close(code?: number, reason?: string): void;
+  /** Resolves when the connection is gone, for whatever reason. */
+  readonly closed: Promise<{ code: number; reason: string }>;
+}
+
+/** Keep-alives every few seconds keep NAT bindings and idle consoles alive for hours. */
+export const CLIENT_KEEPALIVE_MS = 5_000;
+/** How long silence means the path is dead (client side: detect loss and reconnect). */
+export const CLIENT_IDLE_TIMEOUT_MS = 20_000;
+/** Server idle timeout; the client's keep-alives reset it. */
+export const SERVER_IDLE_TIMEOUT_MS = 60_000;
+
+function wrap(conn: Deno.QuicConn): VaultConnection {
+  const closed = conn.closed.then(
+    (info) => ({ code: info.closeCode, reason: info.reason }),
+    (err) => ({ code: -1, reason: String(err?.message ?? err) }),
+  );
+  return {
+    remoteAddr: { hostname: conn.remoteAddr.hostname, port: conn.remoteAddr.port },
+    async openStream(tag) {
+      const stream = await conn.createBidirectionalStream();
+      const writer = stream.writable.getWriter();
+      await writer.write(new Uint8Array([tag]));
+      writer.releaseLock();
+      return stream;
+    },
+    async *incoming() {
+      const reader = conn.incomingBidirectionalStreams.getReader();
+      try {
+        while (true) {
+          const { value: stream, done } = await reader.read().catch(() => ({
+            value: undefined,
+            done: true as const,
+          }));
+          if (done || !stream) return;
+          const tagged = await readTag(stream);
+          if (tagged) yield tagged;
+        }
+      } finally {
+        reader.releaseLock();
+      }
+    },
+    close(code = 0, reason = "") {
+      try {
+        conn.close({ closeCode: code, reason });
+      } catch {
+        // already closed
+      }
+    },
+    closed,
+  };
+}
+
+/** Reads the first byte of a peer-opened stream without consuming anything else. */
+async function readTag(stream: Deno.QuicBidirectionalStream): Promise<TaggedStream | null> {
+  const reader = stream.readable.getReader();
+  let first: Uint8Array | undefined;
+  try {
+    const r = await reader.read();
+    if (r.done || r.value.length === 0) {
+      reader.releaseLock();
+      return null;
+    }
+    first = r.value;
+  } catch {
+    return null;
+  }
+  const tag = first[0];
+  const rest = first.subarray(1);
+  if (!isStreamTag(tag)) {
+    await reader.cancel().catch(() => {});
+    await stream.writable.abort().catch(() => {});
+    return null;
+  }
+  // Put back what came after the tag in the same chunk.
+  const readable = new ReadableStream<Uint8Array>({
+    start(c) {
+      if (rest.length) c.enqueue(rest);
+    },
+    async pull(c) {
+      const r = await reader.read();
+      if (r.done) c.close();
+      else c.enqueue(r.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return { tag, readable, writable: stream.writable };
+}
+
+/** A listening server. */
+export interface VaultListener {
+  readonly addr: PeerAddr;
+  /** Accepted connections (handshake complete). */
+  connections(): AsyncIterable<VaultConnection>;
+  close(): void;
+}
+
+/** Listens for QUIC connections with the given certificate chain and key. */
+export function listenQuic(opts: {
+  hostname: string;
+  port: number;
+  certChainPem: string;
+  keyPem: string;
+  idleTimeoutMs?: number;
+}): VaultListener {
+  let endpoint: Deno.QuicEndpoint;
+  try {
+    endpoint = new Deno.QuicEndpoint({ hostname: opts.hostname, port: opts.port });
+  } catch (err) {
+    throw new VaultError(
+      "transport.listen",
+      `cannot listen on ${opts.hostname}:${opts.port}: ${(err as Error).message}`,
+      "choose another address with --listen, or stop whatever holds that port",
+    );
+  }
+  const listener = endpoint.listen({
+    alpnProtocols: [ALPN],
+    cert: opts.certChainPem,
+    key: opts.keyPem,
+    maxIdleTimeout: opts.idleTimeoutMs ?? SERVER_IDLE_TIMEOUT_MS,
+  });
+  return {
+    addr: { hostname: endpoint.addr.hostname, port: endpoint.addr.port },
+    async *connections() {
+      // Handshakes run concurrently: one slow client must not hold up the next.
+      const ready: VaultConnection[] = [];
+      let wake: (() => void) | undefined;
+      let stopped = false;
+      (async () => {
+        while (true) {
+          let incoming: Deno.QuicIncoming;
+          try {
+            incoming = await listener.incoming();
+          } catch {
+            break;
+          }
+          Promise.resolve(incoming.accept<false>()).then((c) => {
+            ready.push(wrap(c));
+            wake?.();
+          }, () => {});
+        }
+        stopped = true;
+        wake?.();
+      })();
+      while (true) {
+        while (ready.length) yield ready.shift()!;
+        if (stopped) return;
+        await new Promise<void>((r) => wake = r);
+        wake = undefined;
+      }
+    },
+    close() {
+      try {
+        listener.stop();
+      } catch { /* already */ }
+      try {
+        endpoint.close();
+      } catch { /* already */ }
+    },
+  };
+}
+
+/** Why a dial failed, as far as QUIC can tell. */
+export type DialFailure = "unreachable" | "certificate" | "other";
+
+/** A dial error with its failure class, so the caller can decide to re-attest. */
+export class DialError extends VaultError {
+  override name = "DialError";
+  constructor(readonly failure: DialFailure, code: string, message: string, hint: string) {
+    super(code, message, hint);
+  }
+}
+
+function classify(err: unknown): DialFailure {
+  const text = String((err as Error)?.message ?? err);
+  if (/certificate|BadSignature|UnknownIssuer|NotValidForName|CaUsedAsEndEntity|tls/i.test(text)) {
+    return "certificate";
+  }
+  if (/timed? ?out|unreachable|refused|no route|dns|lookup|resolve/i.test(text)) {
+    return "unreachable";
+  }
+  return "other";
+}
+
+/** Splits `host:port` / `[v6]:port`. */
+export function parseAddress(address: string): PeerAddr {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:\[\]]+):(\d+)$/.exec(address);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) {
+    throw new VaultError(
+      "config.bad_address",
+      `address '${address}' is not host:port`,
+      'write it as "host:port" or "[ipv6]:port", e.g. "[fdaa:0:1::2]:8443"',
+    );
+  }
+  return { hostname: m[1], port };
+}
+
+/**
+ * Connects to `address`, trusting only `caPem` (plus Mozilla's roots, which
+ * can never vouch for a `.internal` name), with server name `serverName`.
+ * Fails within `timeoutMs` rather than waiting out QUIC's idle timeout.
+ */
+export async function dialQuic(opts: {
+  address: string;
+  serverName: string;
+  caPem: string;
+  timeoutMs: number;
+}): Promise<VaultConnection> {
+  const { hostname, port } = parseAddress(opts.address);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const connecting: Promise<Deno.QuicConn> = Deno.connectQuic<false>({
+    hostname,
+    port,
+    serverName: opts.serverName,
+    alpnProtocols: [ALPN],
+    caCerts: [opts.caPem],
+    keepAliveInterval: CLIENT_KEEPALIVE_MS,
+    maxIdleTimeout: CLIENT_IDLE_TIMEOUT_MS,
+  });
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${opts.timeoutMs} ms`)),
+      opts.timeoutMs,
+    );
+  });
+  try {
+    const conn = await Promise.race([connecting, timeout]);
+    return wrap(conn);
+  } catch (err) {
+    // A connection that completes after we gave up must not linger.
+    connecting.then((c) => c.close({ closeCode: 0, reason: "timeout" }), () => {});
+    const failure = classify(err);
+    const why = String((err as Error)?.message ?? err);
+    throw failure === "certificate"
+      ? new DialError(
+        failure,
+        "transport.certificate",
+        `${opts.address} presented a certificate we do not trust (${why})`,
+        "the machine's identity changed or this is not the machine; fly-vault attests again by itself",
+      )
+      : new DialError(
+        failure,
+        "transport.unreachable",
+        `cannot reach ${opts.address}: ${why}`,
+        "check the vault's address in config.toml, that the machine is started, and your network/WireGuard",
+      );
+  } finally {
+    clearTimeout(timer);
+  }
+}
