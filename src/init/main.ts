@@ -1,0 +1,69 @@
+/**
+ * init's boot sequence: read configuration from the environment a Fly
+ * Machine gives it, make this boot's identity, and serve.
+ *
+ * @module
+ */
+import { VaultError } from "../errors/mod.ts";
+import { createMachineIdentity } from "../pki/mod.ts";
+import { parseAddress } from "../transport/mod.ts";
+import { detectSandbox } from "./sandbox.ts";
+import { type InitServer, type InitServerOptions, startInitServer } from "./server.ts";
+import { openBasicStore } from "./store.ts";
+import { log } from "./log.ts";
+
+/** Settings, each from a flag or the environment. */
+export interface InitConfig {
+  /** `[::]:8443` by default: the port Fly's 6PN and the proxy reach. */
+  listen: string;
+  /** The tenant volume's mount path. */
+  dataDir: string;
+  accessToken: string;
+  machineId: string;
+  tokenSocket: string;
+}
+
+/** Reads the configuration, failing clearly on what is missing. The token leaves the environment. */
+export function initConfigFromEnv(overrides: Partial<InitConfig> = {}): InitConfig {
+  const env = (name: string) => Deno.env.get(name) || undefined;
+  const accessToken = overrides.accessToken ?? env("ACCESS_TOKEN");
+  if (!accessToken) {
+    throw new VaultError(
+      "init.no_access_token",
+      "ACCESS_TOKEN is not set",
+      "set it in the machine's env (the admin template's [machine.config.env] does this)",
+    );
+  }
+  // Children never need it; don't let it leak into the workload's environment.
+  Deno.env.delete("ACCESS_TOKEN");
+  const config: InitConfig = {
+    listen: overrides.listen ?? env("FLY_VAULT_LISTEN") ?? "[::]:8443",
+    dataDir: overrides.dataDir ?? env("FLY_VAULT_DATA") ?? "/data",
+    accessToken,
+    machineId: overrides.machineId ?? env("FLY_MACHINE_ID") ?? "local",
+    tokenSocket: overrides.tokenSocket ?? env("FLY_VAULT_TOKEN_SOCKET") ?? "/.fly/api",
+  };
+  parseAddress(config.listen);
+  return config;
+}
+
+/** Boots init: identity, sandbox check, store, server. */
+export async function runInit(
+  config: InitConfig,
+  deps: Pick<InitServerOptions, "tokenSource"> & Partial<InitServerOptions>,
+): Promise<InitServer> {
+  const mode = await detectSandbox();
+  const identity = await createMachineIdentity({ machineId: config.machineId });
+  const store = deps.store ?? openBasicStore(config.dataDir);
+  const { hostname, port } = parseAddress(config.listen);
+  log("init.boot", { machine_id: config.machineId, sandbox: mode, data: config.dataDir });
+  return startInitServer({
+    hostname,
+    port,
+    identity,
+    machineId: config.machineId,
+    accessToken: config.accessToken,
+    store,
+    ...deps,
+  });
+}
