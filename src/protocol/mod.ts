@@ -9,3 +9,5 @@ export * from "./tags.ts";
 export * from "./frame.ts";
 export * from "./messages.ts";
 export { ProtocolError } from "./errors.ts";
+export * from "./copy.ts";
+export * from "./console.ts";

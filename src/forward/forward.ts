@@ -1,0 +1,230 @@
+/**
+ * Both sides of TCP port forwards and of `pipe`. One stream per TCP
+ * connection: `ForwardRequest{host, port}`, then `ForwardOk` or an error for
+ * that connection only, then raw bytes both ways with half-close honoured.
+ *
+ * @module
+ */
+import { VaultError } from "../errors/mod.ts";
+import {
+  type ByteStream,
+  ForwardReply,
+  ForwardRequest,
+  FrameReader,
+  FrameWriter,
+  StreamTag,
+} from "../protocol/mod.ts";
+import { type ForwardSpec, parseForwardSpec, parseHostPort } from "./spec.ts";
+import { pipeHalf, tcpByteStream } from "./tcp.ts";
+
+/** Opens a stream of kind `tag` on the current connection (tag byte already written). */
+export type OpenStream = (tag: StreamTag) => Promise<ByteStream>;
+
+const CONNECT_TIMEOUT_MS = 10_000;
+
+function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms / 1000}s`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Copies both ways; either side failing tears the other down. */
+async function splice(
+  a: { readable: ReadableStream<Uint8Array>; writer: WritableStreamDefaultWriter<Uint8Array> },
+  b: { readable: ReadableStream<Uint8Array>; writer: WritableStreamDefaultWriter<Uint8Array> },
+): Promise<void> {
+  const results = await Promise.allSettled([
+    pipeHalf(a.readable, b.writer).catch(async (err) => {
+      await a.writer.abort(err).catch(() => {});
+      throw err;
+    }),
+    pipeHalf(b.readable, a.writer).catch(async (err) => {
+      await b.writer.abort(err).catch(() => {});
+      throw err;
+    }),
+  ]);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+/**
+ * Init side: reads the request, connects from the VM, answers, then splices
+ * the stream and the TCP connection until both directions are closed.
+ */
+export async function serveForward(reader: FrameReader, writer: FrameWriter): Promise<void> {
+  const req = await reader.message(ForwardRequest, "forward request");
+  let conn: Deno.TcpConn;
+  try {
+    conn = await timeout(
+      Deno.connect({ hostname: req.host, port: req.port }),
+      CONNECT_TIMEOUT_MS,
+      "connect",
+    );
+  } catch (err) {
+    await writer.send({
+      type: "error",
+      code: "forward.refused",
+      message: `${req.host}:${req.port} from the vault: ${(err as Error).message}`,
+      hint: "is the service listening on that port inside the vault?",
+    }).catch(() => {});
+    await writer.close();
+    await reader.cancel();
+    return;
+  }
+  conn.setNoDelay(true);
+  await writer.send({ type: "forward_ok" });
+  const tcp = tcpByteStream(conn);
+  await splice(
+    { readable: reader.raw(), writer: writer.writer },
+    { readable: tcp.readable, writer: tcp.writable.getWriter() },
+  ).catch(() => {});
+}
+
+/**
+ * Opens one forward stream to `host:port` from the vault and returns it
+ * ready for raw bytes, or throws `forward.refused` (or the transport's error).
+ */
+export async function openForward(
+  openStream: OpenStream,
+  host: string,
+  port: number,
+): Promise<
+  { readable: ReadableStream<Uint8Array>; writer: WritableStreamDefaultWriter<Uint8Array> }
+> {
+  const stream = await openStream(StreamTag.forward);
+  const writer = new FrameWriter(stream.writable);
+  const reader = new FrameReader(stream.readable);
+  await writer.send({ type: "forward", host, port });
+  const reply = await reader.message(ForwardReply, "forward reply");
+  if (reply.type === "error") {
+    await writer.close();
+    await reader.cancel();
+    throw new VaultError(reply.code, reply.message, reply.hint ?? "");
+  }
+  return { readable: reader.raw(), writer: writer.writer };
+}
+
+/** A running local listener. */
+export interface ForwardHandle {
+  readonly spec: ForwardSpec;
+  /** Where it listens (the real port when the spec said 0). */
+  readonly addr: Deno.NetAddr;
+  /** Connections currently open. */
+  readonly active: number;
+  /** Stops listening and resets open connections. */
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on the spec's local address and forwards each accepted
+ * connection over its own stream. A local port in use is a clear error now;
+ * a refused remote is reported (via `onError`, default stderr) for that
+ * connection only, and the listener keeps going.
+ */
+export function startForward(
+  openStream: OpenStream,
+  spec: ForwardSpec | string,
+  opts: { onError?: (line: string) => void } = {},
+): ForwardHandle {
+  const s = typeof spec === "string" ? parseForwardSpec(spec) : spec;
+  const onError = opts.onError ??
+    ((line: string) => console.error(`fly-vault: ${line}`));
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: s.bind, port: s.localPort });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      throw new VaultError(
+        "forward.port_in_use",
+        `local port ${s.bind}:${s.localPort} is already in use`,
+        `pick another local port (e.g. ${
+          s.localPort + 10000 > 65535 ? 0 : s.localPort + 10000
+        }:${s.host}:${s.remotePort}), or stop what is listening there`,
+      );
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new VaultError(
+        "forward.bind_denied",
+        `not allowed to listen on ${s.bind}:${s.localPort}`,
+        "ports below 1024 need privileges; use a higher local port",
+      );
+    }
+    throw new VaultError(
+      "forward.listen",
+      `cannot listen on ${s.bind}:${s.localPort}: ${(err as Error).message}`,
+      "check the bind address",
+    );
+  }
+  const conns = new Set<Deno.TcpConn>();
+  const label = `${s.bind}:${(listener.addr as Deno.NetAddr).port} → ${s.host}:${s.remotePort}`;
+  const handle = async (conn: Deno.TcpConn) => {
+    conns.add(conn);
+    conn.setNoDelay(true);
+    const tcp = tcpByteStream(conn);
+    try {
+      let remote;
+      try {
+        remote = await openForward(openStream, s.host, s.remotePort);
+      } catch (err) {
+        onError(`forward ${label}: ${(err as Error).message}`);
+        await tcp.writable.abort().catch(() => {});
+        return;
+      }
+      await splice(remote, { readable: tcp.readable, writer: tcp.writable.getWriter() }).catch(
+        () => {},
+      );
+    } finally {
+      conns.delete(conn);
+    }
+  };
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) handle(conn);
+    } catch {
+      // listener closed
+    }
+  })();
+  return {
+    spec: s,
+    addr: listener.addr as Deno.NetAddr,
+    get active() {
+      return conns.size;
+    },
+    async close() {
+      try {
+        listener.close();
+      } catch {
+        // already closed
+      }
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+      }
+      await accepting;
+    },
+  };
+}
+
+/**
+ * `fly-vault pipe HOST:PORT`: joins `stdin`/`stdout` to a TCP connection
+ * made from the vault (for ssh's ProxyCommand). Resolves when both
+ * directions are finished; throws `forward.refused` when the vault cannot
+ * connect.
+ */
+export async function runPipe(
+  openStream: OpenStream,
+  target: string,
+  stdin: ReadableStream<Uint8Array> = Deno.stdin.readable,
+  stdout: WritableStream<Uint8Array> = Deno.stdout.writable,
+): Promise<void> {
+  const { host, port } = parseHostPort(target);
+  const remote = await openForward(openStream, host, port);
+  await splice(remote, { readable: stdin, writer: stdout.getWriter() });
+}

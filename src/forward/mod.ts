@@ -1,0 +1,16 @@
+/**
+ * TCP port forwards and `pipe`, both sides: the client's local listeners
+ * and the init-side connector, one stream per TCP connection.
+ *
+ * @module
+ */
+export {
+  type ForwardHandle,
+  openForward,
+  type OpenStream,
+  runPipe,
+  serveForward,
+  startForward,
+} from "./forward.ts";
+export { type ForwardSpec, parseForwardSpec, parseHostPort } from "./spec.ts";
+export { pipeHalf, tcpByteStream } from "./tcp.ts";
