@@ -1,0 +1,137 @@
+/**
+ * The mounts a workload needs inside the rootfs: persisted /root and /home
+ * (bind), /proc, /sys, a minimal /dev (tmpfs with the usual nodes bound from
+ * the host, as rootless containers do), /dev/pts and /etc/resolv.conf.
+ *
+ * Every mount point is checked component by component with lstat first:
+ * mount(2) follows symlinks, and a tenant image whose `/root` is a symlink
+ * to `/../../etc` must not get a bind mount onto the host's /etc.
+ *
+ * @module
+ */
+import { VaultError } from "../errors/mod.ts";
+import { isMountPoint, unmountUnder } from "./fsutil.ts";
+import type { StorePaths } from "./store.ts";
+
+const DEV_NODES = ["null", "zero", "full", "random", "urandom", "tty"];
+
+async function run(args: string[]): Promise<void> {
+  const r = await new Deno.Command(args[0], { args: args.slice(1), stderr: "piped" }).output()
+    .catch((err) => ({ success: false, stderr: new TextEncoder().encode(String(err)) }));
+  if (!r.success) {
+    const text = new TextDecoder().decode(r.stderr).trim();
+    const denied = /permission denied|must be superuser|not permitted/i.test(text);
+    throw new VaultError(
+      denied ? "rootfs.mount_denied" : "rootfs.mount_failed",
+      `${args.join(" ")}: ${text}`,
+      denied
+        ? "mounting needs root (or a user+mount namespace: unshare --user --map-root-user --mount)"
+        : "",
+    );
+  }
+}
+
+/**
+ * Makes sure `rel` (relative, inside `root`) is a real directory or file,
+ * creating the last component when missing, refusing a symlink anywhere.
+ */
+async function safeTarget(root: string, rel: string, kind: "dir" | "file"): Promise<string> {
+  const parts = rel.split("/").filter(Boolean);
+  let cur = root;
+  for (let i = 0; i < parts.length; i++) {
+    cur = `${cur}/${parts[i]}`;
+    const last = i === parts.length - 1;
+    let st: Deno.FileInfo | undefined;
+    try {
+      st = await Deno.lstat(cur);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    if (!st) {
+      if (last && kind === "file") await Deno.writeFile(cur, new Uint8Array(0), { mode: 0o644 });
+      else await Deno.mkdir(cur, { mode: 0o755 });
+      continue;
+    }
+    if (st.isSymlink) {
+      throw new VaultError(
+        "rootfs.unsafe_mount_point",
+        `/${parts.slice(0, i + 1).join("/")} is a symlink in the rootfs; will not mount over it`,
+        "make it a directory in the image",
+      );
+    }
+    if (last ? (kind === "dir" ? !st.isDirectory : !st.isFile) : !st.isDirectory) {
+      throw new VaultError(
+        "rootfs.unsafe_mount_point",
+        `/${parts.slice(0, i + 1).join("/")} has the wrong type for a mount point`,
+      );
+    }
+  }
+  return cur;
+}
+
+/**
+ * Mounts everything under `paths.rootfs`. Returns notes about what was left
+ * out (e.g. resolv.conf as a symlink). On failure, what was mounted is undone.
+ */
+export async function prepareMounts(paths: StorePaths): Promise<string[]> {
+  const root = paths.rootfs;
+  const notes: string[] = [];
+  try {
+    for (
+      const [persist, rel, mode] of [
+        [paths.persistRoot, "root", 0o700],
+        [paths.persistHome, "home", 0o755],
+      ] as const
+    ) {
+      await Deno.mkdir(persist, { recursive: true, mode });
+      const target = await safeTarget(root, rel, "dir");
+      if (!await isMountPoint(target)) await run(["mount", "--bind", persist, target]);
+    }
+    const proc = await safeTarget(root, "proc", "dir");
+    if (!await isMountPoint(proc)) await run(["mount", "-t", "proc", "proc", proc]);
+    const sys = await safeTarget(root, "sys", "dir");
+    if (!await isMountPoint(sys)) {
+      await run(["mount", "--rbind", "/sys", sys]);
+      await run(["mount", "--make-rslave", sys]);
+    }
+    const dev = await safeTarget(root, "dev", "dir");
+    if (!await isMountPoint(dev)) {
+      await run(["mount", "-t", "tmpfs", "-o", "mode=755,nosuid,size=65536k", "tmpfs", dev]);
+      for (const n of DEV_NODES) {
+        await Deno.writeFile(`${dev}/${n}`, new Uint8Array(0), { mode: 0o666 });
+        await run(["mount", "--bind", `/dev/${n}`, `${dev}/${n}`]);
+      }
+      await Deno.mkdir(`${dev}/pts`);
+      await Deno.mkdir(`${dev}/shm`, { mode: 0o1777 });
+      await Deno.chmod(`${dev}/shm`, 0o1777);
+      await Deno.symlink("/proc/self/fd", `${dev}/fd`);
+      await Deno.symlink("/proc/self/fd/0", `${dev}/stdin`);
+      await Deno.symlink("/proc/self/fd/1", `${dev}/stdout`);
+      await Deno.symlink("/proc/self/fd/2", `${dev}/stderr`);
+      // PTYs are allocated by init from the host's devpts: bind it (and its ptmx) so
+      // ttyname() inside agrees with the terminal init handed over.
+      await run(["mount", "--bind", "/dev/pts", `${dev}/pts`]);
+      await Deno.writeFile(`${dev}/ptmx`, new Uint8Array(0), { mode: 0o666 });
+      await run(["mount", "--bind", "/dev/ptmx", `${dev}/ptmx`]);
+    }
+    let resolv: string | undefined;
+    try {
+      resolv = await safeTarget(root, "etc/resolv.conf", "file");
+    } catch (err) {
+      if (!(err instanceof VaultError)) throw err;
+      notes.push(`/etc/resolv.conf not mounted: ${err.message}`);
+    }
+    if (resolv && !await isMountPoint(resolv)) {
+      await run(["mount", "--bind", "-o", "ro", "/etc/resolv.conf", resolv]);
+    }
+    return notes;
+  } catch (err) {
+    await unmountUnder(root).catch(() => {});
+    throw err;
+  }
+}
+
+/** Unmounts everything below `rootfs` (deepest first). */
+export async function releaseMounts(rootfs: string): Promise<void> {
+  await unmountUnder(rootfs);
+}
