@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { DEFAULT_LIMITS, type ExtractLimits, extractRootfs, RootfsError } from "./mod.ts";
+import {
+  DEFAULT_LIMITS,
+  type ExtractLimits,
+  extractRootfs,
+  removeTree,
+  RootfsError,
+} from "./mod.ts";
 import {
   craft,
   diffManifests,
@@ -19,8 +25,7 @@ async function withTemp(fn: (dir: string) => Promise<void>) {
   try {
     await fn(dir);
   } finally {
-    await sh("umount", ["-R", "-q", `${dir}/small`]).catch(() => {});
-    await Deno.remove(dir, { recursive: true });
+    await removeTree(dir); // unmounts first
   }
 }
 

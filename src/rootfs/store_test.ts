@@ -1,0 +1,361 @@
+import assert from "node:assert/strict";
+import {
+  encodeMessage,
+  FrameReader,
+  FrameWriter,
+  ProvisionDone,
+  UploadReply,
+} from "../protocol/mod.ts";
+import {
+  openRootfsStore,
+  provisionFromUrl,
+  type ProvisionMessage,
+  recover,
+  removeTree,
+  serveUpload,
+  startWorkload,
+} from "./mod.ts";
+import { craft, gz, sh, sha256, streamOf, tarOf } from "./testutil.ts";
+
+async function withData(fn: (data: string, work: string) => Promise<void>) {
+  const work = await Deno.makeTempDir({ prefix: "fv-store-test-" });
+  try {
+    await fn(`${work}/data`, work);
+  } finally {
+    await removeTree(work); // unmounts first: never delete through a bind mount
+  }
+}
+
+/** A small rootfs tar.gz written by GNU tar, `version` in /etc/version. */
+async function image(work: string, version: string, extra?: (dir: string) => Promise<void>) {
+  const dir = `${work}/img-${version}`;
+  await Deno.mkdir(`${dir}/etc`, { recursive: true });
+  await Deno.mkdir(`${dir}/root`, { mode: 0o700 });
+  await Deno.mkdir(`${dir}/home/dev`, { recursive: true });
+  await Deno.mkdir(`${dir}/usr/bin`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/etc/version`, version);
+  await Deno.writeTextFile(`${dir}/root/.profile`, `# from image ${version}\n`);
+  await Deno.writeTextFile(`${dir}/home/dev/.bashrc`, `# image ${version}\n`);
+  await Deno.copyFile("/bin/sh", `${dir}/usr/bin/sh`).catch(() => {});
+  await extra?.(dir);
+  const out = `${work}/img-${version}.tar.gz`;
+  await sh("tar", ["--numeric-owner", "--xattrs", "-czf", out, "-C", dir, "."]);
+  return await Deno.readFile(out);
+}
+
+Deno.test("provision: unprovisioned → ready, persist seeded once, reprovision keeps it", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    assert.equal(store.state().state, "unprovisioned");
+    const v1 = await image(work, "v1");
+    const phases = new Set<string>();
+    const r1 = await store.provision(streamOf(v1), {
+      expectedSha256: sha256(v1),
+      expectedSize: v1.length,
+      onProgress: (p) => phases.add(p.phase),
+    });
+    assert.deepEqual(r1.seeded, ["/root", "/home"]);
+    assert.deepEqual([...phases].sort(), ["extract", "swap", "verify"]);
+    assert.equal(store.state().state, "ready");
+    assert.equal(store.state().sha256, sha256(v1));
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v1");
+    assert.equal(await Deno.readTextFile(`${data}/persist/root/.profile`), "# from image v1\n");
+    const saved = JSON.parse(await Deno.readTextFile(`${data}/vault/state.json`));
+    assert.equal(saved.state, "ready");
+
+    await Deno.writeTextFile(`${data}/persist/root/notes.txt`, "mine");
+    await Deno.writeTextFile(`${data}/persist/home/dev/work.txt`, "mine too");
+    const v2 = await image(work, "v2");
+    let swapped = false;
+    const r2 = await store.provision(streamOf(v2), {
+      beforeSwap: async () => {
+        swapped = true;
+      },
+    });
+    assert.ok(swapped);
+    assert.deepEqual(r2.seeded, []);
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v2");
+    assert.equal(await Deno.readTextFile(`${data}/persist/root/.profile`), "# from image v1\n");
+    assert.equal(await Deno.readTextFile(`${data}/persist/root/notes.txt`), "mine");
+    assert.equal(await Deno.readTextFile(`${data}/persist/home/dev/work.txt`), "mine too");
+    const left = [...Deno.readDirSync(data)].map((e) => e.name).sort();
+    assert.deepEqual(left, ["persist", "rootfs", "vault"]);
+  });
+});
+
+Deno.test("a refused tarball leaves the old rootfs serving; with none, state is failed", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    const evil = gz(tarOf(craft({ name: "../evil" })));
+    await assert.rejects(store.provision(streamOf(evil)), { code: "rootfs.dotdot" });
+    assert.equal(store.state().state, "failed");
+    assert.match(store.state().reason!, /rootfs\.dotdot/);
+    const v1 = await image(work, "v1");
+    await store.provision(streamOf(v1));
+    await assert.rejects(store.provision(streamOf(evil)), { code: "rootfs.dotdot" });
+    const s = store.state();
+    assert.equal(s.state, "ready");
+    assert.equal(s.sha256, sha256(v1));
+    assert.equal(s.last_error?.code, "rootfs.dotdot");
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v1");
+  });
+});
+
+Deno.test("a dropped upload leaves the state as it was, and the next provision succeeds", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    const v1 = await image(work, "v1", async (dir) => {
+      await Deno.writeFile(`${dir}/usr/bin/blob`, crypto.getRandomValues(new Uint8Array(65536)));
+    });
+    let sent = 0;
+    const dropping = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent >= v1.length / 2) return c.error(new Error("connection lost"));
+        c.enqueue(v1.slice(sent, sent + 8192));
+        sent += 8192;
+      },
+    });
+    await assert.rejects(store.provision(dropping, { expectedSize: v1.length }), {
+      code: "rootfs.source_failed",
+    });
+    assert.equal(store.state().state, "unprovisioned");
+    const short = streamOf(v1.subarray(0, 1000));
+    await assert.rejects(store.provision(short, { expectedSize: v1.length }), {
+      code: "rootfs.incomplete",
+    });
+    assert.equal(store.state().state, "unprovisioned");
+    await store.provision(streamOf(v1), { expectedSize: v1.length });
+    assert.equal(store.state().state, "ready");
+  });
+});
+
+Deno.test("recover: staging leftovers removed, interrupted provision rolled back", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    await store.provision(streamOf(await image(work, "v1")));
+    const before = store.state();
+    // What a crash mid-extract leaves behind:
+    await Deno.mkdir(`${data}/rootfs.staging-x/etc`, { recursive: true });
+    await Deno.writeTextFile(
+      `${data}/vault/state.json`,
+      JSON.stringify({ state: "provisioning", previous: before }),
+    );
+    const rec = await recover(data);
+    assert.equal(rec.state, "ready");
+    assert.equal(rec.sha256, before.sha256);
+    assert.equal(rec.last_error?.code, "rootfs.interrupted");
+    assert.equal(await Deno.lstat(`${data}/rootfs.staging-x`).catch(() => null), null);
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v1");
+  });
+});
+
+Deno.test("recover: a committed swap is completed", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    await store.provision(streamOf(await image(work, "v1")));
+    // Crash between the two renames: old moved away, complete staging not yet in place.
+    await Deno.mkdir(`${data}/rootfs.staging-y/etc`, { recursive: true });
+    await Deno.writeTextFile(`${data}/rootfs.staging-y/etc/version`, "v2");
+    await Deno.rename(`${data}/rootfs`, `${data}/rootfs.old-y`);
+    const swap = { id: "y", sha256: "ab".repeat(32), bytes: 1, entries: 1 };
+    await Deno.writeTextFile(
+      `${data}/vault/state.json`,
+      JSON.stringify({ state: "provisioning", swap, previous: store.state() }),
+    );
+    const rec = await recover(data);
+    assert.equal(rec.state, "ready");
+    assert.equal(rec.sha256, swap.sha256);
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v2");
+    const left = [...Deno.readDirSync(data)].map((e) => e.name).sort();
+    assert.deepEqual(left, ["persist", "rootfs", "vault"]);
+  });
+});
+
+Deno.test("mounts: persist, proc, sys, dev, pts, resolv.conf; removal never reaches persist", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    await store.provision(streamOf(await image(work, "v1")));
+    await Deno.writeTextFile(`${data}/persist/root/keep`, "keep");
+    await store.prepareMounts();
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/root/keep`), "keep");
+    assert.ok((await Deno.lstat(`${data}/rootfs/proc/self`)).isSymlink);
+    assert.ok((await Deno.stat(`${data}/rootfs/sys/kernel`)).isDirectory);
+    const nul = await Deno.stat(`${data}/rootfs/dev/null`);
+    assert.equal(nul.isCharDevice, true);
+    assert.equal(
+      await Deno.readTextFile(`${data}/rootfs/etc/resolv.conf`),
+      await Deno.readTextFile("/etc/resolv.conf"),
+    );
+    // A reprovision with mounts up moves them to the new rootfs and never deletes persist.
+    await store.provision(streamOf(await image(work, "v2")));
+    assert.equal(store.mounted(), true);
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/root/keep`), "keep");
+    assert.equal(await Deno.readTextFile(`${data}/persist/root/keep`), "keep");
+    await store.releaseMounts();
+    assert.equal(await Deno.lstat(`${data}/rootfs/root/keep`).catch(() => null), null);
+  });
+});
+
+Deno.test("mounts: a symlinked /root in the image is refused, not mounted through", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    await Deno.mkdir(`${work}/victim`);
+    const img = await image(work, "v1", async (dir) => {
+      await Deno.remove(`${dir}/home`, { recursive: true });
+      await Deno.symlink(`${work}/victim`, `${dir}/home`);
+    });
+    await store.provision(streamOf(img));
+    await assert.rejects(store.prepareMounts(), { code: "rootfs.unsafe_mount_point" });
+    assert.deepEqual([...Deno.readDirSync(`${work}/victim`)], []);
+    assert.equal(store.mounted(), false);
+  });
+});
+
+Deno.test("workload: declared command runs chrooted, restarts when it dies, stops", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    const img = await image(work, "v1", async (dir) => {
+      // The host's sh and env with their libraries, laid out merged-/usr like Debian.
+      const libs = [...await libsOf("/usr/bin/env"), ...await libsOf("/bin/sh")];
+      for (const p of new Set(["/usr/bin/env", ...libs])) {
+        const target = `${dir}${p.startsWith("/usr/") ? p : `/usr${p}`}`;
+        await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
+        await Deno.copyFile(p, target);
+        await Deno.chmod(target, 0o755);
+      }
+      for (const l of ["lib", "lib64"]) await Deno.symlink(`usr/${l}`, `${dir}/${l}`);
+      await Deno.mkdir(`${dir}/.fly-vault`);
+      await Deno.writeTextFile(
+        `${dir}/.fly-vault/image.json`,
+        JSON.stringify({
+          Entrypoint: ["/usr/bin/sh", "-c"],
+          Cmd: ['echo "run $GREETING $(pwd)" >> /root/runs; exit 3'],
+          Env: ["GREETING=hello"],
+          WorkingDir: "/etc",
+        }),
+      );
+    });
+    await store.provision(streamOf(img));
+    await store.prepareMounts();
+    const exits: number[] = [];
+    let twice: () => void;
+    const ranTwice = new Promise<void>((r) => twice = r);
+    const w = await startWorkload(store.rootfsDir, {
+      backoffMs: 10,
+      onEvent: (e) => {
+        if (e.type === "exit") exits.push(e.code);
+        if (exits.length === 2) twice();
+      },
+    });
+    assert.ok(w);
+    await ranTwice;
+    await w.stop();
+    assert.deepEqual(exits.slice(0, 2), [3, 3]);
+    const runs = await Deno.readTextFile(`${data}/persist/root/runs`);
+    assert.match(runs, /^run hello \/etc\nrun hello \/etc\n/);
+  });
+});
+
+async function libsOf(bin: string): Promise<string[]> {
+  const out = await sh("ldd", [bin]).catch(() => "");
+  return [...out.matchAll(/(\/[^\s]+)/g)].map((m) => m[1]).filter((p) => !p.startsWith("/proc"));
+}
+
+/** A bidirectional in-memory stream pair: what one side writes the other reads. */
+function pipePair() {
+  const a = new TransformStream<Uint8Array, Uint8Array>();
+  const b = new TransformStream<Uint8Array, Uint8Array>();
+  return {
+    server: { readable: a.readable, writable: b.writable },
+    client: { readable: b.readable, writable: a.writable },
+  };
+}
+
+Deno.test("serveUpload: header, body, progress frames, done; a bad upload gets an error", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    const v1 = await image(work, "v1");
+    const { server, client } = pipePair();
+    const served = serveUpload(new FrameReader(server.readable), new FrameWriter(server.writable), {
+      store,
+      progressIntervalMs: 0,
+    });
+    const w = client.writable.getWriter();
+    await w.write(encodeMessage({ type: "upload", size: v1.length, sha256: sha256(v1) }));
+    const writing = (async () => {
+      for (let o = 0; o < v1.length; o += 1000) await w.write(v1.slice(o, o + 1000));
+      await w.close();
+    })();
+    const r = new FrameReader(client.readable);
+    const phases: string[] = [];
+    let done: ProvisionDone | undefined;
+    for (;;) {
+      const m = await r.message(UploadReply).catch(() => null);
+      if (!m) break;
+      if (m.type === "progress") phases.push(m.phase);
+      else if (m.type === "provision_done") done = m;
+      else assert.fail(`error: ${m.message}`);
+    }
+    await writing;
+    await served;
+    assert.equal(done?.sha256, sha256(v1));
+    assert.ok(phases.includes("receive") && phases.includes("swap"), phases.join());
+    assert.equal(store.state().state, "ready");
+
+    const bad = pipePair();
+    const served2 = serveUpload(
+      new FrameReader(bad.server.readable),
+      new FrameWriter(bad.server.writable),
+      { store },
+    );
+    const w2 = bad.client.writable.getWriter();
+    await w2.write(encodeMessage({ type: "upload", size: 4, sha256: "0".repeat(64) }));
+    await w2.write(new Uint8Array([1, 2, 3, 4]));
+    await w2.close().catch(() => {});
+    const r2 = new FrameReader(bad.client.readable);
+    const reply = await r2.message(UploadReply);
+    assert.equal(reply.type, "error");
+    assert.equal(reply.type === "error" && reply.code, "rootfs.not_gzip");
+    await served2;
+    assert.equal(store.state().state, "ready");
+  });
+});
+
+Deno.test("provisionFromUrl: http on loopback works, plain http elsewhere is refused", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    const v1 = await image(work, "v1");
+    const ac = new AbortController();
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: () => {} },
+      (req) =>
+        new URL(req.url).pathname === "/redirect"
+          ? Response.redirect("http://example.com/x.tar.gz", 302)
+          : new Response(v1),
+    );
+    try {
+      const port = server.addr.port;
+      const msgs: ProvisionMessage[] = [];
+      const send = (m: ProvisionMessage) => (msgs.push(m), Promise.resolve());
+      await provisionFromUrl(`http://127.0.0.1:${port}/v1.tar.gz`, sha256(v1), { store }, send);
+      assert.equal(msgs.at(-1)?.type, "provision_done", JSON.stringify(msgs.at(-1)));
+      assert.ok(msgs.some((m) => m.type === "progress" && m.phase === "download"));
+      msgs.length = 0;
+      await provisionFromUrl("http://example.com/x.tar.gz", undefined, { store }, send);
+      assert.deepEqual(msgs.map((m) => m.type === "error" && m.code), ["rootfs.bad_url"]);
+      msgs.length = 0;
+      await provisionFromUrl(`http://127.0.0.1:${port}/redirect`, undefined, { store }, send);
+      assert.deepEqual(msgs.map((m) => m.type === "error" && m.code), ["rootfs.bad_url"]);
+      msgs.length = 0;
+      await provisionFromUrl(`http://127.0.0.1:${port}/v1.tar.gz`, "0".repeat(64), { store }, send);
+      assert.deepEqual(
+        msgs.map((m) => m.type === "error" && m.code).at(-1),
+        "rootfs.sha256_mismatch",
+      );
+      assert.equal(store.state().state, "ready");
+    } finally {
+      ac.abort();
+      await server.finished;
+    }
+  });
+});
