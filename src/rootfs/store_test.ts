@@ -68,8 +68,9 @@ Deno.test("provision: unprovisioned → ready, persist seeded once, reprovision 
     const v2 = await image(work, "v2");
     let swapped = false;
     const r2 = await store.provision(streamOf(v2), {
-      beforeSwap: async () => {
+      beforeSwap: () => {
         swapped = true;
+        return Promise.resolve();
       },
     });
     assert.ok(swapped);
