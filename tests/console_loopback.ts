@@ -61,6 +61,7 @@ export function startLoopbackServer(handler: Handler): LoopbackServer {
     }
   })();
   const port = (listener.addr as Deno.NetAddr).port;
+  let closed = false;
   return {
     port,
     openStream: (tag) => loopbackOpen(port, tag),
@@ -74,6 +75,8 @@ export function startLoopbackServer(handler: Handler): LoopbackServer {
       }
     },
     async close() {
+      if (closed) return;
+      closed = true;
       listener.close();
       this.dropAll();
       await accepting;

@@ -1,0 +1,269 @@
+/**
+ * `cp` end to end over loopback streams against the init-side handler with
+ * a rootfs directory: a tree with a symlink, an executable and a 50 MiB file
+ * goes up and comes back identical; errors are clear; an interrupted copy
+ * leaves nothing under the final name; a full disk says so.
+ */
+import assert from "node:assert/strict";
+import { isVaultError } from "../src/errors/mod.ts";
+import { planCopy, runCopy, serveCopy } from "../src/copy/mod.ts";
+import { StreamTag } from "../src/protocol/mod.ts";
+import { startLoopbackServer } from "./console_loopback.ts";
+
+interface Entry {
+  kind: "file" | "dir" | "link";
+  mode: number;
+  mtime: number;
+  size: number;
+  link?: string;
+}
+
+async function snapshot(root: string): Promise<Map<string, Entry>> {
+  const out = new Map<string, Entry>();
+  const walk = async (rel: string) => {
+    const path = rel ? `${root}/${rel}` : root;
+    const info = await Deno.lstat(path);
+    const kind = info.isSymlink ? "link" : info.isDirectory ? "dir" : "file";
+    out.set(rel || ".", {
+      kind,
+      mode: kind === "link" ? 0 : info.mode! & 0o7777,
+      mtime: kind === "link" ? 0 : Math.floor(info.mtime!.getTime() / 1000),
+      size: kind === "file" ? info.size : 0,
+      link: kind === "link" ? await Deno.readLink(path) : undefined,
+    });
+    if (kind === "dir") {
+      for await (const e of Deno.readDir(path)) await walk(rel ? `${rel}/${e.name}` : e.name);
+    }
+  };
+  await walk("");
+  return out;
+}
+
+async function sameBytes(a: string, b: string): Promise<boolean> {
+  return Buffer.from(await Deno.readFile(a)).equals(Buffer.from(await Deno.readFile(b)));
+}
+
+async function makeTree(dir: string): Promise<void> {
+  await Deno.mkdir(`${dir}/sub/deeper`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/notes.txt`, "hello\n");
+  await Deno.writeTextFile(`${dir}/run.sh`, "#!/bin/sh\necho hi\n");
+  await Deno.chmod(`${dir}/run.sh`, 0o755);
+  await Deno.writeTextFile(`${dir}/sub/deeper/secret`, "s");
+  await Deno.chmod(`${dir}/sub/deeper/secret`, 0o600);
+  await Deno.symlink("../notes.txt", `${dir}/sub/link-to-notes`);
+  await Deno.symlink("/nonexistent/elsewhere", `${dir}/dangling`);
+  const big = new Uint8Array(50 * 1024 * 1024);
+  for (let off = 0; off < big.length; off += 65536) {
+    crypto.getRandomValues(big.subarray(off, off + 65536));
+  }
+  await Deno.writeFile(`${dir}/sub/big.bin`, big);
+  const old = new Date("2020-02-02T02:02:02Z");
+  await Deno.utime(`${dir}/notes.txt`, old, old);
+  await Deno.utime(`${dir}/sub`, old, old);
+  await Deno.chmod(`${dir}/sub`, 0o750);
+}
+
+async function setup() {
+  const rootfs = await Deno.makeTempDir({ prefix: "fv-cp-rootfs-" });
+  await Deno.mkdir(`${rootfs}/root`);
+  const local = await Deno.makeTempDir({ prefix: "fv-cp-local-" });
+  const server = startLoopbackServer((tag, reader, writer) =>
+    tag === StreamTag.copy ? serveCopy(reader, writer, { rootfsDir: rootfs }) : Promise.resolve()
+  );
+  return {
+    rootfs,
+    local,
+    server,
+    async cleanup() {
+      await server.close();
+      await Deno.remove(rootfs, { recursive: true }).catch(() => {});
+      await Deno.remove(local, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+async function leftovers(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.name.startsWith(".fly-vault-cp")) names.push(e.name);
+  }
+  return names;
+}
+
+Deno.test({
+  name:
+    "cp: a tree with a symlink, an executable and a 50 MiB file goes up and comes back identical",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const env = await setup();
+    try {
+      const src = `${env.local}/project`;
+      await makeTree(src);
+      const up = await runCopy(env.server.openStream, planCopy([src, "vault:/root/project"]), {
+        recursive: true,
+        progress: false,
+      });
+      assert.equal(up.entries, 1);
+      const remote = `${env.rootfs}/root/project`;
+      const original = await snapshot(src);
+      assert.deepEqual(await snapshot(remote), original);
+      assert.ok(await sameBytes(`${src}/sub/big.bin`, `${remote}/sub/big.bin`));
+      assert.equal(await Deno.readLink(`${remote}/sub/link-to-notes`), "../notes.txt");
+
+      // Into an existing directory: it lands as dir/project.
+      await Deno.mkdir(`${env.local}/back`);
+      const down = await runCopy(
+        env.server.openStream,
+        planCopy(["vault:/root/project", `${env.local}/back`]),
+        { recursive: true, progress: false },
+      );
+      assert.equal(down.entries, 1);
+      assert.deepEqual(await snapshot(`${env.local}/back/project`), original);
+      assert.ok(await sameBytes(`${src}/sub/big.bin`, `${env.local}/back/project/sub/big.bin`));
+
+      // Single files: renamed on the way, several into a directory.
+      await runCopy(env.server.openStream, planCopy([`${src}/run.sh`, "vault:/root/renamed.sh"]));
+      assert.equal((await Deno.stat(`${env.rootfs}/root/renamed.sh`)).mode! & 0o777, 0o755);
+      await runCopy(
+        env.server.openStream,
+        planCopy([`${src}/notes.txt`, `${src}/run.sh`, "vault:/root/"]),
+      );
+      assert.equal(await Deno.readTextFile(`${env.rootfs}/root/notes.txt`), "hello\n");
+      assert.deepEqual(await leftovers(`${env.rootfs}/root`), []);
+      assert.deepEqual(await leftovers(`${env.local}/back`), []);
+    } finally {
+      await env.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cp: missing sources, directories without -r and missing destinations are clear errors",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const env = await setup();
+    try {
+      const expect = async (p: Promise<unknown>, code: string, re: RegExp) => {
+        await assert.rejects(p, (err: unknown) => {
+          assert.ok(isVaultError(err, code), `expected ${code}, got ${err}`);
+          assert.match(err.message, re);
+          return true;
+        });
+      };
+      const open = env.server.openStream;
+      await expect(
+        runCopy(open, planCopy([`${env.local}/nope`, "vault:/root/"])),
+        "copy.no_source",
+        /nope: no such file/,
+      );
+      await expect(
+        runCopy(open, planCopy(["vault:/root/nope", env.local])),
+        "copy.no_source",
+        /\/root\/nope: no such file or directory in the vault/,
+      );
+      await expect(
+        runCopy(open, planCopy([env.local, "vault:/root/"])),
+        "copy.is_directory",
+        /is a directory/,
+      );
+      await Deno.writeTextFile(`${env.local}/f`, "x");
+      await expect(
+        runCopy(open, planCopy([`${env.local}/f`, "vault:/no/such/dir/f"])),
+        "copy.no_dest",
+        /does not exist/,
+      );
+      assert.throws(() => planCopy(["a", "b"]), /no side is remote/);
+      assert.throws(() => planCopy(["vault:/a", "vault:/b"]), /both sides are remote/);
+    } finally {
+      await env.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cp: an interrupted copy leaves no partial file under the final name (both directions)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const env = await setup();
+    try {
+      const big = new Uint8Array(40 * 1024 * 1024);
+      await Deno.writeFile(`${env.local}/big.bin`, big);
+      let dropped = false;
+      await assert.rejects(
+        runCopy(env.server.openStream, planCopy([`${env.local}/big.bin`, "vault:/root/big.bin"]), {
+          onProgress: (bytes) => {
+            if (bytes > 8 * 1024 * 1024 && !dropped) {
+              dropped = true;
+              env.server.dropAll();
+            }
+          },
+        }),
+        (err: unknown) => isVaultError(err, "copy.") || err instanceof Error,
+      );
+      assert.ok(dropped);
+      await env.server.close(); // waits for the handler to clean up
+      await assert.rejects(Deno.lstat(`${env.rootfs}/root/big.bin`), Deno.errors.NotFound);
+      assert.deepEqual(await leftovers(`${env.rootfs}/root`), []);
+
+      // Download, cut mid-way.
+      const env2 = startLoopbackServer((tag, reader, writer) =>
+        tag === StreamTag.copy
+          ? serveCopy(reader, writer, { rootfsDir: env.rootfs })
+          : Promise.resolve()
+      );
+      await Deno.writeFile(`${env.rootfs}/root/down.bin`, big);
+      let cut = false;
+      await assert.rejects(
+        runCopy(env2.openStream, planCopy(["vault:/root/down.bin", `${env.local}/down.bin`]), {
+          onProgress: (bytes) => {
+            if (bytes > 8 * 1024 * 1024 && !cut) {
+              cut = true;
+              env2.dropAll();
+            }
+          },
+        }),
+        (err: unknown) => isVaultError(err, "copy.lost"),
+      );
+      await env2.close();
+      await assert.rejects(Deno.lstat(`${env.local}/down.bin`), Deno.errors.NotFound);
+      assert.deepEqual(await leftovers(env.local), []);
+    } finally {
+      await env.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cp: a full disk is reported as such and nothing is left behind",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const env = await setup();
+    const small = `${env.rootfs}/root/small`;
+    await Deno.mkdir(small);
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", small],
+      stderr: "piped",
+    }).output();
+    assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+    try {
+      await Deno.writeFile(`${env.local}/five.bin`, new Uint8Array(5 * 1024 * 1024));
+      await assert.rejects(
+        runCopy(env.server.openStream, planCopy([`${env.local}/five.bin`, "vault:/root/small/"])),
+        (err: unknown) => {
+          assert.ok(isVaultError(err, "copy.no_space"), String(err));
+          assert.match(err.message, /disk full/);
+          return true;
+        },
+      );
+      await assert.rejects(Deno.lstat(`${small}/five.bin`), Deno.errors.NotFound);
+      assert.deepEqual(await leftovers(small), []);
+    } finally {
+      await new Deno.Command("umount", { args: [small] }).output();
+      await env.cleanup();
+    }
+  },
+});
