@@ -71,6 +71,8 @@ export interface ProvisionOptions {
   afterSwap?: () => Promise<void>;
   signal?: AbortSignal;
   spaceLeft?: number;
+  /** Minimum interval between extract progress calls (ms), default 100. */
+  progressIntervalMs?: number;
 }
 
 /** What a successful provision did. */
@@ -318,6 +320,7 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
           limits: opts.limits ?? DEFAULT_LIMITS,
           signal: opts.signal,
           spaceLeft: opts.spaceLeft,
+          progressIntervalMs: opts.progressIntervalMs,
           onProgress: (p) => opts.onProgress?.({ phase: "extract", ...p }),
         });
         await stopPoint("after_extract");
