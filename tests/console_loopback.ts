@@ -42,8 +42,9 @@ export function startLoopbackServer(handler: Handler): LoopbackServer {
     try {
       const tag = await reader.byte();
       if (tag !== null) await handler(tag, reader, writer);
-    } catch {
-      // the test sees the effect on the client side
+    } catch (err) {
+      // The test sees the effect on the client side; FV_DEBUG=1 shows the cause.
+      if (Deno.env.get("FV_DEBUG")) console.error("loopback handler:", err);
     } finally {
       await writer.close();
       conns.delete(conn);

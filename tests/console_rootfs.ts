@@ -21,6 +21,7 @@ const BINARIES = [
   "/usr/bin/tar",
   "/usr/bin/head",
   "/usr/bin/id",
+  "/usr/bin/tty",
 ];
 
 async function run(cmd: string, args: string[]): Promise<string> {

@@ -15,3 +15,9 @@ export {
 export { type ConsoleOptions, type ConsoleResult, type OpenStream, runConsole } from "./client.ts";
 export { createEscapeParser, ESCAPE_HELP, type EscapeEvent, type EscapeParser } from "./escape.ts";
 export { type LocalTerminal, processTerminal, withRawTerminal } from "./terminal.ts";
+export {
+  createInteractiveHandlers,
+  type HandlerContext,
+  type InteractiveHandlers,
+} from "./handlers.ts";
+export { type ExecTtyOptions, type ExecTtyRequest, runExecTty } from "./exec_tty.ts";
