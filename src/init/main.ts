@@ -9,7 +9,16 @@ import { createMachineIdentity } from "../pki/mod.ts";
 import { parseAddress } from "../transport/mod.ts";
 import { detectSandbox } from "./sandbox.ts";
 import { type InitServer, type InitServerOptions, startInitServer } from "./server.ts";
-import { openBasicStore } from "./store.ts";
+import {
+  openRootfsStore,
+  type ProvisionContext,
+  provisionFromUrl,
+  serveUpload,
+  startWorkload,
+  type Workload,
+} from "../rootfs/mod.ts";
+import type { VaultStore } from "./server.ts";
+import { chrootArgv } from "./sandbox.ts";
 import { log } from "./log.ts";
 
 /** Settings, each from a flag or the environment. */
@@ -50,13 +59,51 @@ export function initConfigFromEnv(overrides: Partial<InitConfig> = {}): InitConf
 /** Boots init: identity, sandbox check, store, server. */
 export async function runInit(
   config: InitConfig,
-  deps: Pick<InitServerOptions, "tokenSource"> & Partial<InitServerOptions>,
+  deps: Pick<InitServerOptions, "tokenSource"> & Partial<InitServerOptions> & {
+    /** Called before a reprovision swaps the rootfs (stop sessions). */
+    beforeSwap?: () => Promise<void>;
+  },
 ): Promise<InitServer> {
   const mode = await detectSandbox();
   const identity = await createMachineIdentity({ machineId: config.machineId });
-  const store = deps.store ?? openBasicStore(config.dataDir);
+  const rootfs = await openRootfsStore(config.dataDir);
+  const store: VaultStore = deps.store ?? {
+    rootfsDir: rootfs.rootfsDir,
+    status() {
+      const { state, reason, provisioned_at, sha256 } = rootfs.state();
+      return { state, reason, provisioned_at, sha256 };
+    },
+  };
+  let workload: Workload | null = null;
+  const boot = async () => {
+    try {
+      if (!rootfs.mounted()) await rootfs.prepareMounts();
+    } catch (err) {
+      log("init.mounts_failed", { error: String((err as Error).message) });
+    }
+    workload = await startWorkload(rootfs.rootfsDir, { wrap: chrootArgv }).catch((err) => {
+      log("workload.error", { error: String((err as Error).message) });
+      return null;
+    });
+  };
+  if (rootfs.state().state === "ready") await boot();
+  const provisioning: ProvisionContext = {
+    store: rootfs,
+    beforeSwap: async () => {
+      await deps.beforeSwap?.();
+      await (workload as Workload | null)?.stop();
+      workload = null;
+      if (rootfs.mounted()) await rootfs.releaseMounts();
+    },
+    afterSwap: boot,
+  };
   const { hostname, port } = parseAddress(config.listen);
-  log("init.boot", { machine_id: config.machineId, sandbox: mode, data: config.dataDir });
+  log("init.boot", {
+    machine_id: config.machineId,
+    sandbox: mode,
+    data: config.dataDir,
+    state: store.status().state,
+  });
   return startInitServer({
     hostname,
     port,
@@ -64,6 +111,11 @@ export async function runInit(
     machineId: config.machineId,
     accessToken: config.accessToken,
     store,
+    provisionUrl: (url, sha256, send) => provisionFromUrl(url, sha256, provisioning, send),
     ...deps,
+    handlers: {
+      upload: (reader, writer) => serveUpload(reader, writer, provisioning),
+      ...deps.handlers,
+    },
   });
 }

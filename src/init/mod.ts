@@ -16,6 +16,5 @@ export {
   type VaultStore,
 } from "./server.ts";
 export { createAuthThrottle, tokensEqual } from "./auth.ts";
-export { openBasicStore } from "./store.ts";
 export { chrootArgv, detectSandbox, sandboxEnv, type SandboxMode } from "./sandbox.ts";
 export { log } from "./log.ts";
