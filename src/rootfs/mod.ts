@@ -46,7 +46,17 @@ export {
   extractRootfs,
   tarExtractArgs,
 } from "./extract.ts";
-export { RootfsError, type TarEntry, TarFilter } from "./tarscan.ts";
+export {
+  bytesToLatin1,
+  checksumOk,
+  cstring,
+  isZeroBlock,
+  parseNumber,
+  parsePax,
+  RootfsError,
+  type TarEntry,
+  TarFilter,
+} from "./tarscan.ts";
 export {
   openRootfsStore,
   type ProvisionOptions,

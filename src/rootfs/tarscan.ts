@@ -56,7 +56,7 @@ export interface TarFilterOptions {
 }
 
 /** Bytes to a string, one char per byte: names stay byte-exact whatever their encoding. */
-function bytesToLatin1(b: Uint8Array): string {
+export function bytesToLatin1(b: Uint8Array): string {
   let s = "";
   for (let i = 0; i < b.length; i += 4096) {
     s += String.fromCharCode.apply(null, Array.from(b.subarray(i, i + 4096)));
@@ -64,7 +64,7 @@ function bytesToLatin1(b: Uint8Array): string {
   return s;
 }
 
-function cstring(b: Uint8Array, start: number, len: number): string {
+export function cstring(b: Uint8Array, start: number, len: number): string {
   let end = start;
   while (end < start + len && b[end] !== 0) end++;
   return bytesToLatin1(b.subarray(start, end));
@@ -81,7 +81,7 @@ function display(latin: string): string {
   }
 }
 
-function parseNumber(b: Uint8Array, start: number, len: number, what: string): number {
+export function parseNumber(b: Uint8Array, start: number, len: number, what: string): number {
   if (b[start] & 0x80) {
     if (b[start] === 0xff) throw new RootfsError("bad_header", `negative ${what} field`);
     let v = b[start] & 0x7f;
@@ -110,7 +110,7 @@ function parseNumber(b: Uint8Array, start: number, len: number, what: string): n
   return v;
 }
 
-function checksumOk(h: Uint8Array): boolean {
+export function checksumOk(h: Uint8Array): boolean {
   const stored = parseNumber(h, 148, 8, "checksum");
   let unsigned = 0;
   let signed = 0;
@@ -122,7 +122,7 @@ function checksumOk(h: Uint8Array): boolean {
   return stored === unsigned || stored === signed;
 }
 
-function isZeroBlock(h: Uint8Array): boolean {
+export function isZeroBlock(h: Uint8Array): boolean {
   for (let i = 0; i < BLOCK; i++) if (h[i] !== 0) return false;
   return true;
 }

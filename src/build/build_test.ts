@@ -1,0 +1,219 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { gzipSync } from "node:zlib";
+import { DEFAULT_LIMITS, extractRootfs, removeTree } from "../rootfs/mod.ts";
+import { craft, diffManifests, manifest, sh, tarOf } from "../rootfs/testutil.ts";
+import { buildRootfs } from "./mod.ts";
+
+const enc = new TextEncoder();
+
+async function withTemp(fn: (dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "fv-build-test-" });
+  try {
+    await fn(dir);
+  } finally {
+    await removeTree(dir);
+  }
+}
+
+async function extract(tarball: string, into: string) {
+  const f = await Deno.open(tarball);
+  return await extractRootfs(f.readable, { stagingDir: into, limits: DEFAULT_LIMITS });
+}
+
+Deno.test("build from a directory: GNU tar keeps setuid, owners, hardlinks, xattrs", async () => {
+  await withTemp(async (dir) => {
+    const src = `${dir}/src`;
+    await Deno.mkdir(`${src}/usr/bin`, { recursive: true });
+    await Deno.writeTextFile(`${src}/usr/bin/x`, "x");
+    await Deno.chown(`${src}/usr/bin/x`, 0, 42);
+    await Deno.chmod(`${src}/usr/bin/x`, 0o4755);
+    await Deno.link(`${src}/usr/bin/x`, `${src}/usr/bin/y`);
+    await Deno.symlink("/usr/bin/x", `${src}/usr/bin/z`);
+    await sh("setfattr", ["-n", "user.k", "-v", "v", `${src}/usr/bin/x`]);
+    const phases = new Set<string>();
+    const r = await buildRootfs({
+      source: src,
+      output: `${dir}/out/rootfs.tar.gz`,
+      onProgress: (p) => phases.add(p.phase),
+    });
+    assert.equal(r.kind, "dir");
+    const bytes = await Deno.readFile(r.output);
+    assert.equal(r.sha256, createHash("sha256").update(bytes).digest("hex"));
+    await extract(r.output, `${dir}/x`);
+    assert.deepEqual(diffManifests(await manifest(src), await manifest(`${dir}/x`)), []);
+  });
+});
+
+/** Writes an OCI blob, returning its descriptor. */
+async function blob(layout: string, bytes: Uint8Array, mediaType: string) {
+  const hex = createHash("sha256").update(bytes).digest("hex");
+  await Deno.mkdir(`${layout}/blobs/sha256`, { recursive: true });
+  await Deno.writeFile(`${layout}/blobs/sha256/${hex}`, bytes);
+  return { mediaType, digest: `sha256:${hex}`, size: bytes.length };
+}
+
+const CONFIG = {
+  architecture: "amd64",
+  os: "linux",
+  config: {
+    Entrypoint: ["/bin/app"],
+    Cmd: ["--serve"],
+    Env: ["PATH=/usr/bin:/bin", "MODE=prod"],
+    WorkingDir: "/srv",
+  },
+  rootfs: { type: "layers", diff_ids: [] },
+};
+
+function layers() {
+  const l1 = tarOf(
+    craft({ name: "etc/", type: "5", mode: 0o755 }),
+    craft({ name: "etc/keep", data: enc.encode("keep v1") }),
+    craft({ name: "etc/gone", data: enc.encode("whited out") }),
+    craft({ name: "etc/replaced", data: enc.encode("old") }),
+    craft({ name: "opaque/", type: "5", mode: 0o755 }),
+    craft({ name: "opaque/old", data: enc.encode("hidden by opq") }),
+    craft({ name: "dir-then-file/", type: "5", mode: 0o755 }),
+    craft({ name: "dir-then-file/child", data: enc.encode("hidden by a file") }),
+    craft({ name: "bin/", type: "5", mode: 0o755 }),
+    craft({ name: "bin/app", data: enc.encode("#!/bin/sh\n"), mode: 0o755 }),
+  );
+  const l2 = tarOf(
+    craft({ name: "etc/.wh.gone" }),
+    craft({ name: "etc/replaced", data: enc.encode("new") }),
+    craft({ name: "opaque/.wh..wh..opq" }),
+    craft({ name: "opaque/new", data: enc.encode("fresh") }),
+    craft({ name: "dir-then-file", data: enc.encode("now a file") }),
+  );
+  return [l1, l2];
+}
+
+async function expectMerged(r: { output: string; workload?: string[] }, dir: string) {
+  const x = `${dir}/x-${crypto.randomUUID().slice(0, 4)}`;
+  await extract(r.output, x);
+  assert.equal(await Deno.readTextFile(`${x}/etc/keep`), "keep v1");
+  assert.equal(await Deno.readTextFile(`${x}/etc/replaced`), "new");
+  assert.equal(await Deno.lstat(`${x}/etc/gone`).catch(() => null), null);
+  assert.equal(await Deno.lstat(`${x}/etc/.wh.gone`).catch(() => null), null);
+  assert.deepEqual([...Deno.readDirSync(`${x}/opaque`)].map((e) => e.name), ["new"]);
+  assert.equal(await Deno.readTextFile(`${x}/dir-then-file`), "now a file");
+  const decl = JSON.parse(await Deno.readTextFile(`${x}/.fly-vault/image.json`));
+  assert.deepEqual(decl, CONFIG.config);
+  assert.deepEqual(r.workload, ["/bin/app", "--serve"]);
+}
+
+Deno.test("build from an OCI layout (gzip and plain layers): whiteouts, opaque dirs, config", async () => {
+  await withTemp(async (dir) => {
+    const layout = `${dir}/oci`;
+    const [l1, l2] = layers();
+    const d1 = await blob(
+      layout,
+      new Uint8Array(gzipSync(l1)),
+      "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    const d2 = await blob(layout, l2, "application/vnd.oci.image.layer.v1.tar");
+    const cfg = await blob(
+      layout,
+      enc.encode(JSON.stringify(CONFIG)),
+      "application/vnd.oci.image.config.v1+json",
+    );
+    const manifest = await blob(
+      layout,
+      enc.encode(JSON.stringify({ schemaVersion: 2, config: cfg, layers: [d1, d2] })),
+      "application/vnd.oci.image.manifest.v1+json",
+    );
+    await Deno.writeTextFile(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
+    await Deno.writeTextFile(
+      `${layout}/index.json`,
+      JSON.stringify({
+        schemaVersion: 2,
+        manifests: [{ ...manifest, platform: { os: "linux", architecture: "amd64" } }],
+      }),
+    );
+    const r = await buildRootfs({ source: layout, output: `${dir}/oci.tar.gz` });
+    assert.equal(r.kind, "image");
+    await expectMerged(r, dir);
+    // The same layout as an OCI archive (a tar of the directory).
+    await sh("tar", ["-cf", `${dir}/oci-archive.tar`, "-C", layout, "."]);
+    await expectMerged(
+      await buildRootfs({ source: `${dir}/oci-archive.tar`, output: `${dir}/o2.tar.gz` }),
+      dir,
+    );
+  });
+});
+
+async function dockerSave(dir: string): Promise<string> {
+  const save = `${dir}/save`;
+  const [l1, l2] = layers();
+  await Deno.mkdir(`${save}/a`, { recursive: true });
+  await Deno.mkdir(`${save}/b`);
+  await Deno.writeFile(`${save}/a/layer.tar`, l1);
+  await Deno.writeFile(`${save}/b/layer.tar`, l2);
+  await Deno.writeTextFile(`${save}/cfg.json`, JSON.stringify(CONFIG));
+  await Deno.writeTextFile(
+    `${save}/manifest.json`,
+    JSON.stringify([{
+      Config: "cfg.json",
+      RepoTags: ["x:latest"],
+      Layers: ["a/layer.tar", "b/layer.tar"],
+    }]),
+  );
+  await sh("tar", ["-cf", `${dir}/saved.tar`, "-C", save, "manifest.json", "cfg.json", "a", "b"]);
+  return `${dir}/saved.tar`;
+}
+
+Deno.test("build from a docker save tarball", async () => {
+  await withTemp(async (dir) => {
+    const saved = await dockerSave(dir);
+    const r = await buildRootfs({ source: saved, output: `${dir}/d.tar.gz` });
+    await expectMerged(r, dir);
+  });
+});
+
+Deno.test("build from a Dockerfile: clear error without a working engine; works through one", async () => {
+  await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/Dockerfile`, "FROM scratch\n");
+    const bin = `${dir}/bin`;
+    await Deno.mkdir(bin);
+    // An engine whose daemon is down, as docker without dockerd is.
+    await Deno.writeTextFile(
+      `${bin}/fv-dead-engine`,
+      "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n",
+    );
+    // An engine that "builds" by saving a prepared image.
+    const saved = await dockerSave(dir);
+    await Deno.writeTextFile(
+      `${bin}/fv-fake-engine`,
+      `#!/bin/sh\ncase "$1" in\n  save) cp ${saved} "$3" ;;\nesac\nexit 0\n`,
+    );
+    await Deno.chmod(`${bin}/fv-dead-engine`, 0o755);
+    await Deno.chmod(`${bin}/fv-fake-engine`, 0o755);
+    await assert.rejects(
+      buildRootfs({
+        source: `${dir}/Dockerfile`,
+        engine: `${bin}/fv-dead-engine`,
+        output: `${dir}/o.tar.gz`,
+      }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, "build.no_engine");
+        assert.match(err.message, /does not answer.*Cannot connect to the Docker daemon/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      buildRootfs({
+        source: `${dir}/Dockerfile`,
+        engine: `${bin}/none-such`,
+        output: `${dir}/o.tar.gz`,
+      }),
+      { code: "build.no_engine" },
+    );
+    const r = await buildRootfs({
+      source: `${dir}/Dockerfile`,
+      engine: `${bin}/fv-fake-engine`,
+      output: `${dir}/o.tar.gz`,
+    });
+    assert.equal(r.kind, "dockerfile");
+    await expectMerged(r, dir);
+  });
+});
