@@ -19,6 +19,7 @@ import {
 } from "../rootfs/mod.ts";
 import type { VaultStore } from "./server.ts";
 import { chrootArgv } from "./sandbox.ts";
+import { createInteractiveHandlers } from "../console/mod.ts";
 import { log } from "./log.ts";
 
 /** Settings, each from a flag or the environment. */
@@ -87,9 +88,12 @@ export async function runInit(
     });
   };
   if (rootfs.state().state === "ready") await boot();
+  const interactive = createInteractiveHandlers();
   const provisioning: ProvisionContext = {
     store: rootfs,
     beforeSwap: async () => {
+      // Shells and the workload hold the old rootfs open; end them cleanly before the swap.
+      interactive.closeAll();
       await deps.beforeSwap?.();
       await (workload as Workload | null)?.stop();
       workload = null;
@@ -112,8 +116,10 @@ export async function runInit(
     accessToken: config.accessToken,
     store,
     provisionUrl: (url, sha256, send) => provisionFromUrl(url, sha256, provisioning, send),
+    sessions: interactive.sessions,
     ...deps,
     handlers: {
+      ...interactive.handlers,
       upload: (reader, writer) => serveUpload(reader, writer, provisioning),
       ...deps.handlers,
     },
