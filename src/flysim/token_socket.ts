@@ -1,0 +1,108 @@
+/**
+ * flysim's stand-in for a Machine's `/.fly/api` socket: `POST
+ * /v1/tokens/oidc` with `{"aud": …}` answers the raw JWT as text/plain,
+ * minted by flysim's issuer for this one machine (as Fly's init attaches the
+ * machine's own macaroon, the caller cannot ask for another machine's token).
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { MintInput, OidcIssuer } from "./oidc.ts";
+
+/** The machine the socket speaks for. */
+export type SocketMachine = MintInput;
+
+/** Options of {@link serveTokenSocket}. */
+export interface TokenSocketOptions {
+  /** Where to create the socket (any stale socket there is replaced). */
+  path: string;
+  machine: SocketMachine;
+  issuer: Pick<OidcIssuer, "mint">;
+  /** Replaces genuine minting (forgery tests). */
+  mint?: (aud: string) => Promise<string>;
+}
+
+/** A serving token socket. */
+export interface TokenSocket {
+  path: string;
+  /** Token requests answered with 200 so far. */
+  readonly requests: number;
+  close(): Promise<void>;
+}
+
+const MAX_BODY_BYTES = 64 * 1024;
+
+// Fly's CreateOIDCTokenRequest: both fields optional.
+const TokenRequest = z.object({
+  aud: z.string().min(1).max(4096).optional(),
+  aws_principal_tags: z.boolean().optional(),
+});
+
+const text = (body: string, status: number) =>
+  new Response(body + "\n", { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+
+/** Serves the token endpoint on a unix socket, mode 0600. */
+export async function serveTokenSocket(opts: TokenSocketOptions): Promise<TokenSocket> {
+  const stale = await Deno.lstat(opts.path).catch(() => undefined);
+  if (stale?.isSocket) await Deno.remove(opts.path);
+  let requests = 0;
+  let resolveListening!: () => void;
+  const listening = new Promise<void>((r) => (resolveListening = r));
+  const server = Deno.serve(
+    { path: opts.path, transport: "unix", onListen: () => resolveListening() },
+    async (req) => {
+      const path = new URL(req.url).pathname;
+      if (path !== "/v1/tokens/oidc") return text("not found", 404);
+      if (req.method !== "POST") return text("method not allowed", 405);
+      const body = await readBody(req);
+      if (body === undefined) return text("request body too large", 400);
+      let json: unknown;
+      try {
+        json = body.trim() === "" ? {} : JSON.parse(body);
+      } catch {
+        return text("invalid JSON body", 400);
+      }
+      const parsed = TokenRequest.safeParse(json);
+      if (!parsed.success) {
+        return text(`invalid request: ${parsed.error.issues[0]?.message ?? "bad body"}`, 400);
+      }
+      const aud = parsed.data.aud ?? `https://fly.io/${opts.machine.org}`;
+      let token: string;
+      try {
+        token = opts.mint ? await opts.mint(aud) : await opts.issuer.mint({ ...opts.machine, aud });
+      } catch (err) {
+        return text(`cannot mint: ${err instanceof Error ? err.message : String(err)}`, 500);
+      }
+      requests++;
+      return new Response(token, { headers: { "content-type": "text/plain; charset=utf-8" } });
+    },
+  );
+  await listening;
+  // Only the machine's own processes (same uid) may ask for its tokens.
+  await Deno.chmod(opts.path, 0o600);
+  return {
+    path: opts.path,
+    get requests() {
+      return requests;
+    },
+    close: () => server.shutdown(),
+  };
+}
+
+async function readBody(req: Request): Promise<string | undefined> {
+  if (!req.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body) {
+    size += chunk.byteLength;
+    if (size > MAX_BODY_BYTES) return undefined;
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}
