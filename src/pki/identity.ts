@@ -6,9 +6,15 @@
  *
  * @module
  */
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 import { BOOTSTRAP_CA_CERT_PEM, BOOTSTRAP_CA_KEY_PEM } from "./bootstrap.ts";
+import { derToPem, pemToDer } from "./pem.ts";
+
+// @peculiar/x509 takes ~300 ms to load under Deno; a pinned reconnect never needs it.
+let x509Module: Promise<typeof X509> | undefined;
+function loadX509(): Promise<typeof X509> {
+  return x509Module ??= import("reflect-metadata").then(() => import("@peculiar/x509"));
+}
 
 const EC = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 
@@ -34,21 +40,6 @@ export interface MachineIdentity {
   audience: string;
 }
 
-function toPem(der: ArrayBuffer | Uint8Array, label: string): string {
-  const bytes = der instanceof Uint8Array ? der : new Uint8Array(der);
-  let bin = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  const b64 = btoa(bin).match(/.{1,64}/g)!.join("\n");
-  return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
-}
-
-function fromPem(pem: string): Uint8Array<ArrayBuffer> {
-  const b64 = pem.replace(/-----[A-Z ]+-----/g, "").replace(/\s+/g, "");
-  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-}
-
 function base64url(bytes: Uint8Array): string {
   return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(
     /=+$/,
@@ -56,12 +47,12 @@ function base64url(bytes: Uint8Array): string {
   );
 }
 
-let bootstrap: Promise<{ cert: x509.X509Certificate; key: CryptoKey }> | undefined;
+let bootstrap: Promise<{ cert: X509.X509Certificate; key: CryptoKey }> | undefined;
 
 function loadBootstrap() {
   return bootstrap ??= (async () => ({
-    cert: new x509.X509Certificate(BOOTSTRAP_CA_CERT_PEM),
-    key: await crypto.subtle.importKey("pkcs8", fromPem(BOOTSTRAP_CA_KEY_PEM), EC, false, [
+    cert: new (await loadX509()).X509Certificate(BOOTSTRAP_CA_CERT_PEM),
+    key: await crypto.subtle.importKey("pkcs8", pemToDer(BOOTSTRAP_CA_KEY_PEM), EC, false, [
       "sign",
     ]),
   }))();
@@ -69,6 +60,7 @@ function loadBootstrap() {
 
 /** base64url(sha256(SubjectPublicKeyInfo)) of a DER certificate. */
 export async function spkiSha256(certDer: Uint8Array): Promise<string> {
+  const x509 = await loadX509();
   const spki = new x509.X509Certificate(new Uint8Array(certDer)).publicKey.rawData;
   return base64url(new Uint8Array(await crypto.subtle.digest("SHA-256", spki)));
 }
@@ -80,11 +72,12 @@ export async function attestationAudience(identityDer: Uint8Array): Promise<stri
 
 /** Checks that `der` parses as a CA certificate issued by the bootstrap CA. Returns its PEM. */
 export async function identityPemFromDer(der: Uint8Array): Promise<string> {
+  const x509 = await loadX509();
   const cert = new x509.X509Certificate(new Uint8Array(der));
   const { cert: boot } = await loadBootstrap();
   const ok = await cert.verify({ publicKey: boot.publicKey, signatureOnly: true });
   if (!ok) throw new Error("identity certificate is not issued by the bootstrap CA");
-  return toPem(der, "CERTIFICATE");
+  return derToPem(der, "CERTIFICATE");
 }
 
 function randomSerial(): string {
@@ -101,10 +94,11 @@ function randomSerial(): string {
 export async function createMachineIdentity(
   opts: { machineId?: string; issuer?: { certPem: string; keyPem: string } } = {},
 ): Promise<MachineIdentity> {
+  const x509 = await loadX509();
   const boot = opts.issuer
     ? {
       cert: new x509.X509Certificate(opts.issuer.certPem),
-      key: await crypto.subtle.importKey("pkcs8", fromPem(opts.issuer.keyPem), EC, false, [
+      key: await crypto.subtle.importKey("pkcs8", pemToDer(opts.issuer.keyPem), EC, false, [
         "sign",
       ]),
     }
@@ -155,7 +149,7 @@ export async function createMachineIdentity(
     identityDer,
     identityPem: identity.toString("pem") + "\n",
     chainPem: leaf.toString("pem") + "\n" + identity.toString("pem") + "\n",
-    leafKeyPem: toPem(leafKeyDer, "PRIVATE KEY"),
+    leafKeyPem: derToPem(new Uint8Array(leafKeyDer), "PRIVATE KEY"),
     audience: await attestationAudience(identityDer),
   };
 }

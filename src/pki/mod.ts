@@ -14,3 +14,4 @@ export {
   spkiSha256,
   VAULT_DOMAIN,
 } from "./identity.ts";
+export { derToPem, pemToDer } from "./pem.ts";

@@ -11,6 +11,7 @@ import { AttestReply, FrameReader, FrameWriter, StreamTag } from "../protocol/mo
 import {
   attestationAudience,
   BOOTSTRAP_CA_CERT_PEM,
+  derToPem,
   identityPemFromDer,
   serverNameFor,
 } from "../pki/mod.ts";
@@ -102,11 +103,12 @@ async function attest(opts: DialOptions, serverName: string): Promise<Uint8Array
   }
 }
 
-async function pin(opts: DialOptions, serverName: string, identityDer: Uint8Array) {
+/** Trusts only the pinned identity CA; rustls proves the server holds its key. */
+function pin(opts: DialOptions, serverName: string, identityDer: Uint8Array) {
   return dialQuic({
     address: opts.address,
     serverName,
-    caPem: await identityPemFromDer(identityDer),
+    caPem: derToPem(identityDer, "CERTIFICATE"),
     timeoutMs: opts.timeoutMs ?? 10_000,
   });
 }
