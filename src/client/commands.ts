@@ -1,0 +1,169 @@
+/**
+ * The client's commands, as plain functions the thin `bin/fly-vault.ts`
+ * calls after parsing flags. Each returns the process exit status.
+ *
+ * Exit statuses: the remote command's for `exec`; 0 success; 2 bad usage;
+ * 255 when fly-vault itself failed (config, network, attestation, auth),
+ * as ssh does.
+ *
+ * @module
+ */
+import { formatError, VaultError } from "../errors/mod.ts";
+import { StatusRequest, StreamTag } from "../protocol/mod.ts";
+import { getVault, loadConfig } from "./config.ts";
+import { connectVault, type VaultSession } from "./connect.ts";
+import { runExec } from "./exec.ts";
+
+/** Exit status when fly-vault itself failed. */
+export const EXIT_FAILURE = 255;
+/** Exit status for bad usage. */
+export const EXIT_USAGE = 2;
+
+/** Global flags every command takes. */
+export interface GlobalFlags {
+  config?: string;
+  verbose?: boolean;
+  json?: boolean;
+  /** Seconds to wait for the machine to answer (like ssh's ConnectTimeout). */
+  connectTimeout?: number;
+}
+
+function say(flags: GlobalFlags, line: string): void {
+  if (flags.verbose) console.error(`fly-vault: ${line}`);
+}
+
+/** Connects with progress lines on stderr when verbose. */
+export async function openSession(name: string, flags: GlobalFlags): Promise<VaultSession> {
+  const config = await loadConfig(flags.config);
+  const vault = getVault(config, name);
+  return await connectVault(config, name, vault, {
+    timeoutMs: flags.connectTimeout ? flags.connectTimeout * 1000 : undefined,
+    onEvent: (e) => {
+      if (e.type === "attesting") {
+        say(
+          flags,
+          e.reason === "no-pin"
+            ? `attesting ${name} (first contact)…`
+            : `pin for ${name} no longer matches (machine restarted?); attesting again…`,
+        );
+      } else if (e.type === "attested") {
+        say(flags, `attested: ${vault.app} in org ${vault.org}, identity pinned`);
+      } else if (e.type === "pinned") say(flags, `pinned identity verified`);
+      else if (e.type === "authenticated") say(flags, `authenticated`);
+    },
+  });
+}
+
+/** Prints an error the way every command does and returns the failure status. */
+export function reportError(err: unknown): number {
+  console.error(formatError(err));
+  return err instanceof VaultError && err.code.startsWith("usage.") ? EXIT_USAGE : EXIT_FAILURE;
+}
+
+/** `fly-vault exec VAULT -- argv…` */
+export async function execCommand(
+  name: string,
+  argv: string[],
+  flags: GlobalFlags & { noStdin?: boolean; env?: string[]; cwd?: string },
+): Promise<number> {
+  if (argv.length === 0) {
+    throw new VaultError(
+      "usage.no_command",
+      "exec needs a command",
+      "fly-vault exec <vault> -- <command> [args…]",
+    );
+  }
+  const env: Record<string, string> = {};
+  for (const pair of flags.env ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq < 1) {
+      throw new VaultError("usage.bad_env", `--env ${pair} is not KEY=VALUE`, "e.g. --env FOO=bar");
+    }
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const session = await openSession(name, flags);
+  try {
+    const stream = await session.openStream(StreamTag.exec);
+    const listeners: Array<() => void> = [];
+    return await runExec(
+      stream,
+      { argv, env, cwd: flags.cwd, tty: false },
+      {
+        stdin: flags.noStdin ? undefined : Deno.stdin.readable,
+        stdout: Deno.stdout.writable,
+        stderr: Deno.stderr.writable,
+      },
+      {
+        // The first Ctrl-C (or TERM/HUP) goes to the remote command; a second one leaves.
+        subscribe(forward) {
+          const seen = new Set<string>();
+          for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+            const handler = () => {
+              if (seen.has(sig)) Deno.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 })[sig]);
+              seen.add(sig);
+              forward(sig);
+            };
+            Deno.addSignalListener(sig, handler);
+            listeners.push(() => Deno.removeSignalListener(sig, handler));
+          }
+          return () => listeners.forEach((off) => off());
+        },
+      },
+    );
+  } finally {
+    session.close();
+  }
+}
+
+/** `fly-vault status VAULT`: attest/pin/auth and show the provisioning state. */
+export async function statusCommand(name: string, flags: GlobalFlags): Promise<number> {
+  const session = await openSession(name, flags);
+  try {
+    await session.control.writer.send(StatusRequest.parse({ type: "status" }));
+    const frame = await session.control.reader.next();
+    const status = frame?.kind === "message" ? frame.message as Record<string, unknown> : {};
+    const out = {
+      vault: name,
+      machine_id: session.welcome.machine_id,
+      attested_now: session.attested,
+      ...status,
+    };
+    if (flags.json) console.log(JSON.stringify(out));
+    else {
+      console.log(`vault       ${name}`);
+      console.log(`machine     ${out.machine_id}`);
+      console.log(`state       ${status.state}${status.reason ? ` (${status.reason})` : ""}`);
+      if (status.sha256) console.log(`rootfs      sha256:${status.sha256}`);
+    }
+    return 0;
+  } finally {
+    session.close();
+  }
+}
+
+/** `fly-vault vaults`: the configured vaults. */
+export async function vaultsCommand(flags: GlobalFlags): Promise<number> {
+  const config = await loadConfig(flags.config);
+  const rows = Object.entries(config.vaults).map(([name, v]) => ({
+    name,
+    address: v.address,
+    org: v.org,
+    app: v.app,
+    machine_id: v.machine_id ?? null,
+  }));
+  if (flags.json) {
+    console.log(JSON.stringify(rows));
+    return 0;
+  }
+  if (rows.length === 0) {
+    console.error(`no vaults in ${config.path}`);
+    console.error("hint: add a [vault.NAME] table with address, org, app and access_token");
+    return 0;
+  }
+  for (const r of rows) {
+    console.log(
+      `${r.name}\t${r.address}\t${r.org}/${r.app}${r.machine_id ? `\t${r.machine_id}` : ""}`,
+    );
+  }
+  return 0;
+}

@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { VaultError } from "../errors/mod.ts";
+import { getVault, loadConfig } from "./config.ts";
+
+async function configWith(text: string): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "config.toml");
+  await Deno.writeTextFile(path, text);
+  return path;
+}
+
+const code = (c: string) => (err: unknown) => err instanceof VaultError && err.code === c;
+
+Deno.test("the original README's example config loads", async () => {
+  const path = await configWith(`
+[vault.my-dev]
+address = "[fdaa:x:x::x]:8443"
+org = "my-org"
+app = "my-dev-vault"
+
+#[vault.my-proxy]
+#machine_id = "148e21ea7e46e8"
+
+access_token = "secret-token-here"
+forward = ["8080:localhost:8080"]
+rootfs = "~/.config/fly-vault/rootfs/dev-env.tar.gz"
+`);
+  const config = await loadConfig(path);
+  const v = getVault(config, "my-dev");
+  assert.equal(v.address, "[fdaa:x:x::x]:8443");
+  assert.deepEqual(v.forward, ["8080:localhost:8080"]);
+  assert.equal(v.oidc_issuer, "https://oidc.fly.io");
+  assert.equal(v.local_simulation, false);
+  assert.equal(config.knownVaultsPath, join(config.dir, "known_vaults"));
+});
+
+Deno.test("syntax errors name line and column", async () => {
+  const path = await configWith('[vault.a]\naddress = "unterminated\n');
+  await assert.rejects(loadConfig(path), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.syntax");
+    assert.match(err.message, /config\.toml:2:\d+/);
+    return true;
+  });
+});
+
+Deno.test("bad values, unknown keys and plain-http issuers are refused with hints", async () => {
+  await assert.rejects(
+    loadConfig(await configWith('[vault.a]\naddress="h:1"\norg="o"\napp="a"\nforwrd=[]\n')),
+    code("config.invalid"),
+  );
+  await assert.rejects(
+    loadConfig(await configWith('[vault.a]\naddress="h:1"\norg="o"\napp="a"\nforward=["x"]\n')),
+    code("config.invalid"),
+  );
+  await assert.rejects(
+    loadConfig(
+      await configWith('[vault.a]\naddress="h:1"\norg="o"\napp="a"\noidc_issuer="http://x"\n'),
+    ),
+    code("config.insecure_issuer"),
+  );
+  const ok = await loadConfig(
+    await configWith(
+      '[vault.a]\naddress="h:1"\norg="o"\napp="a"\noidc_issuer="http://x"\nlocal_simulation=true\n',
+    ),
+  );
+  assert.equal(ok.vaults.a.oidc_issuer, "http://x");
+});
+
+Deno.test("an unknown vault lists the configured ones", async () => {
+  const config = await loadConfig(await configWith('[vault.a]\naddress="h:1"\norg="o"\napp="a"\n'));
+  assert.throws(() => getVault(config, "b"), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.unknown_vault");
+    assert.match(err.hint, /configured vaults: a/);
+    return true;
+  });
+});

@@ -1,0 +1,102 @@
+/**
+ * Connecting to a vault: attest and pin (transport), then authenticate
+ * with the access token on the control stream. The token is sent only on
+ * a connection whose pin was just verified.
+ *
+ * @module
+ */
+import { VaultError } from "../errors/mod.ts";
+import type { JwksCache } from "../attest/mod.ts";
+import {
+  Auth,
+  type AuthOk,
+  AuthReply,
+  type ByteStream,
+  FrameReader,
+  FrameWriter,
+  Hello,
+  PROTOCOL_VERSION,
+  StreamTag,
+} from "../protocol/mod.ts";
+import { type DialEvent, dialVault, type VaultConnection } from "../transport/mod.ts";
+import { accessTokenOf, type ClientConfig, type VaultConfig } from "./config.ts";
+
+/** The client's name in Hello, for the server's logs. */
+export const CLIENT_ID = "fly-vault-ts/0.1.0";
+
+/** An authenticated session with a vault. */
+export interface VaultSession {
+  name: string;
+  conn: VaultConnection;
+  /** What the server said when it let us in (state, machine id). */
+  welcome: AuthOk;
+  /** True when this connect had to attest (first contact, or the machine restarted). */
+  attested: boolean;
+  /** The control stream, kept open for Status/Provision/Sessions. */
+  control: { reader: FrameReader; writer: FrameWriter };
+  openStream(tag: StreamTag): Promise<ByteStream>;
+  close(): void;
+}
+
+// The verifier (jose) loads only when a connect has to attest; pinned reconnects skip it.
+let jwksCache: JwksCache | undefined;
+async function verifier() {
+  const attest = await import("../attest/mod.ts");
+  jwksCache ??= attest.createJwksCache();
+  return { verify: attest.verifyAttestationToken, cache: jwksCache };
+}
+
+/** Attest (when needed), pin, authenticate. */
+export async function connectVault(
+  config: ClientConfig,
+  name: string,
+  vault: VaultConfig,
+  opts: { onEvent?: (e: DialEvent | { type: "authenticated" }) => void; timeoutMs?: number } = {},
+): Promise<VaultSession> {
+  const token = accessTokenOf(name, vault);
+  const { conn, attested } = await dialVault({
+    name,
+    address: vault.address,
+    machineId: vault.machine_id,
+    knownVaultsPath: config.knownVaultsPath,
+    timeoutMs: opts.timeoutMs,
+    onEvent: opts.onEvent,
+    verifyAttestation: async (jwt, audience) => {
+      const { verify, cache } = await verifier();
+      return await verify(jwt, {
+        issuerBase: vault.oidc_issuer,
+        org: vault.org,
+        app: vault.app,
+        machineId: vault.machine_id,
+        audience,
+        allowInsecureIssuer: vault.local_simulation,
+      }, cache);
+    },
+  });
+  try {
+    const stream = await conn.openStream(StreamTag.control);
+    const reader = new FrameReader(stream.readable);
+    const writer = new FrameWriter(stream.writable);
+    await writer.send(
+      Hello.parse({ type: "hello", protocol: PROTOCOL_VERSION, client: CLIENT_ID }),
+    );
+    await writer.send(Auth.parse({ type: "auth", token }));
+    const reply = await reader.message(AuthReply, "authentication reply");
+    if (reply.type === "error") {
+      throw new VaultError(reply.code, reply.message, reply.hint ?? "");
+    }
+    opts.onEvent?.({ type: "authenticated" });
+    return {
+      name,
+      conn,
+      welcome: reply,
+      attested,
+      control: { reader, writer },
+      openStream: (tag) => conn.openStream(tag),
+      close: () => conn.close(0, "bye"),
+    };
+  } catch (err) {
+    conn.close(0, "failed");
+    throw err;
+  }
+}

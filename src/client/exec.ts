@@ -1,0 +1,94 @@
+/**
+ * `fly-vault exec`: one command in the vault, stdin streamed up, stdout and
+ * stderr kept apart, and the remote exit status as ours (128+N when the
+ * command was killed by signal N, as shells report it).
+ *
+ * @module
+ */
+import { constants } from "node:os";
+import { VaultError } from "../errors/mod.ts";
+import {
+  type ByteStream,
+  type ExecRequest,
+  FrameReader,
+  FrameWriter,
+  SessionOutput,
+} from "../protocol/mod.ts";
+
+/** Exit status for a remote exit: its code, or 128 + signal number. */
+export function exitStatusOf(code: number | null, signal: string | null): number {
+  if (signal) {
+    const n = (constants.signals as Record<string, number>)[signal];
+    return 128 + (n ?? 0);
+  }
+  return code ?? 255;
+}
+
+/** Where exec's bytes come from and go to. */
+export interface ExecIo {
+  stdin?: ReadableStream<Uint8Array>;
+  stdout: WritableStream<Uint8Array>;
+  stderr: WritableStream<Uint8Array>;
+}
+
+/** Runs `req` on an exec stream; resolves to the exit status. */
+export async function runExec(
+  stream: ByteStream,
+  req: Omit<ExecRequest, "type">,
+  io: ExecIo,
+  signals?: { subscribe(forward: (signal: string) => void): () => void },
+): Promise<number> {
+  const reader = new FrameReader(stream.readable);
+  const writer = new FrameWriter(stream.writable);
+  await writer.send({ type: "exec", ...req });
+  const first = await reader.message(SessionOutput, "exec start");
+  if (first.type === "error") throw new VaultError(first.code, first.message, first.hint ?? "");
+  const unsubscribe = signals?.subscribe((signal) => {
+    writer.send({ type: "signal", signal }).catch(() => {});
+  });
+  let done = false;
+  const upload = (async () => {
+    if (!io.stdin) return void await writer.send({ type: "eof" }).catch(() => {});
+    const input = io.stdin.getReader();
+    try {
+      while (!done) {
+        const { value, done: end } = await input.read();
+        if (end) break;
+        await writer.data(1, value);
+      }
+      await writer.send({ type: "eof" });
+    } catch {
+      // The remote side finished or went away; nothing more to send.
+    } finally {
+      input.releaseLock();
+    }
+  })();
+  const out = io.stdout.getWriter();
+  const err = io.stderr.getWriter();
+  try {
+    while (true) {
+      const frame = await reader.next();
+      if (frame === null) {
+        throw new VaultError(
+          "exec.lost",
+          "the connection ended before the command reported its exit status",
+          "the machine may have restarted; run the command again",
+        );
+      }
+      if (frame.kind === "data") {
+        await (frame.channel === 3 ? err : out).write(frame.bytes);
+        continue;
+      }
+      const msg = SessionOutput.parse(frame.message);
+      if (msg.type === "exit") return exitStatusOf(msg.code, msg.signal);
+      if (msg.type === "error") throw new VaultError(msg.code, msg.message, msg.hint ?? "");
+    }
+  } finally {
+    done = true;
+    unsubscribe?.();
+    out.releaseLock();
+    err.releaseLock();
+    await writer.close();
+    void upload;
+  }
+}
