@@ -1,0 +1,191 @@
+/**
+ * Machines as local processes: each simulated machine runs the real
+ * `fly-vault-init` with the environment a Fly Machine gives it, its own
+ * OIDC token socket, a directory standing in for the `/data` volume, and
+ * its own loopback address (127.x.y.z:8443) standing in for its 6PN
+ * address, so a restarted machine comes back at the same address.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { serveTokenSocket } from "./token_socket.ts";
+import type { startOidcIssuer } from "./oidc.ts";
+
+type OidcIssuer = Awaited<ReturnType<typeof startOidcIssuer>>;
+
+/** What a machine is started with. */
+export interface MachineLaunch {
+  id: string;
+  name: string;
+  app: string;
+  org: string;
+  region: string;
+  image: string;
+  env: Record<string, string>;
+  /** The volume's directory, seen by init as /data. */
+  volumeDir?: string;
+  /** The machine's "6PN" address; allocated when absent. */
+  privateIp?: string;
+  /** Changes with every config update (FLY_MACHINE_VERSION). */
+  version?: string;
+}
+
+/** A started machine. */
+export interface LaunchedMachine {
+  /** `host:port` a client dials. */
+  address: string;
+  privateIp: string;
+  pid: number;
+  /** Stops init (SIGTERM by default) and waits for it; closes the token socket. */
+  stop(signal?: Deno.Signal): Promise<void>;
+  /** Exit code once init exits (null when killed by a signal). */
+  exited: Promise<number | null>;
+  /** Lines init logged (structured JSON), for tests and `flysim logs`. */
+  logs: string[];
+}
+
+/** Starts machines. */
+export interface MachineLauncher {
+  start(machine: MachineLaunch): Promise<LaunchedMachine>;
+}
+
+/** The port init serves on, as on Fly's 6PN. */
+export const MACHINE_PORT = 8443;
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+/** A random 127.a.b.0/24 block per launcher, so parallel simulations never collide. */
+function addressAllocator() {
+  const a = 1 + Math.floor(Math.random() * 250);
+  const b = 1 + Math.floor(Math.random() * 250);
+  let next = 1;
+  return () => `127.${a}.${b}.${next++}`;
+}
+
+/** Creates a launcher whose machines run init for real. */
+export function createInitLauncher(opts: {
+  issuer: OidcIssuer;
+  /** Where token sockets and per-machine files go. */
+  runDir: string;
+  orgId?: string;
+  appId?: string;
+  /** Copy init's log lines to stderr, prefixed with the machine id. */
+  echoLogs?: boolean;
+  /** Extra env for every machine (e.g. FLY_VAULT_QUIET). */
+  env?: Record<string, string>;
+  /** Allocates private IPs; pass one to share an address space. */
+  allocateIp?: () => string;
+  /** Replaces the genuine token the socket mints (forgery and impostor tests). */
+  mint?: (machine: MachineLaunch, audience: string) => Promise<string>;
+}): MachineLauncher {
+  const allocateIp = opts.allocateIp ?? addressAllocator();
+  return {
+    async start(m) {
+      const dir = join(opts.runDir, m.id);
+      await Deno.mkdir(dir, { recursive: true });
+      // A fresh path per boot: the previous boot's socket may still be closing.
+      const socketPath = join(dir, `fly-api-${crypto.randomUUID().slice(0, 8)}.sock`);
+      const socket = await serveTokenSocket({
+        path: socketPath,
+        issuer: opts.issuer,
+        machine: {
+          org: m.org,
+          org_id: opts.orgId ?? `org_${m.org}`,
+          app: m.app,
+          app_id: opts.appId ?? `app_${m.app}`,
+          machine_id: m.id,
+          machine_name: m.name,
+          machine_version: m.version ?? "01JSIMULATED0000000000000",
+          region: m.region,
+          image: m.image,
+        },
+        ...(opts.mint ? { mint: (aud: string) => opts.mint!(m, aud) } : {}),
+      });
+      const privateIp = m.privateIp ?? allocateIp();
+      const address = `${privateIp}:${MACHINE_PORT}`;
+      const volumeDir = m.volumeDir ?? join(dir, "volume");
+      await Deno.mkdir(volumeDir, { recursive: true });
+      // As root, each machine gets a private mount namespace (as a VM would have its own):
+      // init's /proc, /dev and persist mounts vanish with it, even on kill -9.
+      const isolate = Deno.uid() === 0
+        ? ["unshare", "--mount", "--propagation", "private", "--", Deno.execPath()]
+        : [Deno.execPath()];
+      const child = new Deno.Command(isolate[0], {
+        args: [
+          ...isolate.slice(1),
+          "run",
+          "-A",
+          "--quiet",
+          "--config",
+          join(ROOT, "deno.json"),
+          join(ROOT, "bin", "fly-vault-init.ts"),
+        ],
+        env: {
+          PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+          ...opts.env,
+          ...m.env,
+          FLY_APP_NAME: m.app,
+          FLY_MACHINE_ID: m.id,
+          FLY_ALLOC_ID: m.id,
+          FLY_REGION: m.region,
+          PRIMARY_REGION: m.region,
+          FLY_PROCESS_GROUP: "app",
+          FLY_IMAGE_REF: m.image,
+          FLY_MACHINE_VERSION: m.version ?? "01JSIMULATED0000000000000",
+          FLY_PRIVATE_IP: privateIp,
+          FLY_VAULT_LISTEN: address,
+          FLY_VAULT_DATA: volumeDir,
+          FLY_VAULT_TOKEN_SOCKET: socketPath,
+        },
+        clearEnv: true,
+        stdin: "null",
+        stdout: "inherit",
+        stderr: "piped",
+      }).spawn();
+      const logs: string[] = [];
+      const { promise: ready, resolve: readyResolve, reject: readyReject } = Promise
+        .withResolvers<void>();
+      (async () => {
+        let buf = "";
+        const decoder = new TextDecoder();
+        for await (const chunk of child.stderr) {
+          buf += decoder.decode(chunk, { stream: true });
+          let nl: number;
+          while ((nl = buf.indexOf("\n")) >= 0) {
+            const line = buf.slice(0, nl);
+            buf = buf.slice(nl + 1);
+            logs.push(line);
+            if (logs.length > 5000) logs.splice(0, 1000);
+            if (opts.echoLogs) console.error(`[${m.id}] ${line}`);
+            if (line.includes('"init.listening"')) readyResolve();
+          }
+        }
+      })();
+      const exited = child.status.then((s) => {
+        readyReject(
+          new Error(
+            `init for ${m.id} exited (${s.code}) before listening:\n` +
+              logs.slice(-20).join("\n"),
+          ),
+        );
+        socket.close();
+        return s.signal ? null : s.code;
+      });
+      await ready;
+      return {
+        address,
+        privateIp,
+        pid: child.pid,
+        logs,
+        exited,
+        async stop(signal: Deno.Signal = "SIGTERM") {
+          try {
+            child.kill(signal);
+          } catch { /* already gone */ }
+          await exited;
+        },
+      };
+    },
+  };
+}
