@@ -8,7 +8,8 @@
  */
 import type { ByteStream } from "../protocol/mod.ts";
 
-const CHUNK = 256 * 1024;
+const CHUNK = 64 * 1024;
+const SMALL = 8 * 1024;
 
 /** A TCP connection as a {@link ByteStream}: closing the writable half-closes the socket. */
 export function tcpByteStream(
@@ -28,9 +29,9 @@ export function tcpByteStream(
       resolveDone();
     }
   };
+  let buf = new Uint8Array(CHUNK);
   const readable = new ReadableStream<Uint8Array>({
     async pull(c) {
-      const buf = new Uint8Array(CHUNK);
       let n: number | null;
       try {
         n = await conn.read(buf);
@@ -44,7 +45,13 @@ export function tcpByteStream(
         readDone = true;
         finish();
         c.close();
-      } else c.enqueue(buf.subarray(0, n));
+      } else if (n < SMALL) {
+        // Interactive traffic: copy out the few bytes and keep the buffer.
+        c.enqueue(buf.slice(0, n));
+      } else {
+        c.enqueue(buf.subarray(0, n));
+        buf = new Uint8Array(CHUNK);
+      }
     },
     cancel() {
       readDone = true;
