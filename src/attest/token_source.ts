@@ -33,7 +33,9 @@ export interface FlyTokenSourceOptions {
 const MAX_TOKEN_BYTES = 16 * 1024;
 /** Audiences remembered at once; init uses one per boot. */
 const MAX_CACHED_AUDIENCES = 16;
-const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+// The signature part may be empty: init relays, the client verifies. Judging the token here would
+// only hide from the client what the socket really said.
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const SOCKET_HINT =
   "is this running on a Fly Machine? set FLY_VAULT_TOKEN_SOCKET (or --token-socket) for flysim";
 
@@ -99,7 +101,7 @@ export function createFlyTokenSource(
           ? `the token socket's reply is larger than ${MAX_TOKEN_BYTES} bytes`
           : token === ""
           ? "the token socket's reply is empty"
-          : "the token socket's reply is not a JWT (three base64url parts)",
+          : "the token socket's reply is not a JWT (header.payload.signature, base64url)",
         "the Fly API socket misbehaved; retry, and check the machine's logs",
       );
     }

@@ -69,6 +69,13 @@ async function attest(opts: DialOptions, serverName: string): Promise<Uint8Array
     serverName,
     caPem: BOOTSTRAP_CA_CERT_PEM,
     timeoutMs: opts.timeoutMs ?? 10_000,
+  }).catch((err) => {
+    if (!(err instanceof DialError && err.failure === "certificate")) throw err;
+    throw new VaultError(
+      "attest.certificate",
+      `${opts.address} does not present a fly-vault identity for ${serverName}`,
+      "check the vault's address and machine_id; this may not be the machine you think",
+    );
   });
   try {
     const stream = await conn.openStream(StreamTag.attest);
