@@ -218,6 +218,7 @@ async function consoleLoop(
     offset = reply.offset ?? 0;
 
     let broken = false;
+    const detachTimers: ReturnType<typeof setTimeout>[] = [];
     const fail = () => {
       broken = true;
       reader.cancel().catch(() => {});
@@ -230,9 +231,12 @@ async function consoleLoop(
         writer.send({ type: "resize", cols: c, rows: r }).catch(fail);
       },
       detach() {
+        // Wait (briefly) for the server to end the stream: it has then seen the detach, and
+        // `sessions` will not list this session as attached after the process exits.
         writer.send({ type: "eof" }).catch(() => {});
         writer.close().catch(() => {});
-        reader.cancel().catch(() => {});
+        const timer = setTimeout(() => reader.cancel().catch(() => {}), 2000);
+        detachTimers.push(timer);
       },
     };
     // Keystrokes typed while reconnecting, and a resize that may have happened meanwhile.
@@ -270,6 +274,7 @@ async function consoleLoop(
       throw new Lost(broken ? "write failed" : (err as Error).message);
     } finally {
       link = null;
+      detachTimers.forEach(clearTimeout);
     }
   }
 }

@@ -1,0 +1,67 @@
+/**
+ * A UDP relay between the client and a machine, so a test can cut the
+ * client's network path without touching either process: `cut()` silently
+ * drops every packet of the flows open now (as a sleeping laptop or a Wi-Fi
+ * change does); a reconnect comes from a new source port and gets through.
+ *
+ * @module
+ */
+export interface UdpRelay {
+  /** `127.0.0.1:port` for the client's config. */
+  address: string;
+  /** Blackholes every flow that exists now. */
+  cut(): void;
+  /** Flows seen so far (a reconnect adds one). */
+  readonly flows: number;
+  close(): void;
+}
+
+/** Relays datagrams from a new loopback port to `target` (`host:port`). */
+export function startUdpRelay(target: { hostname: string; port: number }): UdpRelay {
+  const front = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const flows = new Map<string, { back: Deno.DatagramConn; dead: boolean }>();
+  let closed = false;
+  (async () => {
+    try {
+      for await (const [data, from] of front) {
+        const peer = from as Deno.NetAddr;
+        const key = `${peer.hostname}:${peer.port}`;
+        let flow = flows.get(key);
+        if (!flow) {
+          const back = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+          const f = { back, dead: false };
+          flow = f;
+          flows.set(key, f);
+          (async () => {
+            try {
+              for await (const [reply] of back) {
+                if (!f.dead) await front.send(reply, peer);
+              }
+            } catch {
+              // closed
+            }
+          })();
+        }
+        if (!flow.dead) {
+          await flow.back.send(data, { transport: "udp", ...target }).catch(() => {});
+        }
+      }
+    } catch {
+      if (!closed) throw new Error("relay failed");
+    }
+  })();
+  return {
+    address: `127.0.0.1:${(front.addr as Deno.NetAddr).port}`,
+    cut() {
+      for (const f of flows.values()) f.dead = true;
+    },
+    get flows() {
+      return flows.size;
+    },
+    close() {
+      closed = true;
+      front.close();
+      for (const f of flows.values()) f.back.close();
+    },
+  };
+}
