@@ -226,5 +226,21 @@ export async function runPipe(
 ): Promise<void> {
   const { host, port } = parseHostPort(target);
   const remote = await openForward(openStream, host, port);
-  await splice(remote, { readable: stdin, writer: stdout.getWriter() });
+  // ssh ends its ProxyCommand with SIGHUP. Reset the stream instead of dying silently, so
+  // the vault drops its TCP connection now rather than after the QUIC idle timeout.
+  let onSignal!: () => void;
+  const stopped = new Promise<void>((resolve) => onSignal = resolve);
+  const signals: Deno.Signal[] = ["SIGHUP", "SIGTERM", "SIGINT"];
+  for (const sig of signals) Deno.addSignalListener(sig, onSignal);
+  try {
+    await Promise.race([
+      splice(remote, { readable: stdin, writer: stdout.getWriter() }),
+      stopped.then(async () => {
+        await remote.writer.abort("interrupted").catch(() => {});
+        await remote.readable.cancel("interrupted").catch(() => {});
+      }),
+    ]);
+  } finally {
+    for (const sig of signals) Deno.removeSignalListener(sig, onSignal);
+  }
 }
