@@ -177,7 +177,8 @@ function dropped(): Response {
   return new Response(
     new ReadableStream({
       start(controller) {
-        controller.error(new Error("flysim: connection dropped (fault)"));
+        // Deno prints the reason once; a string keeps it to one line.
+        controller.error("flysim: connection dropped (injected fault)");
       },
     }),
     { status: 200, headers: { "content-type": "application/json" } },
