@@ -21,8 +21,8 @@ const listener = listenQuic({
   keyPem: identity.leafKeyPem,
 });
 const ctx = { store: { rootfsDir: rootfs } };
-const cleanup = () => {
-  bundle.closeAll();
+const cleanup = async () => {
+  await bundle.closeAll();
   Deno.removeSync(rootfs, { recursive: true });
   Deno.exit(0);
 };

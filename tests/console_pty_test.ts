@@ -121,7 +121,7 @@ Deno.test({
       assert.equal(sessions.list().length, 0);
     } finally {
       t.pty.kill("SIGKILL");
-      sessions.closeAll();
+      await sessions.closeAll();
       await server.close();
       await Deno.remove(rootfs, { recursive: true }).catch(() => {});
       await Deno.remove(`${rootfs}/../fv-before.txt`).catch(() => {});

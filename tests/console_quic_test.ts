@@ -157,7 +157,7 @@ Deno.test({
     } finally {
       conn.close();
       listener.close();
-      bundle.closeAll();
+      await bundle.closeAll();
       await Deno.remove(rootfs, { recursive: true }).catch(() => {});
     }
   },

@@ -93,7 +93,7 @@ async function setup() {
     bundle,
     server,
     async cleanup() {
-      bundle.closeAll();
+      await bundle.closeAll();
       await server.close();
       await Deno.remove(rootfs, { recursive: true }).catch(() => {});
     },
@@ -240,6 +240,31 @@ Deno.test({
       const result = await run;
       assert.equal(result.exit, null);
       assert.equal(env.bundle.sessions().length, 1);
+    } finally {
+      await env.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "console: closeAll hangs up every shell, and kills one that ignores SIGHUP",
+  async fn() {
+    const env = await setup();
+    try {
+      const a = { t: scriptedTerminal(), kb: keyboard(), out: screen() };
+      const run = runConsole(env.server.openStream, {
+        terminal: a.t.term,
+        stdin: a.kb.stream,
+        stdout: a.out.stream,
+      });
+      await a.out.waitFor(/fv# $/);
+      a.kb.type("trap '' HUP; echo trapped\r");
+      await a.out.waitFor(/[\r\n]trapped\r\n/);
+      await a.out.waitFor(/fv# $/);
+      await env.bundle.closeAll();
+      assert.equal(env.bundle.sessions().length, 0);
+      assert.deepEqual((await run).exit, { code: null, signal: "SIGKILL" });
     } finally {
       await env.cleanup();
     }

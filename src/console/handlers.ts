@@ -22,8 +22,8 @@ type Handler = (reader: FrameReader, writer: FrameWriter, ctx: HandlerContext) =
 export interface InteractiveHandlers {
   handlers: { console: Handler; execTty: Handler; forward: Handler; copy: Handler };
   sessions: () => SessionInfo[];
-  /** Hangs up every console session (shutdown). */
-  closeAll(): void;
+  /** Hangs up every console session and resolves when their shells are gone (shutdown, swap). */
+  closeAll(): Promise<void>;
 }
 
 /** Creates one session table and the handlers that share it. */

@@ -138,14 +138,18 @@ interface Session {
   ring: ReplayRing;
   attachment: Attachment | null;
   exited: boolean;
+  exitedPromise: Promise<void>;
 }
 
 /** The live console sessions of one init process. */
 export interface ConsoleSessions {
   /** id, started, idle, command, attached for `fly-vault sessions`. */
   list(): SessionInfo[];
-  /** Hangs up every session (init shutdown, tests). */
-  closeAll(): void;
+  /**
+   * Hangs up every session (init shutdown, before a rootfs swap, tests) and
+   * resolves once their shells are gone: SIGHUP, then SIGKILL after `graceMs`.
+   */
+  closeAll(graceMs?: number): Promise<void>;
   /** Internal: used by {@link serveConsole}. */
   readonly _map: Map<string, Session>;
   readonly _replayBytes: number;
@@ -171,8 +175,20 @@ export function createConsoleSessions(
         attached: s.attachment !== null,
       }));
     },
-    closeAll() {
-      for (const s of map.values()) s.pty.kill("SIGHUP");
+    async closeAll(graceMs = 2000) {
+      const live = [...map.values()];
+      const gone = Promise.all(live.map((s) => s.exitedPromise));
+      for (const s of live) s.pty.kill("SIGHUP");
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timedOut = await Promise.race([
+        gone.then(() => false),
+        new Promise<boolean>((r) => timer = setTimeout(() => r(true), graceMs)),
+      ]);
+      clearTimeout(timer);
+      if (!timedOut) return;
+      for (const s of live) s.pty.kill("SIGKILL");
+      await Promise.race([gone, new Promise((r) => timer = setTimeout(r, 1000))]);
+      clearTimeout(timer);
     },
   };
 }
@@ -206,7 +222,9 @@ async function createSession(
   const argv = chrootArgv(rootfsDir, [shell, "-l"], "/root");
   const env = sandboxEnv({ ...req.env, TERM: req.term, SHELL: shell, HOME: "/root" });
   const pty = spawnPty(argv, { cols: req.cols, rows: req.rows, env, term: req.term });
+  let markExited!: () => void;
   const session: Session = {
+    exitedPromise: new Promise<void>((r) => markExited = r),
     id: newId(sessions._map),
     started: new Date(),
     command: `${shell} -l`,
@@ -226,6 +244,7 @@ async function createSession(
     sessions._map.delete(session.id);
     session.attachment?.end({ type: "exit", ...exit });
     session.attachment = null;
+    markExited();
   });
   sessions._map.set(session.id, session);
   return session;

@@ -93,7 +93,7 @@ export async function runInit(
     store: rootfs,
     beforeSwap: async () => {
       // Shells and the workload hold the old rootfs open; end them cleanly before the swap.
-      interactive.closeAll();
+      await interactive.closeAll();
       await deps.beforeSwap?.();
       await (workload as Workload | null)?.stop();
       workload = null;
