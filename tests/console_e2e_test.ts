@@ -72,3 +72,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "exec -t e2e: an interactive command on a remote PTY through the real CLI; modes restored",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const sim = await startSim();
+    const m = await sim.startMachine("m0402");
+    await sim.writeConfig({ demo: vaultFor(sim, m) });
+    const t = outerTerminal({ FLY_VAULT_CONFIG_DIR: sim.configDir });
+    const cli = `${Deno.execPath()} run -A --quiet ${join(ROOT, "bin", "fly-vault.ts")}`;
+    const modes = join(sim.dir, "modes");
+    try {
+      await t.waitFor(/outer\$ $/);
+      t.pty.resize(97, 29);
+      t.type(
+        `stty -g > ${modes}.before; ${cli} exec -t demo -- sh -c 'stty size; read x; echo got-$x; exit 3'; echo status-$?\r`,
+      );
+      await t.waitFor(/29 97\r\n/, 60_000);
+      t.type("hello\r");
+      await t.waitFor(/got-hello/);
+      await t.waitFor(/status-3/);
+      await t.waitFor(/outer\$ $/);
+      t.type(`stty -g > ${modes}.after; cmp ${modes}.before ${modes}.after && echo MODES-SAME\r`);
+      await t.waitFor(/[\r\n]MODES-SAME/);
+    } finally {
+      t.pty.kill("SIGKILL");
+      await sim.close();
+    }
+  },
+});
