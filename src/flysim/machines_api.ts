@@ -592,8 +592,10 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
     machines.set(m.id, m);
     for (const mount of mounts) volumes.get(mount.volume)!.attached_machine_id = m.id;
     transition(m, "created", "launch", "user");
+    // The reply shows the machine as created; it starts after (as on Fly).
+    const reply = json(machineView(m));
     if (!body.skip_launch) track(launch(m, "user"));
-    return json(machineView(m));
+    return reply;
   }
 
   async function updateMachine(m: SimMachine, body: Body): Promise<Response> {
