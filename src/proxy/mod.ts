@@ -1,0 +1,38 @@
+/**
+ * vault-proxy: one public UDP address for many tenant machines. Routes each
+ * client's QUIC packets to the machine named by the SNI of its Initial
+ * (`<machine_id>.vault.internal`) without terminating TLS (DESIGN §7).
+ *
+ * @module
+ */
+export {
+  buildInitialClose,
+  CryptoAssembler,
+  type DropReason,
+  initialKeys,
+  parseClientHello,
+  readClientInitials,
+  TransportError,
+} from "./initial.ts";
+export {
+  type Backend,
+  cachedResolver,
+  machineIdFromSni,
+  machinesApiResolver,
+  type Resolution,
+  type Resolver,
+  splitHostPort,
+  templateResolver,
+} from "./resolver.ts";
+export {
+  DEFAULT_LIMITS,
+  type LogEvent,
+  type Proxy,
+  type ProxyLimits,
+  type ProxyOptions,
+  startProxy,
+} from "./proxy.ts";
+export type { ProxyStats } from "./metrics.ts";
+export { type AdminServer, startAdmin } from "./admin.ts";
+export type { UdpImpl } from "./udp.ts";
+export { runProxy, type RunProxyOptions } from "./run.ts";

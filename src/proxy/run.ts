@@ -1,0 +1,45 @@
+/**
+ * The vault-proxy program once its flags are parsed: proxy, admin server,
+ * JSON logs on stdout, clean stop on SIGTERM/SIGINT.
+ *
+ * @module
+ */
+import { startAdmin } from "./admin.ts";
+import { type LogEvent, type ProxyLimits, startProxy } from "./proxy.ts";
+import { cachedResolver, type Resolver } from "./resolver.ts";
+import type { UdpImpl } from "./udp.ts";
+
+/** What `bin/vault-proxy.ts` passes. */
+export interface RunProxyOptions {
+  listen: { hostname: string; port: number };
+  admin?: { hostname: string; port: number };
+  resolver: Resolver;
+  cacheTtlMs?: number;
+  udp?: UdpImpl;
+  limits?: Partial<ProxyLimits>;
+}
+
+/** Runs until SIGTERM or SIGINT; resolves with the exit code. */
+export async function runProxy(opts: RunProxyOptions): Promise<number> {
+  const log = (e: LogEvent) => console.log(JSON.stringify({ t: new Date().toISOString(), ...e }));
+  const proxy = await startProxy({
+    listen: opts.listen,
+    resolver: cachedResolver(opts.resolver, { ttlMs: opts.cacheTtlMs }),
+    udp: opts.udp,
+    limits: opts.limits,
+    log,
+  });
+  const admin = opts.admin ? await startAdmin(proxy, opts.admin) : undefined;
+  if (admin) log({ event: "admin_listening", address: `${admin.hostname}:${admin.port}` });
+  const { promise: stop, resolve } = Promise.withResolvers<string>();
+  const onTerm = () => resolve("SIGTERM");
+  const onInt = () => resolve("SIGINT");
+  Deno.addSignalListener("SIGTERM", onTerm);
+  Deno.addSignalListener("SIGINT", onInt);
+  const signal = await stop;
+  Deno.removeSignalListener("SIGTERM", onTerm);
+  Deno.removeSignalListener("SIGINT", onInt);
+  log({ event: "stopping", signal, sessions: proxy.stats.sessions });
+  await Promise.all([proxy.close(), admin?.close()]);
+  return 0;
+}
