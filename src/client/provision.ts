@@ -178,38 +178,43 @@ export function provisionReporter(opts: ReportOptions): ProvisionReporter {
       close: stopBar,
     };
   }
-  // Plain: one line per step, never a carriage return.
-  let phase = "";
+  // Plain: one line per step (each step once), never a carriage return.
+  const printed = new Set<string>();
+  const once = (step: string, line: string) => {
+    if (printed.has(step)) return;
+    printed.add(step);
+    write(line + "\n");
+  };
   return {
     event(e) {
       switch (e.event) {
         case "hash":
-          if (e.sha256) write(`sha256 ${e.sha256} (${mib(e.total)} MiB)\n`);
-          else if (phase !== "hash") write(`hashing ${mib(e.total)} MiB\n`);
-          phase = "hash";
+          if (e.sha256) once("sha256", `sha256 ${e.sha256} (${mib(e.total)} MiB)`);
+          else once("hash", `hashing ${mib(e.total)} MiB`);
           break;
         case "upload":
-          if (phase !== "upload") write(`uploading ${mib(e.total)} MiB\n`);
-          phase = "upload";
+          once("upload", `uploading ${mib(e.total)} MiB`);
           break;
         case "uploaded":
-          write(
+          once(
+            "uploaded",
             `uploaded ${mib(e.bytes)} MiB in ${e.seconds.toFixed(1)} s (${
               mib(e.bytes / Math.max(e.seconds, 0.001))
-            } MiB/s)\n`,
+            } MiB/s)`,
           );
           break;
         case "progress":
-          if (e.phase !== phase && e.phase !== "receive") {
-            write(`${e.phase}${e.note && e.phase !== "extract" ? ` ${e.note}` : ""}\n`);
-          }
-          if (e.phase !== "receive") phase = e.phase;
+          if (e.phase === "receive") break;
+          if (e.phase === "download") once(e.phase, "downloading");
+          else if (e.phase === "extract") once(e.phase, "extracting");
+          else once(e.phase, `${e.phase}${e.note ? ` (${e.note})` : ""}`);
           break;
         case "done":
-          write(
+          once(
+            "done",
             `provisioned: ${e.entries} entries, ${mib(e.bytes)} MiB, sha256:${e.sha256}, ${
               e.seconds.toFixed(1)
-            } s\n`,
+            } s`,
           );
           for (const n of e.notes) write(`note: ${n}\n`);
           break;
