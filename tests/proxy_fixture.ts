@@ -21,9 +21,10 @@ export interface EchoServer {
 export async function startEchoServer(
   machineId: string,
   hostname = "127.0.0.1",
+  port = 0,
 ): Promise<EchoServer> {
   const identity = await createMachineIdentity({ machineId });
-  const endpoint = new Deno.QuicEndpoint({ hostname, port: 0 });
+  const endpoint = new Deno.QuicEndpoint({ hostname, port });
   const listener = endpoint.listen({
     alpnProtocols: [ALPN],
     cert: identity.chainPem,

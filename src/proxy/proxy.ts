@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { VaultError } from "../errors/mod.ts";
 import {
   type AssemblyLimits,
   buildInitialClose,
@@ -114,7 +115,16 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
 
   const drop = (reason: DropReason | string) => bump(stats.drops, reason);
 
-  const front = await bindUdp(impl, opts.listen.hostname, opts.listen.port, onClient);
+  let front: UdpSocket;
+  try {
+    front = await bindUdp(impl, opts.listen.hostname, opts.listen.port, onClient);
+  } catch (err) {
+    throw new VaultError(
+      "proxy.listen",
+      `cannot listen on ${opts.listen.hostname}:${opts.listen.port}: ${(err as Error).message}`,
+      "choose another --listen address, or stop whatever holds that port",
+    );
+  }
 
   function onClient(data: Uint8Array, host: string, port: number) {
     const key = `${host}|${port}`;

@@ -41,7 +41,7 @@ export function splitHostPort(s: string): { host: string; port: number } | null 
   const m = s.match(/^\[([^\]]+)\]:(\d+)$/) ?? s.match(/^([^:]+):(\d+)$/);
   if (!m) return null;
   const port = Number(m[2]);
-  if (!(port > 0 && port < 65536)) return null;
+  if (!(port >= 0 && port < 65536)) return null;
   return { host: m[1], port };
 }
 

@@ -4,6 +4,9 @@
  *
  * @module
  */
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import { VaultError } from "../errors/mod.ts";
 import { startAdmin } from "./admin.ts";
 import { type LogEvent, type ProxyLimits, startProxy } from "./proxy.ts";
 import { cachedResolver, type Resolver } from "./resolver.ts";
@@ -22,8 +25,21 @@ export interface RunProxyOptions {
 /** Runs until SIGTERM or SIGINT; resolves with the exit code. */
 export async function runProxy(opts: RunProxyOptions): Promise<number> {
   const log = (e: LogEvent) => console.log(JSON.stringify({ t: new Date().toISOString(), ...e }));
+  // fly-global-services is an /etc/hosts name, so getaddrinfo, not DNS; Fly's public UDP is IPv4.
+  let hostname = opts.listen.hostname;
+  if (!isIP(hostname)) {
+    try {
+      hostname = (await lookup(hostname, { family: 4 })).address;
+    } catch (err) {
+      throw new VaultError(
+        "proxy.listen",
+        `cannot resolve --listen host ${opts.listen.hostname}: ${(err as Error).message}`,
+        "off Fly, listen on an address such as 127.0.0.1:4433",
+      );
+    }
+  }
   const proxy = await startProxy({
-    listen: opts.listen,
+    listen: { hostname, port: opts.listen.port },
     resolver: cachedResolver(opts.resolver, { ttlMs: opts.cacheTtlMs }),
     udp: opts.udp,
     limits: opts.limits,

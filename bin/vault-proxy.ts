@@ -1,0 +1,129 @@
+/**
+ * vault-proxy: one public UDP address for many fly-vault tenant machines.
+ * Routes each QUIC client to the machine named by its TLS server name
+ * (`<machine_id>.vault.internal`), read from the client's Initial packets;
+ * never terminates TLS.
+ */
+import { Command } from "commander";
+import { formatError, VaultError } from "../src/errors/mod.ts";
+import {
+  DEFAULT_LIMITS,
+  machinesApiResolver,
+  type Resolver,
+  runProxy,
+  splitHostPort,
+  templateResolver,
+} from "../src/proxy/mod.ts";
+
+const program = new Command("vault-proxy")
+  .description(
+    "Relay QUIC from one public UDP address to fly-vault tenant machines, choosing the machine " +
+      "by the server name the client asks for (<machine_id>.vault.internal). TLS is not " +
+      "terminated: the proxy sees only the ClientHello, and clients pin their machine's key.",
+  )
+  .option(
+    "--listen <host:port>",
+    "public UDP address. On Fly, UDP must be received on fly-global-services at the public " +
+      "port (Fly rewrites addresses, not ports); elsewhere e.g. 127.0.0.1:4433",
+    "fly-global-services:443",
+  )
+  .option(
+    "--backend <template>",
+    "machine address template, resolved by DNS (AAAA first). On Fly: " +
+      "'{machine_id}.vm.vault-tenants.internal:8443'",
+  )
+  .option("--machines-api <url>", "resolve machines through the Machines API instead (flysim too)")
+  .option("--app <name>", "with --machines-api: the app machines must belong to")
+  .option("--admin <host:port>", "serve /healthz and /metrics here (e.g. 0.0.0.0:9090)")
+  .option("--udp <impl>", "UDP implementation: deno or node", "deno")
+  .option("--max-sessions <n>", "sessions at once", String(DEFAULT_LIMITS.maxSessions))
+  .option(
+    "--idle-timeout <ms>",
+    "close a silent session after",
+    String(DEFAULT_LIMITS.idleTimeoutMs),
+  )
+  .option(
+    "--initial-rate <n>",
+    "new-client Initial packets per second per source IP",
+    String(DEFAULT_LIMITS.initialsPerSecond),
+  )
+  .option("--cache-ttl <ms>", "how long a machine's address is cached", "30000")
+  .addHelpText(
+    "after",
+    "\nEnvironment:\n  FLY_API_TOKEN   bearer token for --machines-api (never logged)\n" +
+      "\nExamples:\n" +
+      "  On Fly:   vault-proxy --backend '{machine_id}.vm.vault-tenants.internal:8443' --admin 0.0.0.0:9090\n" +
+      "  Locally:  vault-proxy --listen 127.0.0.1:4433 --machines-api http://127.0.0.1:4280 --app vault-tenants\n" +
+      "\nLogs are JSON lines on stdout. SIGTERM stops cleanly.",
+  );
+program.parse();
+const o = program.opts<{
+  listen: string;
+  backend?: string;
+  machinesApi?: string;
+  app?: string;
+  admin?: string;
+  udp: string;
+  maxSessions: string;
+  idleTimeout: string;
+  initialRate: string;
+  cacheTtl: string;
+}>();
+
+function usage(message: string, hint: string): never {
+  throw new VaultError("proxy.usage", message, hint);
+}
+
+function address(flag: string, value: string) {
+  const hp = splitHostPort(value);
+  if (!hp) usage(`${flag} ${value} is not host:port`, "e.g. 127.0.0.1:4433 or [::1]:4433");
+  return { hostname: hp.host, port: hp.port };
+}
+
+function count(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) usage(`${flag} ${value} is not a positive integer`, "");
+  return n;
+}
+
+try {
+  let resolver: Resolver;
+  if (o.backend && o.machinesApi) {
+    usage("--backend and --machines-api both given", "choose one way to find machines");
+  } else if (o.backend) {
+    if (!o.backend.includes("{machine_id}")) {
+      usage(
+        `--backend ${o.backend} lacks {machine_id}`,
+        "e.g. '{machine_id}.vm.vault-tenants.internal:8443'",
+      );
+    }
+    resolver = templateResolver(o.backend);
+  } else if (o.machinesApi) {
+    if (!o.app) usage("--machines-api needs --app", "the app whose machines may be reached");
+    resolver = machinesApiResolver({
+      url: o.machinesApi,
+      app: o.app,
+      token: Deno.env.get("FLY_API_TOKEN"),
+    });
+  } else {
+    usage("no way to find machines", "give --backend TEMPLATE or --machines-api URL --app NAME");
+  }
+  if (o.udp !== "deno" && o.udp !== "node") usage(`--udp ${o.udp}`, "deno or node");
+  const code = await runProxy({
+    listen: address("--listen", o.listen),
+    admin: o.admin ? address("--admin", o.admin) : undefined,
+    resolver,
+    udp: o.udp,
+    cacheTtlMs: count("--cache-ttl", o.cacheTtl),
+    limits: {
+      maxSessions: count("--max-sessions", o.maxSessions),
+      idleTimeoutMs: count("--idle-timeout", o.idleTimeout),
+      initialsPerSecond: count("--initial-rate", o.initialRate),
+      initialBurst: 2 * count("--initial-rate", o.initialRate),
+    },
+  });
+  Deno.exit(code);
+} catch (err) {
+  console.error(formatError(err));
+  Deno.exit(2);
+}
