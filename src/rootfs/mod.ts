@@ -12,7 +12,16 @@
  * vault/state.json     the state record, written atomically (tmp + fsync + rename + fsync dir)
  * ```
  *
- * How init uses it:
+ * How init uses it — simplest, one handle for store, mounts and workload:
+ * ```ts
+ * const rt = await openRootfsRuntime("/data", { beforeSwap: endSessions });
+ * await rt.boot();                      // mounts + workload when ready
+ * // upload stream:  await serveUpload(reader, writer, rt.ctx);
+ * // ProvisionUrl:   await provisionFromUrl(msg.url, msg.sha256, rt.ctx, (m) => writer.send(m));
+ * // exit:           await rt.shutdown();
+ * ```
+ *
+ * Or by hand:
  * ```ts
  * const store = await openRootfsStore("/data");        // recovers from a crash first
  * let workload = null;
@@ -88,3 +97,4 @@ export {
   serveUpload,
 } from "./serve.ts";
 export { removeTree, writeFileAtomic } from "./fsutil.ts";
+export { openRootfsRuntime, type RootfsRuntime, type RuntimeOptions } from "./runtime.ts";

@@ -7,6 +7,7 @@ import {
   UploadReply,
 } from "../protocol/mod.ts";
 import {
+  openRootfsRuntime,
   openRootfsStore,
   provisionFromUrl,
   type ProvisionMessage,
@@ -215,26 +216,11 @@ Deno.test("mounts: a symlinked /root in the image is refused, not mounted throug
 Deno.test("workload: declared command runs chrooted, restarts when it dies, stops", async () => {
   await withData(async (data, work) => {
     const store = await openRootfsStore(data);
-    const img = await image(work, "v1", async (dir) => {
-      // The host's sh and env with their libraries, laid out merged-/usr like Debian.
-      const libs = [...await libsOf("/usr/bin/env"), ...await libsOf("/bin/sh")];
-      for (const p of new Set(["/usr/bin/env", ...libs])) {
-        const target = `${dir}${p.startsWith("/usr/") ? p : `/usr${p}`}`;
-        await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
-        await Deno.copyFile(p, target);
-        await Deno.chmod(target, 0o755);
-      }
-      for (const l of ["lib", "lib64"]) await Deno.symlink(`usr/${l}`, `${dir}/${l}`);
-      await Deno.mkdir(`${dir}/.fly-vault`);
-      await Deno.writeTextFile(
-        `${dir}/.fly-vault/image.json`,
-        JSON.stringify({
-          Entrypoint: ["/usr/bin/sh", "-c"],
-          Cmd: ['echo "run $GREETING $(pwd)" >> /root/runs; exit 3'],
-          Env: ["GREETING=hello"],
-          WorkingDir: "/etc",
-        }),
-      );
+    const img = await workloadImage(work, "v1", {
+      Entrypoint: ["/usr/bin/sh", "-c"],
+      Cmd: ['echo "run $GREETING $(pwd)" >> /root/runs; exit 3'],
+      Env: ["GREETING=hello"],
+      WorkingDir: "/etc",
     });
     await store.provision(streamOf(img));
     await store.prepareMounts();
@@ -254,6 +240,70 @@ Deno.test("workload: declared command runs chrooted, restarts when it dies, stop
     assert.deepEqual(exits.slice(0, 2), [3, 3]);
     const runs = await Deno.readTextFile(`${data}/persist/root/runs`);
     assert.match(runs, /^run hello \/etc\nrun hello \/etc\n/);
+  });
+});
+
+/** An image with the host's sh, env and sleep (and their libraries) and a declared workload. */
+function workloadImage(work: string, version: string, decl: Record<string, unknown>) {
+  return image(work, version, async (dir) => {
+    const bins = ["/usr/bin/env", "/bin/sh", "/usr/bin/sleep"];
+    const libs = (await Promise.all(bins.map(libsOf))).flat();
+    for (const p of new Set([...bins.filter((b) => b !== "/bin/sh"), ...libs])) {
+      const target = `${dir}${p.startsWith("/usr/") ? p : `/usr${p}`}`;
+      await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
+      await Deno.copyFile(p, target);
+      await Deno.chmod(target, 0o755);
+    }
+    for (const l of ["lib", "lib64"]) await Deno.symlink(`usr/${l}`, `${dir}/${l}`);
+    await Deno.mkdir(`${dir}/.fly-vault`);
+    await Deno.writeTextFile(`${dir}/.fly-vault/image.json`, JSON.stringify(decl));
+  });
+}
+
+/** Resolves when `file` contains `text` (watching the directory, no polling). */
+async function fileContains(file: string, text: string): Promise<void> {
+  const dir = file.slice(0, file.lastIndexOf("/"));
+  const watcher = Deno.watchFs(dir);
+  try {
+    const has = () => Deno.readTextFile(file).then((t) => t.includes(text), () => false);
+    if (await has()) return;
+    for await (const _ of watcher) if (await has()) return;
+  } finally {
+    watcher.close();
+  }
+}
+
+Deno.test("runtime: boot mounts and starts the workload; a reprovision restarts it in the new rootfs", async () => {
+  await withData(async (data, work) => {
+    const decl = (v: string) => ({
+      Entrypoint: ["/usr/bin/sh", "-c", `echo ${v} >> /root/runs; exec /usr/bin/sleep 1000`],
+    });
+    const v1 = await workloadImage(work, "v1", decl("v1"));
+    const v2 = await workloadImage(work, "v2", decl("v2"));
+    let sessionsEnded = 0;
+    const rt = await openRootfsRuntime(data, {
+      beforeSwap: () => Promise.resolve(void sessionsEnded++),
+      workloadOptions: { stopTimeoutMs: 2000 },
+    });
+    assert.deepEqual(await rt.boot(), []);
+    assert.equal(rt.workload(), null, "nothing to run before the first provision");
+    await rt.store.provision(streamOf(v1), rt.ctx);
+    await fileContains(`${data}/persist/root/runs`, "v1");
+    const first = rt.workload();
+    assert.ok(first?.pid());
+    await rt.store.provision(streamOf(v2), rt.ctx);
+    await fileContains(`${data}/persist/root/runs`, "v2");
+    assert.equal(sessionsEnded, 2);
+    assert.equal(first?.pid(), null, "the old workload was stopped");
+    assert.equal(await Deno.readTextFile(`${data}/persist/root/runs`), "v1\nv2\n");
+    await rt.shutdown();
+    assert.equal(rt.workload(), null);
+    assert.equal(rt.store.mounted(), false);
+    // A restart of init boots straight into the workload.
+    const again = await openRootfsRuntime(data);
+    await again.boot();
+    await fileContains(`${data}/persist/root/runs`, "v2\nv2");
+    await again.shutdown();
   });
 });
 
