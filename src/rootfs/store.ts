@@ -169,6 +169,11 @@ export async function recover(dataDir: string): Promise<StateRecord> {
   const p = storePaths(dataDir);
   await Deno.mkdir(`${p.dataDir}/vault`, { recursive: true });
   let rec = await readState(p.stateFile);
+  if (!await exists(p.stateFile) && await exists(`${p.rootfs}/usr`)) {
+    // A rootfs laid out by other means (an older init, the demo, an operator): it serves.
+    rec = { state: "ready", provisioned_at: (await Deno.stat(p.rootfs)).mtime?.toISOString() };
+    await writeState(p.stateFile, rec);
+  }
   if (rec.state === "provisioning") {
     const swap = rec.swap;
     if (swap && await exists(`${p.dataDir}/rootfs.staging-${swap.id}`)) {

@@ -151,6 +151,15 @@ Deno.test("recover: staging leftovers removed, interrupted provision rolled back
   });
 });
 
+Deno.test("recover: a rootfs laid out without a state record counts as ready", async () => {
+  await withData(async (data) => {
+    await Deno.mkdir(`${data}/rootfs/usr/bin`, { recursive: true });
+    assert.equal((await recover(data)).state, "ready");
+    const saved = JSON.parse(await Deno.readTextFile(`${data}/vault/state.json`));
+    assert.equal(saved.state, "ready");
+  });
+});
+
 Deno.test("recover: a committed swap is completed", async () => {
   await withData(async (data, work) => {
     const store = await openRootfsStore(data);
