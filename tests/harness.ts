@@ -93,7 +93,7 @@ export async function startSim(
         org: ORG,
         region: "ord",
         image: "registry.fly.io/vault-tenants/init:test",
-        env: { ACCESS_TOKEN: o.accessToken ?? TOKEN, FLY_VAULT_QUIET: "0" },
+        env: { ACCESS_TOKEN: o.accessToken ?? TOKEN },
         volumeDir,
         privateIp: o.privateIp ?? previous?.privateIp,
       });

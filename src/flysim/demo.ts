@@ -12,7 +12,7 @@ import { homedir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { startOidcIssuer } from "./oidc.ts";
 import { createInitLauncher, type LaunchedMachine } from "./runner.ts";
-import { buildHostRootfs } from "./host_rootfs.ts";
+import { buildHostRootfsTarball } from "./host_rootfs.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -64,8 +64,8 @@ export interface Demo {
   stateDir: string;
   configDir: string;
   machine: LaunchedMachine;
-  /** Runs the real fly-vault CLI against the demo config, stdio inherited. */
-  client(args: string[]): Promise<number>;
+  /** Runs the real fly-vault CLI against the demo config, stdio inherited (stdin optional). */
+  client(args: string[], opts?: { stdin?: "inherit" | "null" }): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -80,18 +80,17 @@ export async function startDemo(opts: { quiet?: boolean } = {}): Promise<Demo> {
   const issuer = await startOidcIssuer({ hostname: "127.0.0.1", port: 0 });
   note(`OIDC issuer for org ${state.org} at ${issuer.baseUrl}/${state.org}`);
   const volumeDir = join(stateDir, "volumes", state.machine_id);
-  const rootfs = join(volumeDir, "rootfs");
+  await Deno.mkdir(volumeDir, { recursive: true });
+  const tarball = join(stateDir, "rootfs", "demo-rootfs.tar.gz");
   try {
-    await Deno.stat(join(rootfs, "usr"));
+    await Deno.stat(tarball);
   } catch {
-    note("first run: building a small rootfs from this machine's own programs");
-    await Deno.mkdir(volumeDir, { recursive: true });
-    await buildHostRootfs(rootfs);
+    note("first run: packing a small rootfs from this machine's own programs");
+    await buildHostRootfsTarball(tarball);
   }
   const launcher = createInitLauncher({
     issuer,
     runDir: join(stateDir, "run"),
-    env: { FLY_VAULT_QUIET: "1" },
   });
   const machine = await launcher.start({
     id: state.machine_id,
@@ -116,6 +115,7 @@ org = "${state.org}"
 app = "${state.app}"
 machine_id = "${state.machine_id}"
 access_token = "${state.access_token}"
+rootfs = "${tarball}"
 oidc_issuer = "${issuer.baseUrl}"
 local_simulation = true
 `,
@@ -125,11 +125,11 @@ local_simulation = true
     stateDir,
     configDir,
     machine,
-    async client(args) {
+    async client(args, o = {}) {
       const child = new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", "--quiet", join(ROOT, "bin", "fly-vault.ts"), ...args],
         env: { FLY_VAULT_CONFIG_DIR: configDir },
-        stdin: "inherit",
+        stdin: o.stdin ?? "inherit",
         stdout: "inherit",
         stderr: "inherit",
       }).spawn();
@@ -146,7 +146,7 @@ local_simulation = true
 export async function runTour(demo: Demo): Promise<number> {
   const step = async (title: string, args: string[]) => {
     console.log(`\n${bold(`$ fly-vault ${args.join(" ")}`)}   ${dim(`# ${title}`)}`);
-    const code = await demo.client(args);
+    const code = await demo.client(args, { stdin: "null" });
     if (code !== 0) console.log(dim(`(exit status ${code})`));
     return code;
   };
@@ -157,6 +157,10 @@ export async function runTour(demo: Demo): Promise<number> {
   await expect(0, "attest (init made a new identity at boot), pin, authenticate", [
     "status",
     "-v",
+    "demo",
+  ]);
+  await expect(0, "provisions the rootfs if it has none (upload, verify, atomic swap)", [
+    "connect",
     "demo",
   ]);
   await expect(0, "the pin is reused: no attestation this time", [
@@ -178,12 +182,19 @@ export async function runTour(demo: Demo): Promise<number> {
     "echo to stdout; echo to stderr >&2; exit 3",
   ]);
   console.log(
-    `\n${bold("Your turn:")} ${
-      dim("(the vault keeps running only while npm start/npm run sim runs)")
-    }
+    `\n${bold("More:")} ${dim("(the vault runs while npm start / npm run sim runs)")}
   npm start -- exec demo -- ls -la /         any fly-vault command against the demo vault
+  npm start -- connect demo --reprovision    send the rootfs again; /root and /home are kept
   npm run sim                                keep it running; use npx fly-vault in another terminal
   npm run demo:reset                         start over (state in ${demo.stateDir})`,
   );
+  if (failures === 0 && Deno.stdin.isTerminal()) {
+    console.log(
+      `\n${bold("$ fly-vault connect demo")}   ${
+        dim("# your console in the vault; exit or ~. to leave, ~? for help")
+      }`,
+    );
+    return await demo.client(["connect", "demo"]);
+  }
   return failures === 0 ? 0 : 1;
 }

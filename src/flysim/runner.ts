@@ -72,7 +72,7 @@ export function createInitLauncher(opts: {
   appId?: string;
   /** Copy init's log lines to stderr, prefixed with the machine id. */
   echoLogs?: boolean;
-  /** Extra env for every machine (e.g. FLY_VAULT_QUIET). */
+  /** Extra env for every machine. */
   env?: Record<string, string>;
   /** Allocates private IPs; pass one to share an address space. */
   allocateIp?: () => string;

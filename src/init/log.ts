@@ -7,7 +7,6 @@
 
 /** Writes one log event. */
 export function log(event: string, fields: Record<string, unknown> = {}): void {
-  if (Deno.env.get("FLY_VAULT_QUIET") === "1") return;
   const line = JSON.stringify({ ts: new Date().toISOString(), event, ...fields });
   console.error(line);
 }
