@@ -10,7 +10,10 @@
  */
 import { dialQuic } from "../src/transport/mod.ts";
 import { FrameReader, FrameWriter, StreamTag } from "../src/protocol/mod.ts";
+import { join } from "node:path";
+import { spawnPty } from "../src/console/pty.ts";
 import { startSshd } from "../tests/forward_sshd.ts";
+import { ROOT, startSim, vaultFor } from "../tests/harness.ts";
 
 const KEYS = Number(Deno.args[0] ?? 300);
 const WARMUP = 20;
@@ -158,8 +161,95 @@ async function ssh(): Promise<number[]> {
   }
 }
 
+/** Output of a program running on a local PTY (what a terminal emulator sees). */
+function ptyProgram(argv: string[], env: Record<string, string>) {
+  const p = spawnPty(argv, {
+    cols: 80,
+    rows: 24,
+    term: "xterm",
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: "/root", TERM: "xterm", ...env },
+  });
+  const queue: Uint8Array[] = [];
+  let wake: (() => void) | null = null;
+  let ended = false;
+  p.onData((b) => {
+    queue.push(b);
+    wake?.();
+  });
+  p.onExit(() => {
+    ended = true;
+    wake?.();
+  });
+  const next = async (): Promise<Uint8Array | null> => {
+    while (!queue.length) {
+      if (ended) return null;
+      await new Promise<void>((r) => wake = r);
+      wake = null;
+    }
+    return queue.shift()!;
+  };
+  return { p, out: outputWaiter(next) };
+}
+
+/** Both real clients on a local PTY, as a user types: `fly-vault connect` and `ssh -tt`. */
+async function clientsInPty(): Promise<{ fly_vault: number[]; ssh: number[] }> {
+  const sim = await startSim();
+  const dir = await Deno.makeTempDir({ prefix: "fv-bench-sshd-" });
+  const sshd = await startSshd(dir);
+  try {
+    const m = await sim.startMachine("bench1");
+    await sim.writeConfig({ demo: vaultFor(sim, m) });
+    const fvc = ptyProgram(
+      [
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        join(ROOT, "bin", "fly-vault.ts"),
+        "connect",
+        "demo",
+      ],
+      { FLY_VAULT_CONFIG_DIR: sim.configDir },
+    );
+    await fvc.out.until((t) => /[#$] $/.test(t));
+    const fly = await measure(async (b) => fvc.p.write(b), fvc.out);
+    fvc.p.write(encoder.encode("exit\r"));
+    const sshc = ptyProgram([
+      "ssh",
+      "-tt",
+      "-F",
+      "/dev/null",
+      "-p",
+      String(sshd.port),
+      "-i",
+      `${dir}/user_key`,
+      "-o",
+      "StrictHostKeyChecking=no",
+      "-o",
+      "UserKnownHostsFile=/dev/null",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "LogLevel=ERROR",
+      "root@127.0.0.1",
+      "env PS1='fv# ' bash --norc --noprofile -i",
+    ], {});
+    await sshc.out.until((t) => t.includes("fv# "));
+    const base = await measure(async (b) => sshc.p.write(b), sshc.out);
+    sshc.p.write(encoder.encode("exit\r"));
+    fvc.p.kill("SIGKILL");
+    sshc.p.kill("SIGKILL");
+    return { fly_vault: fly, ssh: base };
+  } finally {
+    await sshd.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await sim.close();
+  }
+}
+
 const fv = await flyVault();
 const base = await ssh();
+const viaPty = await clientsInPty();
 const result = {
   bench: "console keystroke echo latency (loopback)",
   keys: KEYS,
@@ -167,7 +257,13 @@ const result = {
   ssh_tt: summary(base),
   p50_ratio_fly_vault_over_ssh: +(quantile(fv, 0.5) / quantile(base, 0.5)).toFixed(3),
   p99_ratio_fly_vault_over_ssh: +(quantile(fv, 0.99) / quantile(base, 0.99)).toFixed(3),
+  clients_in_a_pty: {
+    fly_vault_connect: summary(viaPty.fly_vault),
+    ssh_tt: summary(viaPty.ssh),
+    p50_ratio: +(quantile(viaPty.fly_vault, 0.5) / quantile(viaPty.ssh, 0.5)).toFixed(3),
+    p99_ratio: +(quantile(viaPty.fly_vault, 0.99) / quantile(viaPty.ssh, 0.99)).toFixed(3),
+  },
   notes:
-    "fly-vault: real QUIC transport and init console handler in a separate process, bash -l on a PTY in a chroot; keys sent as protocol frames from this process. ssh: ssh -tt client process to sshd, bash -i on a PTY. Same machine, same run.",
+    "fly-vault: real QUIC transport and init console handler in a separate process, bash -l on a PTY in a chroot; keys sent as protocol frames from this process. ssh: ssh -tt client process to sshd, bash -i on a PTY. Same machine, same run. clients_in_a_pty: the real `fly-vault connect` (flysim machine, attested and pinned) and `ssh -tt`, each on a local PTY that the bench types into, as a terminal emulator would.",
 };
 console.log(JSON.stringify(result, null, 2));
