@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 import { DEFAULT_LIMITS, extractRootfs, removeTree } from "../rootfs/mod.ts";
 import { craft, diffManifests, manifest, sh, tarOf } from "../rootfs/testutil.ts";
-import { buildRootfs } from "./mod.ts";
+import { Writable } from "node:stream";
+import { buildReporter, buildRootfs } from "./mod.ts";
 
 const enc = new TextEncoder();
 
@@ -31,12 +32,21 @@ Deno.test("build from a directory: GNU tar keeps setuid, owners, hardlinks, xatt
     await Deno.link(`${src}/usr/bin/x`, `${src}/usr/bin/y`);
     await Deno.symlink("/usr/bin/x", `${src}/usr/bin/z`);
     await sh("setfattr", ["-n", "user.k", "-v", "v", `${src}/usr/bin/x`]);
-    const phases = new Set<string>();
+    let text = "";
+    const out = new Writable({
+      write(chunk, _enc, cb) {
+        text += String(chunk);
+        cb();
+      },
+    });
+    const report = buildReporter({ json: false, tty: false, out });
     const r = await buildRootfs({
       source: src,
       output: `${dir}/out/rootfs.tar.gz`,
-      onProgress: (p) => phases.add(p.phase),
+      onProgress: report.onProgress,
     });
+    report.done(r);
+    assert.match(text, /^wrote .*rootfs\.tar\.gz .*\nsha256 [0-9a-f]{64}\n$/m);
     assert.equal(r.kind, "dir");
     const bytes = await Deno.readFile(r.output);
     assert.equal(r.sha256, createHash("sha256").update(bytes).digest("hex"));

@@ -25,3 +25,4 @@ export {
   defaultOutput,
 } from "./build.ts";
 export { type ImageDeclaration, resolveImage } from "./image.ts";
+export { type BuildReporter, buildReporter } from "./progress.ts";
