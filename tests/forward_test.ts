@@ -183,3 +183,34 @@ Deno.test("forward: a local port already in use is a clear error at start", () =
     taken.close();
   }
 });
+
+Deno.test({
+  name:
+    "forward: a stream that breaks (connection just died) is retried once on the next connection",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const server = forwardServer();
+    const target = tcpServer(echo);
+    let calls = 0;
+    const flaky = (tag: Parameters<typeof server.openStream>[0]) =>
+      ++calls === 1 ? Promise.reject(new Error("connection lost")) : server.openStream(tag);
+    const errors: string[] = [];
+    const fwd = startForward(flaky, `0:127.0.0.1:${target.port}`, {
+      onError: (l) => errors.push(l),
+    });
+    try {
+      const s = await connect(fwd.addr.port);
+      const w = s.writable.getWriter();
+      await w.write(new TextEncoder().encode("after a reconnect"));
+      await w.close();
+      assert.equal(new TextDecoder().decode(await readAll(s.readable)), "after a reconnect");
+      assert.equal(calls, 2);
+      assert.deepEqual(errors, []);
+    } finally {
+      await fwd.close();
+      await target.close();
+      await server.close();
+    }
+  },
+});

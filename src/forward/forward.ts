@@ -168,7 +168,12 @@ export function startForward(
     try {
       let remote;
       try {
-        remote = await openForward(openStream, s.host, s.remotePort);
+        remote = await openForward(openStream, s.host, s.remotePort).catch((err) => {
+          // A stream that broke (not a refusal) usually means the connection just died;
+          // `openStream` reconnects, so try once more before failing this connection.
+          if (err instanceof VaultError && err.code.startsWith("forward.")) throw err;
+          return openForward(openStream, s.host, s.remotePort);
+        });
       } catch (err) {
         onError(`forward ${label}: ${(err as Error).message}`);
         await tcp.writable.abort().catch(() => {});
