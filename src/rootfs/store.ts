@@ -94,6 +94,16 @@ export interface RootfsStore {
   readonly rootfsDir: string;
   /** The current state record. */
   state(): StateRecord;
+  /**
+   * The state as the wire's `Status`/`AuthOk` carry it (init's `VaultStore.status()`):
+   * when an older rootfs serves after a failed provision, `reason` says so.
+   */
+  status(): {
+    state: StateRecord["state"];
+    reason?: string;
+    provisioned_at?: string;
+    sha256?: string;
+  };
   /** Extracts, verifies and swaps in a new rootfs. One at a time (`rootfs.busy` otherwise). */
   provision(source: ReadableStream<Uint8Array>, opts?: ProvisionOptions): Promise<ProvisionResult>;
   /** Mounts persist, /proc, /sys, /dev, /dev/pts, resolv.conf into the rootfs. */
@@ -292,6 +302,18 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
     paths,
     rootfsDir: paths.rootfs,
     state: () => structuredClone(rec),
+    status: () => {
+      const reason = rec.reason ??
+        (rec.state === "ready" && rec.last_error
+          ? `the last provision failed (${rec.last_error.code}: ${rec.last_error.message}); the previous rootfs serves`
+          : undefined);
+      return {
+        state: rec.state,
+        ...(reason ? { reason: reason.slice(0, 4096) } : {}),
+        ...(rec.provisioned_at ? { provisioned_at: rec.provisioned_at } : {}),
+        ...(rec.sha256 ? { sha256: rec.sha256 } : {}),
+      };
+    },
     mounted: () => mountsUp,
     async prepareMounts() {
       const notes = await mounts.prepareMounts(paths);

@@ -99,6 +99,9 @@ Deno.test("a refused tarball leaves the old rootfs serving; with none, state is 
     assert.equal(s.state, "ready");
     assert.equal(s.sha256, sha256(v1));
     assert.equal(s.last_error?.code, "rootfs.dotdot");
+    const status = store.status();
+    assert.deepEqual(Object.keys(status).sort(), ["provisioned_at", "reason", "sha256", "state"]);
+    assert.match(status.reason!, /last provision failed \(rootfs\.dotdot/);
     assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v1");
   });
 });
