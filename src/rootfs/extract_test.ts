@@ -226,6 +226,13 @@ Deno.test("refused: hardlinks to a path outside, absolute, or through a symlink"
       craft({ name: "h", type: "1", linkname: "etc/passwd" }),
     );
     await refuses(dir, gz(through), "rootfs.through_symlink");
+    // A hardlink to a symlink is a second name for it.
+    const alias = tarOf(
+      craft({ name: "a", type: "2", linkname: "/etc" }),
+      craft({ name: "b", type: "1", linkname: "a" }),
+      craft({ name: "b/passwd", data: enc.encode("x") }),
+    );
+    await refuses(dir, gz(alias), "rootfs.through_symlink", { entry: "b/passwd" });
   });
 });
 
@@ -316,6 +323,21 @@ Deno.test("refused: crafted headers GNU tar would misread or treat differently",
     await refuses(dir, gz(sparse), "rootfs.unsupported_type");
     const global = tarOf(paxHeader({ path: "evil" }, "g"), craft({ name: "f" }));
     await refuses(dir, gz(global), "rootfs.bad_header");
+    // An 'x' checked with a /dev node that is dropped must not reach tar ahead of another entry.
+    const detached = tarOf(
+      paxHeader({ path: "dev/sub" }),
+      paxHeader({ comment: "x" }, "g"),
+      craft({ name: "dev/n", type: "3" }),
+      craft({ name: "innocent", type: "2", linkname: "/etc" }),
+      craft({ name: "dev/sub/passwd", data: enc.encode("x") }),
+    );
+    await refuses(dir, gz(detached), "rootfs.bad_header");
+    // A NUL in a pax path: GNU tar would use the part before it, not the name checked.
+    const nul = tarOf(
+      paxHeader({ path: "link\0tail" }),
+      craft({ name: "x", type: "2", linkname: "/" }),
+    );
+    await refuses(dir, gz(nul), "rootfs.bad_header");
     const dataOnLink = tarOf(
       craft({ name: "l", type: "2", linkname: "x", data: enc.encode("hidden header") }),
     );

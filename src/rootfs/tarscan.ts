@@ -156,6 +156,10 @@ export function parsePax(data: Uint8Array): Map<string, string> {
 
 /** Splits a member name into components, refusing absolute paths and `..`. */
 export function normalise(raw: string, what = "path"): string {
+  if (raw.includes("\0")) {
+    // GNU tar would cut the name at the NUL: the name checked here would not be the one used.
+    throw new RootfsError("bad_header", `${what} contains a NUL byte`, display(raw));
+  }
   if (raw.startsWith("/")) {
     throw new RootfsError("absolute_path", `absolute ${what} "${display(raw)}"`, display(raw));
   }
@@ -301,6 +305,11 @@ export class TarFilter {
       ) {
         throw new RootfsError("bad_header", `repeated extended header '${type}' for one entry`);
       }
+      if (type === "g" && this.#pending.length) {
+        // Forwarding it would also forward the pending headers, detached from the entry
+        // they were checked with: GNU tar would apply them to a different one.
+        throw new RootfsError("bad_header", "global pax header between an entry's headers");
+      }
       this.#pending.push(h);
       this.#metaType = type;
       this.#metaSize = size;
@@ -402,6 +411,9 @@ export class TarFilter {
         );
       }
     } else if (kind === "symlink") {
+      if (rawLink.includes("\0")) {
+        throw new RootfsError("bad_header", "symlink target contains a NUL byte", shown);
+      }
       linkpath = rawLink;
     }
 
@@ -433,8 +445,10 @@ export class TarFilter {
     }
     this.#spaceLeft -= Math.ceil(size / 4096) * 4096;
 
-    if (kind === "symlink") this.#symlinks.add(path);
-    else this.#symlinks.delete(path);
+    // A hardlink to a symlink is one more name for that symlink: writes through it escape too.
+    if (kind === "symlink" || (kind === "hardlink" && this.#symlinks.has(linkpath!))) {
+      this.#symlinks.add(path);
+    } else this.#symlinks.delete(path);
     if (kind !== "dir") this.#nonDirs.add(path);
     this.entries++;
     this.opts.onEntry?.(entry);
