@@ -135,8 +135,7 @@ try {
   result.usage_facts = { ...facts, ok: facts.in_process_ms < 1000 && facts.peak_rss_mib < 200 };
 
   // tenant create × 50 (machine_count 1), bounded concurrency.
-  const text = await Deno.readTextFile(join(ROOT, "bench", "admin_bench_template.toml")).catch(() =>
-    `version = 1
+  const text = `version = 1
 app = "${APP}"
 machine_count = 1
 [machine]
@@ -149,8 +148,7 @@ path = "/data"
 name = "tvol_{{tenant_id}}_{{index}}"
 [machine.config.env]
 ACCESS_TOKEN = "{{access_token}}"
-`
-  );
+`;
   const client = createFlyClient({ apiBase: sim.baseUrl, token: TOKEN, app: APP });
   const create = async (prefix: string, concurrency: number, latencyMs: number) => {
     sim.faults.splice(0, Infinity);

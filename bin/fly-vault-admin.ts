@@ -81,6 +81,8 @@ tenant.command("usage-facts")
 tenant.command("delete <id>")
   .description("stop and destroy a tenant's machines, then delete their volumes")
   .option("--yes", "really delete (data on the volumes is lost)")
+  .option("--template <file>", "also delete never-attached volumes the template names")
+  .option("--var <key=value>", "template variable (repeatable)", collect, [])
   .option("--json", "print the result as JSON")
   .action((id: string, o) => run(() => deleteCommand(id, { ...globals(), ...o }))());
 

@@ -139,3 +139,27 @@ Deno.test("tenant delete: a fault at every step, transient or fatal, converges t
     await sim.close();
   }
 });
+
+Deno.test("tenant delete --template removes volumes a broken create left before any machine", async () => {
+  const sim = await startSim();
+  const client = fastClient(sim);
+  try {
+    const plan = renderTemplate(template(COUNT), { tenantId: "orph", accessToken: "t" });
+    // The create dies right after its first volume exists: no machine ever mounted it.
+    sim.faults.splice(0, Infinity, ...breakAt(3, "500-after"));
+    await createTenant(client, plan).then(() => assert.fail("create should fail"), () => {});
+    sim.faults.splice(0, Infinity);
+    const orphans = () =>
+      [...sim.state.volumes.values()].filter((v) =>
+        v.state !== "destroyed" && v.name.startsWith("tvol_orph_")
+      );
+    assert.equal(orphans().length, 1);
+    await deleteTenant(client, "orph");
+    assert.equal(orphans().length, 1, "without the template the orphan cannot be named");
+    const names = plan.machines.flatMap((m) => m.volumes.map((v) => v.request.name));
+    await deleteTenant(client, "orph", { volumeNames: names });
+    assert.equal(orphans().length, 0);
+  } finally {
+    await sim.close();
+  }
+});

@@ -54,7 +54,7 @@ export async function startSim(): Promise<MachinesApi & { dir: string }> {
 }
 
 /** An in-process client with short deadlines, so failing runs fail fast. */
-export function fastClient(sim: MachinesApi, deadlineMs = 600): FlyClient {
+export function fastClient(sim: MachinesApi, deadlineMs = 300): FlyClient {
   return createFlyClient({
     apiBase: sim.baseUrl,
     token: TOKEN,

@@ -98,6 +98,18 @@ function redact(value: unknown, secret: string | undefined): unknown {
   return value;
 }
 
+async function readTemplate(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    throw new VaultError(
+      "admin.template_unreadable",
+      `cannot read template ${path}: ${(err as Error).message}`,
+      "pass --template PATH to a tenant template (see README)",
+    );
+  }
+}
+
 /** `tenant create`. */
 export async function createCommand(
   tenant: string,
@@ -109,16 +121,7 @@ export async function createCommand(
     json?: boolean;
   },
 ): Promise<number> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(o.template);
-  } catch (err) {
-    throw new VaultError(
-      "admin.template_unreadable",
-      `cannot read template ${o.template}: ${(err as Error).message}`,
-      "pass --template PATH to a tenant template (see README)",
-    );
-  }
+  const text = await readTemplate(o.template);
   // A dry run shows {{access_token}} as <redacted> either way, so it needs no token (README).
   const accessToken = o.accessToken ?? (o.dryRun ? REDACTED : undefined);
   const plan = renderTemplate(
@@ -201,7 +204,7 @@ export async function usageFactsCommand(
 /** `tenant delete`. */
 export async function deleteCommand(
   tenant: string,
-  o: ConnectionFlags & { yes?: boolean; json?: boolean },
+  o: ConnectionFlags & { yes?: boolean; json?: boolean; template?: string; var?: string[] },
 ): Promise<number> {
   if (!o.yes) {
     throw new VaultError(
@@ -210,7 +213,17 @@ export async function deleteCommand(
       "this destroys its machines and their volumes (data included); add --yes",
     );
   }
-  const result = await deleteTenant(clientFor(o), tenant, { log: log(o) });
+  let volumeNames: string[] | undefined;
+  if (o.template) {
+    // Only the volume names are used; the access token's value does not matter here.
+    const plan = renderTemplate(
+      await readTemplate(o.template),
+      { tenantId: tenant, accessToken: REDACTED, vars: parseVars(o.var ?? []) },
+      o.template,
+    );
+    volumeNames = plan.machines.flatMap((m) => m.volumes.map((v) => v.request.name));
+  }
+  const result = await deleteTenant(clientFor(o), tenant, { log: log(o), volumeNames });
   if (o.json) print(result);
   else {
     console.log(

@@ -395,7 +395,11 @@ export interface DeleteResult {
 export async function deleteTenant(
   client: FlyClient,
   tenant: string,
-  opts: { log?: Log } = {},
+  opts: {
+    log?: Log;
+    /** Volume names the tenant's template gives (finds volumes no machine ever mounted). */
+    volumeNames?: string[];
+  } = {},
 ): Promise<DeleteResult> {
   checkTenantId(tenant);
   const log = opts.log ?? (() => {});
@@ -405,7 +409,7 @@ export async function deleteTenant(
     includeDeleted: true,
   });
   const volumeIds = new Set<string>();
-  const volumeNames = new Set<string>();
+  const volumeNames = new Set<string>(opts.volumeNames ?? []);
   for (const m of machines) {
     for (const mount of m.config?.mounts ?? []) {
       if (mount.volume) volumeIds.add(mount.volume);
@@ -431,7 +435,8 @@ export async function deleteTenant(
     }
     result.machinesDestroyed.push(m.id);
   }
-  // Volumes with this tenant's names that no machine holds (duplicates from lost replies).
+  // Volumes with this tenant's names that no machine holds: duplicates from lost replies, and
+  // (given the template) volumes of a create that stopped before their machine.
   for (const v of await client.listVolumes()) {
     if (live(v) && volumeNames.has(v.name) && !v.attached_machine_id) volumeIds.add(v.id);
   }
