@@ -338,6 +338,9 @@ Deno.test("refused: crafted headers GNU tar would misread or treat differently",
       craft({ name: "x", type: "2", linkname: "/" }),
     );
     await refuses(dir, gz(nul), "rootfs.bad_header");
+    // GNU tar makes "name/" of type '0' a directory and would not read its data as data.
+    const slashFile = tarOf(craft({ name: "d/", data: enc.encode("hidden header") }));
+    await refuses(dir, gz(slashFile), "rootfs.bad_header");
     const dataOnLink = tarOf(
       craft({ name: "l", type: "2", linkname: "x", data: enc.encode("hidden header") }),
     );

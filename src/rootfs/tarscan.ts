@@ -348,7 +348,8 @@ export class TarFilter {
       case "0":
       case "\0":
       case "7":
-        kind = type === "\0" && raw.endsWith("/") ? "dir" : "file";
+        // GNU tar extracts any regular-type member named with a trailing slash as a directory.
+        kind = raw.endsWith("/") ? "dir" : "file";
         break;
       case "1":
         kind = "hardlink";
