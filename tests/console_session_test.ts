@@ -270,3 +270,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name: "console: a session that ended while disconnected is reported clearly on reconnect",
+  async fn() {
+    const env = await setup();
+    try {
+      const a = { t: scriptedTerminal(), kb: keyboard(), out: screen() };
+      let reopened!: () => void;
+      const lost = new Promise<void>((r) => reopened = r);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => release = r);
+      const run = runConsole(env.server.openStream, {
+        terminal: a.t.term,
+        stdin: a.kb.stream,
+        stdout: a.out.stream,
+        onStatus: () => {},
+        backoffMs: { initial: 10, max: 10 },
+        reopen: async () => {
+          reopened();
+          await gate; // the shell exits while we are away
+          return env.server.openStream;
+        },
+      }).then((r) => r, (e) => e);
+      await a.out.waitFor(/fv# $/);
+      env.server.dropAll();
+      await lost;
+      await env.bundle.closeAll();
+      release();
+      const err = await run;
+      assert.ok(isVaultError(err, "console.session_gone"), String(err));
+      assert.match(err.message, /ended while we were disconnected/);
+      assert.deepEqual(a.t.raw, [true, false]);
+    } finally {
+      await env.cleanup();
+    }
+  },
+});

@@ -207,6 +207,13 @@ async function consoleLoop(
       throw new Lost((err as Error).message);
     }
     if (reply.type === "error") {
+      if (reattaching && reply.code === "console.no_session") {
+        throw new VaultError(
+          "console.session_gone",
+          `session ${session} ended while we were disconnected (its shell exited, or the machine restarted)`,
+          "run `fly-vault connect` again to start a new session",
+        );
+      }
       throw new VaultError(reply.code, reply.message, reply.hint ?? "");
     }
     if (reply.type === "exit") return { code: reply.code, signal: reply.signal };
