@@ -37,6 +37,8 @@ export const CLIENT_KEEPALIVE_MS = 5_000;
 export const CLIENT_IDLE_TIMEOUT_MS = 20_000;
 /** Server idle timeout; the client's keep-alives reset it. */
 export const SERVER_IDLE_TIMEOUT_MS = 60_000;
+/** Every forwarded TCP connection is a stream: Deno's default of 100 is too few for a browser. */
+export const MAX_STREAMS = 1024;
 
 function wrap(conn: Deno.QuicConn): VaultConnection {
   const closed = conn.closed.then(
@@ -148,6 +150,7 @@ export function listenQuic(opts: {
     cert: opts.certChainPem,
     key: opts.keyPem,
     maxIdleTimeout: opts.idleTimeoutMs ?? SERVER_IDLE_TIMEOUT_MS,
+    maxConcurrentBidirectionalStreams: MAX_STREAMS,
   });
   return {
     addr: { hostname: endpoint.addr.hostname, port: endpoint.addr.port },
@@ -247,6 +250,7 @@ export async function dialQuic(opts: {
     caCerts: [opts.caPem],
     keepAliveInterval: CLIENT_KEEPALIVE_MS,
     maxIdleTimeout: CLIENT_IDLE_TIMEOUT_MS,
+    maxConcurrentBidirectionalStreams: MAX_STREAMS,
   });
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
