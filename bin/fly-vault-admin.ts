@@ -26,6 +26,15 @@ const program = new Command("fly-vault-admin")
     "Machines API base (or FLY_API_BASE; default https://api.machines.dev)",
   )
   .option("-v, --verbose", "print each API step and retry on stderr")
+  .option(
+    "--deadline <seconds>",
+    "give up on an API call (retries included) after this long (default 120)",
+    (v: string) => {
+      const n = Number(v);
+      if (!(n > 0)) throw new CommanderError(2, "usage", `--deadline ${v} is not seconds`);
+      return n;
+    },
+  )
   .exitOverride()
   .addHelpText(
     "after",

@@ -30,6 +30,8 @@ export interface ConnectionFlags {
   app?: string;
   apiBase?: string;
   verbose?: boolean;
+  /** Seconds one API call may take, retries included (default 120). */
+  deadline?: number;
 }
 
 /** Flags, then environment, then defaults; names the first missing required value. */
@@ -71,6 +73,7 @@ function clientFor(flags: ConnectionFlags): FlyClient {
     apiBase: c.apiBase,
     token: c.token,
     app: c.app,
+    ...(flags.deadline ? { deadlineMs: flags.deadline * 1000 } : {}),
     onRetry: flags.verbose
       ? (r) => console.error(`retry ${r.attempt} in ${r.delayMs} ms: ${r.reason}`)
       : undefined,
