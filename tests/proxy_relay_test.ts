@@ -284,3 +284,62 @@ Deno.test("relay: idle sessions are closed; /healthz and /metrics report", async
     a.close();
   }
 });
+
+Deno.test("relay: a flood of random datagrams and half ClientHellos stays within the bounds", async () => {
+  const drops: string[] = [];
+  let wake: (() => void) | undefined;
+  const until = async (pred: () => boolean) => {
+    while (!pred()) await new Promise<void>((r) => wake = r);
+  };
+  const proxy = await startProxy({
+    listen: { hostname: "127.0.0.1", port: 0 },
+    resolver: mapResolver({}),
+    limits: { maxPending: 50, pendingTimeoutMs: 200, initialsPerSecond: 1e6, initialBurst: 1e6 },
+    log: () => {},
+    onDrop(reason) {
+      drops.push(reason);
+      wake?.();
+    },
+  });
+  const socks = Array.from(
+    { length: 100 },
+    () => Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 }),
+  );
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: proxy.port };
+    // 2000 random datagrams; a valid Initial after them is answered once all were read.
+    const junk: Uint8Array[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const d = crypto.getRandomValues(new Uint8Array(1 + ((i * 97) % 1400)));
+      if (i % 2) d[0] |= 0xc0; // half look like long headers
+      junk.push(d);
+    }
+    // In batches small enough for the socket's receive buffer (loopback drops on overflow).
+    for (let i = 0; i < junk.length; i += 50) {
+      assert.ok(await sendRaw(proxy, junk.slice(i, i + 50), probe()));
+    }
+    assert.equal(drops.length, 2000);
+    // 100 clients each send the first of the three Initials their ClientHello needs.
+    const big = clientHello({ sni: "half.vault.internal", pad: 2500 });
+    // Paced so the proxy's receive buffer never overflows: a probe after each 25 pending, then
+    // one at a time once full, each waiting for its own drop.
+    for (let i = 0; i < 50; i++) {
+      await socks[i].send(clientInitials(big)[0], to);
+      if (i % 25 === 24 && i < 49) assert.ok(await sendRaw(proxy, [], probe()));
+    }
+    for (let i = 50; i < 100; i++) {
+      const before = drops.length;
+      await socks[i].send(clientInitials(big)[0], to);
+      await until(() => drops.length > before);
+    }
+    assert.equal(drops.filter((r) => r === "pending_full").length, 50);
+    assert.equal(proxy.stats.pending, 50);
+    assert.equal(proxy.stats.sessions, 0);
+    // The 50 incomplete clients are forgotten after the pending timeout.
+    await until(() => drops.filter((r) => r === "incomplete").length === 50);
+    assert.equal(proxy.stats.pending, 0);
+  } finally {
+    for (const s of socks) s.close();
+    await proxy.close();
+  }
+});

@@ -65,6 +65,8 @@ export interface ProxyOptions {
   udp?: UdpImpl;
   limits?: Partial<ProxyLimits>;
   log?: (e: LogEvent) => void;
+  /** Called on every drop (after counting); tests wait on it. */
+  onDrop?: (reason: string) => void;
   now?: () => number;
 }
 
@@ -113,7 +115,11 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const buckets = new Map<string, { tokens: number; at: number }>();
   let closing = false;
 
-  const drop = (reason: DropReason | string) => bump(stats.drops, reason);
+  const onDrop = opts.onDrop;
+  const drop = (reason: DropReason | string) => {
+    bump(stats.drops, reason);
+    onDrop?.(reason);
+  };
 
   let front: UdpSocket;
   try {
