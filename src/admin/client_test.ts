@@ -31,8 +31,17 @@ function scripted(steps: Step[]) {
 const json = (body: unknown, status = 200, headers: Record<string, string> = {}) =>
   new Response(JSON.stringify(body), { status, headers });
 const machine = { id: "m1", state: "started", config: { image: "x" } };
+// Promises more body than it sends: the connection closes mid-reply.
 const drop: Step = () =>
-  new Response(new ReadableStream({ start: (c) => c.error("dropped (test)") }));
+  new Response(
+    new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode("["));
+        c.close();
+      },
+    }),
+    { headers: { "content-length": "4096" } },
+  );
 
 Deno.test("429 honours Retry-After; 5xx and dropped connections are retried", async () => {
   const api = scripted([

@@ -172,16 +172,20 @@ function flyError(status: number, error: string, headers: Record<string, string>
   return json({ error }, status, headers);
 }
 
-/** A reply whose body breaks off: the client sees a reset connection. */
+/**
+ * A reply whose body breaks off: it promises more bytes than it sends, so the
+ * connection closes mid-body and the client sees a reset (as when a proxy
+ * drops it), without the server logging an error.
+ */
 function dropped(): Response {
   return new Response(
     new ReadableStream({
       start(controller) {
-        // Deno prints the reason once; a string keeps it to one line.
-        controller.error("flysim: connection dropped (injected fault)");
+        controller.enqueue(new TextEncoder().encode("{"));
+        controller.close();
       },
     }),
-    { status: 200, headers: { "content-type": "application/json" } },
+    { status: 200, headers: { "content-type": "application/json", "content-length": "4096" } },
   );
 }
 
