@@ -149,8 +149,13 @@ name = "tvol_{{tenant_id}}_{{index}}"
 [machine.config.env]
 ACCESS_TOKEN = "{{access_token}}"
 `;
-  const client = createFlyClient({ apiBase: sim.baseUrl, token: TOKEN, app: APP });
+  // A fresh, empty app for creates: the 5,000 seeded machines would make every create's
+  // list calls measure the size of that app instead of the create.
+  const createDir = await Deno.makeTempDir({ prefix: "admin-bench-create-" });
+  const fresh = startMachinesApi({ token: TOKEN, launcher: fakeLauncher(), dataDir: createDir });
+  const client = createFlyClient({ apiBase: fresh.baseUrl, token: TOKEN, app: APP });
   const create = async (prefix: string, concurrency: number, latencyMs: number) => {
+    const sim = fresh;
     sim.faults.splice(0, Infinity);
     if (latencyMs) sim.faults.push({ match: {}, kind: "slow", delayMs: latencyMs, times: 1e9 });
     const before = sim.requests.length;
@@ -170,11 +175,16 @@ ACCESS_TOKEN = "{{access_token}}"
       api_requests: sim.requests.length - before,
     };
   };
-  result.tenant_create = [
-    await create("a", CONCURRENCY, 0),
-    await create("b", 1, 20),
-    await create("c", CONCURRENCY, 20),
-  ];
+  try {
+    result.tenant_create = [
+      await create("a", CONCURRENCY, 0),
+      await create("b", 1, 20),
+      await create("c", CONCURRENCY, 20),
+    ];
+  } finally {
+    await fresh.close();
+    await Deno.remove(createDir, { recursive: true });
+  }
 } finally {
   await sim.close();
   await Deno.remove(dir, { recursive: true });
