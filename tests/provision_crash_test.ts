@@ -157,6 +157,7 @@ Deno.test("crash safety: SIGKILL at six points of a reprovision, then recover", 
       // And the machine can be provisioned again afterwards.
       const again = await openRootfsStore(data);
       await again.provision(streamOf(v2));
+      await again.settled();
       assert.equal(again.state().sha256, sha256(v2));
     }
   } finally {

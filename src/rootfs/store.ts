@@ -112,6 +112,11 @@ export interface RootfsStore {
   releaseMounts(): Promise<void>;
   /** True while mounts made by {@link prepareMounts} are up. */
   mounted(): boolean;
+  /**
+   * Resolves when background work is done: the previous rootfs is removed after a
+   * provision has answered (a crash before that is cleaned up by {@link recover}).
+   */
+  settled(): Promise<void>;
 }
 
 /** Paths of a store rooted at `dataDir`. */
@@ -295,6 +300,7 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
   const paths = storePaths(dataDir);
   let rec = await recover(dataDir);
   let busy = false;
+  let cleanup: Promise<void> = Promise.resolve();
   let mountsUp = false;
   const mounts = await import("./mounts.ts");
 
@@ -315,6 +321,7 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
       };
     },
     mounted: () => mountsUp,
+    settled: () => cleanup,
     async prepareMounts() {
       const notes = await mounts.prepareMounts(paths);
       mountsUp = true;
@@ -334,6 +341,7 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
         );
       }
       busy = true;
+      await cleanup;
       const id = `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 6)}`;
       const staging = `${paths.dataDir}/rootfs.staging-${id}`;
       const before = rec;
@@ -391,7 +399,8 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
         await stopPoint("after_swap");
         rec = readyRecord(swap);
         await writeState(paths.stateFile, rec);
-        if (hadOld) await removeTree(old);
+        // Removing the old tree takes as long as writing it: not on the user's clock.
+        if (hadOld) cleanup = removeTree(old).catch(() => {});
         if (remount) await store.prepareMounts();
         await opts.afterSwap?.();
         return {

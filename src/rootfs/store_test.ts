@@ -80,6 +80,7 @@ Deno.test("provision: unprovisioned → ready, persist seeded once, reprovision 
     assert.equal(await Deno.readTextFile(`${data}/persist/root/.profile`), "# from image v1\n");
     assert.equal(await Deno.readTextFile(`${data}/persist/root/notes.txt`), "mine");
     assert.equal(await Deno.readTextFile(`${data}/persist/home/dev/work.txt`), "mine too");
+    await store.settled();
     const left = [...Deno.readDirSync(data)].map((e) => e.name).sort();
     assert.deepEqual(left, ["persist", "rootfs", "vault"]);
   });
@@ -206,6 +207,7 @@ Deno.test("mounts: persist, proc, sys, dev, pts, resolv.conf; removal never reac
     assert.equal(await Deno.readTextFile(`${data}/rootfs/root/keep`), "keep");
     assert.equal(await Deno.readTextFile(`${data}/persist/root/keep`), "keep");
     await store.releaseMounts();
+    await store.settled();
     assert.equal(await Deno.lstat(`${data}/rootfs/root/keep`).catch(() => null), null);
   });
 });
@@ -309,6 +311,7 @@ Deno.test("runtime: boot mounts and starts the workload; a reprovision restarts 
     assert.equal(first?.pid(), null, "the old workload was stopped");
     assert.equal(await Deno.readTextFile(`${data}/persist/root/runs`), "v1\nv2\n");
     await rt.shutdown();
+    await rt.store.settled();
     assert.equal(rt.workload(), null);
     assert.equal(rt.store.mounted(), false);
     // A restart of init boots straight into the workload.
