@@ -212,7 +212,7 @@ async function clientsInPty(): Promise<{ fly_vault: number[]; ssh: number[] }> {
       { FLY_VAULT_CONFIG_DIR: sim.configDir },
     );
     await fvc.out.until((t) => /[#$] $/.test(t));
-    const fly = await measure(async (b) => fvc.p.write(b), fvc.out);
+    const fly = await measure((b) => Promise.resolve(fvc.p.write(b)), fvc.out);
     fvc.p.write(encoder.encode("exit\r"));
     const sshc = ptyProgram([
       "ssh",
@@ -235,7 +235,7 @@ async function clientsInPty(): Promise<{ fly_vault: number[]; ssh: number[] }> {
       "env PS1='fv# ' bash --norc --noprofile -i",
     ], {});
     await sshc.out.until((t) => t.includes("fv# "));
-    const base = await measure(async (b) => sshc.p.write(b), sshc.out);
+    const base = await measure((b) => Promise.resolve(sshc.p.write(b)), sshc.out);
     sshc.p.write(encoder.encode("exit\r"));
     fvc.p.kill("SIGKILL");
     sshc.p.kill("SIGKILL");
