@@ -53,7 +53,10 @@ async function countRequests(sim: Sim, fn: () => Promise<unknown>): Promise<numb
 
 Deno.test("tenant create: a fault at every step, transient or fatal, converges", async () => {
   const sim = await startSim();
-  const client = fastClient(sim);
+  // Runs that must succeed get time to spare on a loaded machine; runs broken on purpose
+  // give up fast.
+  const client = fastClient(sim, 10_000);
+  const breaking = fastClient(sim, 300);
   const plan = (tenant: string) =>
     renderTemplate(template(COUNT), { tenantId: tenant, accessToken: "t" });
   let n = 0;
@@ -78,7 +81,7 @@ Deno.test("tenant create: a fault at every step, transient or fatal, converges",
       for (const kind of ["500", "500-after", "drop-after"] as const) {
         const tenant = `t${++n}`;
         sim.faults.splice(0, Infinity, ...breakAt(step, kind));
-        await createTenant(client, plan(tenant)).then(
+        await createTenant(breaking, plan(tenant)).then(
           () => {},
           (err) => assert.match(err.message, /(POST|GET|DELETE) \/v1\/apps\//),
         );
@@ -98,7 +101,10 @@ Deno.test("tenant create: a fault at every step, transient or fatal, converges",
 
 Deno.test("tenant delete: a fault at every step, transient or fatal, converges to nothing", async () => {
   const sim = await startSim();
-  const client = fastClient(sim);
+  // Runs that must succeed get time to spare on a loaded machine; runs broken on purpose
+  // give up fast.
+  const client = fastClient(sim, 10_000);
+  const breaking = fastClient(sim, 300);
   const plan = (tenant: string) =>
     renderTemplate(template(COUNT), { tenantId: tenant, accessToken: "t" });
   let n = 0;
@@ -115,7 +121,7 @@ Deno.test("tenant delete: a fault at every step, transient or fatal, converges t
         if (kind.startsWith("break-")) {
           const k = kind.slice(6) as "500" | "500-after" | "drop-after";
           sim.faults.splice(0, Infinity, ...breakAt(step, k));
-          await deleteTenant(client, tenant).then(
+          await deleteTenant(breaking, tenant).then(
             () => {},
             (err) => assert.match(err.message, /(POST|GET|DELETE) \/v1\/apps\//),
           );
@@ -142,12 +148,15 @@ Deno.test("tenant delete: a fault at every step, transient or fatal, converges t
 
 Deno.test("tenant delete --template removes volumes a broken create left before any machine", async () => {
   const sim = await startSim();
-  const client = fastClient(sim);
+  // Runs that must succeed get time to spare on a loaded machine; runs broken on purpose
+  // give up fast.
+  const client = fastClient(sim, 10_000);
+  const breaking = fastClient(sim, 300);
   try {
     const plan = renderTemplate(template(COUNT), { tenantId: "orph", accessToken: "t" });
     // The create dies right after its first volume exists: no machine ever mounted it.
     sim.faults.splice(0, Infinity, ...breakAt(3, "500-after"));
-    await createTenant(client, plan).then(() => assert.fail("create should fail"), () => {});
+    await createTenant(breaking, plan).then(() => assert.fail("create should fail"), () => {});
     sim.faults.splice(0, Infinity);
     const orphans = () =>
       [...sim.state.volumes.values()].filter((v) =>
@@ -161,5 +170,25 @@ Deno.test("tenant delete --template removes volumes a broken create left before 
     assert.equal(orphans().length, 0);
   } finally {
     await sim.close();
+  }
+});
+
+Deno.test("a machine that fails to start is named, with its state", async () => {
+  const dir = await Deno.makeTempDir();
+  const { startMachinesApi } = await import("../src/flysim/machines_api.ts");
+  const sim = startMachinesApi({
+    token: "fly-test-api-token-0123456789",
+    dataDir: dir,
+    launcher: { start: () => Promise.reject(new Error("image not found")) },
+  });
+  try {
+    const plan = renderTemplate(template(1), { tenantId: "bad", accessToken: "t" });
+    await assert.rejects(
+      createTenant(fastClient(sim as Sim), plan),
+      /machine [0-9a-f]{14} \(tenant-bad-1\) did not start: it is failed/,
+    );
+  } finally {
+    await sim.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

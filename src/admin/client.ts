@@ -154,6 +154,8 @@ export function createFlyClient(opts: FlyClientOptions): FlyClient {
     const fullPath = appPath + path + (qs.size ? `?${qs}` : "");
     const request = `${method} ${fullPath}`;
     const started = Date.now();
+    // What Fly last said: a final attempt cut short by the deadline should not hide it.
+    let lastReply: FlyApiError | undefined;
     for (let attempt = 1;; attempt++) {
       let failure: FlyApiError | undefined;
       let retryAfterMs: number | undefined;
@@ -235,14 +237,17 @@ export function createFlyClient(opts: FlyClientOptions): FlyClient {
           if (c.retry === "refused") throw failure;
         }
       }
-      const last = failure!;
+      if (failure!.status !== 0) lastReply = failure;
+      const last = failure!.status === 0 && lastReply ? lastReply : failure!;
       const backoff = Math.min(maxBackoff, baseBackoff * 2 ** (attempt - 1));
       // Full jitter between half and all of the backoff, so many admins do not retry in step.
       let delay = backoff / 2 + Math.random() * backoff / 2;
       if (retryAfterMs !== undefined) {
         delay = Math.min(retryAfterMs, maxRetryAfter) + Math.random() * 50;
       }
-      if (Date.now() - started + delay >= deadlineMs) {
+      // Retry only if the next attempt would still have a fair share of the deadline.
+      const minAttempt = Math.min(1_000, deadlineMs / 4);
+      if (Date.now() - started + delay + minAttempt >= deadlineMs) {
         throw new FlyApiError(
           last.code,
           last.status,

@@ -127,6 +127,8 @@ export function renderTemplate(
   // Check every placeholder against the raw text, where lines are known.
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
+    // A commented-out line uses nothing (the README's template is often edited that way).
+    if (lines[i].trimStart().startsWith("#")) continue;
     for (const match of lines[i].matchAll(PLACEHOLDER)) {
       const name = match[1];
       if (name === "tenant_id" || name === "index" || Object.hasOwn(vars, name)) continue;

@@ -85,6 +85,15 @@ Deno.test("unknown or unset variables are errors naming the variable and the lin
   );
 });
 
+Deno.test("placeholders on commented-out lines are not checked", () => {
+  const text = README.replace(
+    'ACCESS_TOKEN = "{{access_token}}"',
+    '# ACCESS_TOKEN = "{{access_token}}"',
+  );
+  const plan = renderTemplate(text, { tenantId: "acme" });
+  assert.deepEqual(plan.machines[0].request.config.env, {});
+});
+
 Deno.test("bad templates, vars and tenant ids are refused with a reason", () => {
   const opts = { tenantId: "acme", accessToken: "x" };
   throwsCode(() => renderTemplate("version = [", opts), "admin.template", /line 1/);

@@ -117,11 +117,23 @@ export async function createTenant(
   }
   if (opts.wait !== false) {
     for (const m of toWait) {
-      await client.waitMachine(m.id, {
-        state: "started",
-        timeoutSec: 60,
-        instanceId: m.instance_id,
-      });
+      try {
+        await client.waitMachine(m.id, {
+          state: "started",
+          timeoutSec: 60,
+          instanceId: m.instance_id,
+        });
+      } catch (err) {
+        // Say where the machine is stuck, not just that waiting failed.
+        const now = await client.getMachine(m.id).catch(() => undefined);
+        if (!now || now.state === "started") throw err;
+        throw new VaultError(
+          "admin.machine_not_started",
+          `machine ${m.id} (${m.name}) did not start: it is ${now.state}`,
+          `see \`fly logs -a ${client.app} -i ${m.id}\`; re-running create keeps it and waits again`,
+          { cause: err },
+        );
+      }
       const row = result.machines.find((r) => r.id === m.id);
       if (row) row.state = "started";
     }

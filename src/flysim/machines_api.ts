@@ -250,6 +250,7 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
   const tokenBytes = new TextEncoder().encode(`Bearer ${opts.token}`);
   const org = opts.org ?? "personal";
   const pending = new Set<Promise<unknown>>();
+  const closing = new AbortController();
 
   const track = <T>(p: Promise<T>): Promise<T> => {
     pending.add(p);
@@ -334,7 +335,12 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
     });
   }
 
-  function waitFor(m: SimMachine, ok: (m: SimMachine) => boolean, ms: number): Promise<boolean> {
+  function waitFor(
+    m: SimMachine,
+    ok: (m: SimMachine) => boolean,
+    ms: number,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
     if (ok(m)) return Promise.resolve(true);
     return new Promise((resolve) => {
       let set = waiters.get(m.id);
@@ -343,10 +349,16 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
         clearTimeout(timer);
         set!.delete(check);
         if (set!.size === 0) waiters.delete(m.id);
+        signal?.removeEventListener("abort", abort);
+        closing.signal.removeEventListener("abort", abort);
         resolve(result);
       };
       const check = () => ok(m) && done(true);
-      const timer = setTimeout(() => done(false), ms);
+      // flysim closing ends every wait (no 60 s timers keep close() waiting).
+      const abort = () => done(false);
+      const timer = setTimeout(abort, ms);
+      signal?.addEventListener("abort", abort);
+      closing.signal.addEventListener("abort", abort);
       set.add(check);
     });
   }
@@ -392,6 +404,7 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
     parts: string[],
     query: URLSearchParams,
     body: Body,
+    signal?: AbortSignal,
   ): Promise<Response> {
     // parts: ["v1", "apps", app, kind, id?, action?]
     if (parts[0] !== "v1" || parts[1] !== "apps" || !parts[2]) {
@@ -478,6 +491,7 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
             (wanted.includes(x.state) ||
               (wanted.includes("settled") && ["started", "stopped", "failed"].includes(x.state))),
           timeoutSec * 1000,
+          signal,
         );
         if (!ok) {
           return flyError(408, `deadline_exceeded: machine did not reach ${wanted.join(",")}`);
@@ -679,6 +693,7 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
       machines.set(m.id, m);
     },
     async close() {
+      closing.abort();
       await server.shutdown();
       while (pending.size) await Promise.allSettled([...pending]);
       await Promise.allSettled(
