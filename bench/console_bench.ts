@@ -12,7 +12,7 @@ import { dialQuic } from "../src/transport/mod.ts";
 import { FrameReader, FrameWriter, StreamTag } from "../src/protocol/mod.ts";
 import { join } from "node:path";
 import { spawnPty } from "../src/console/pty.ts";
-import { startSshd } from "../tests/forward_sshd.ts";
+import { startSshd } from "../tests/sshd.ts";
 import { ROOT, startSim, vaultFor } from "../tests/harness.ts";
 
 const KEYS = Number(Deno.args[0] ?? 300);
@@ -115,26 +115,12 @@ async function flyVault(): Promise<number[]> {
 }
 
 async function ssh(): Promise<number[]> {
-  const dir = await Deno.makeTempDir({ prefix: "fv-bench-sshd-" });
-  const sshd = await startSshd(dir);
+  const sshd = await startSshd();
   try {
     const child = new Deno.Command("ssh", {
       args: [
         "-tt",
-        "-F",
-        "/dev/null",
-        "-p",
-        String(sshd.port),
-        "-i",
-        `${dir}/user_key`,
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "LogLevel=ERROR",
+        ...sshd.options,
         "root@127.0.0.1",
         "env PS1='fv# ' bash --norc --noprofile -i",
       ],
@@ -157,7 +143,6 @@ async function ssh(): Promise<number[]> {
     return samples;
   } finally {
     await sshd.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
 
@@ -194,8 +179,7 @@ function ptyProgram(argv: string[], env: Record<string, string>) {
 /** Both real clients on a local PTY, as a user types: `fly-vault connect` and `ssh -tt`. */
 async function clientsInPty(): Promise<{ fly_vault: number[]; ssh: number[] }> {
   const sim = await startSim();
-  const dir = await Deno.makeTempDir({ prefix: "fv-bench-sshd-" });
-  const sshd = await startSshd(dir);
+  const sshd = await startSshd();
   try {
     const m = await sim.startMachine("bench1");
     await sim.writeConfig({ demo: vaultFor(sim, m) });
@@ -217,20 +201,7 @@ async function clientsInPty(): Promise<{ fly_vault: number[]; ssh: number[] }> {
     const sshc = ptyProgram([
       "ssh",
       "-tt",
-      "-F",
-      "/dev/null",
-      "-p",
-      String(sshd.port),
-      "-i",
-      `${dir}/user_key`,
-      "-o",
-      "StrictHostKeyChecking=no",
-      "-o",
-      "UserKnownHostsFile=/dev/null",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "LogLevel=ERROR",
+      ...sshd.options,
       "root@127.0.0.1",
       "env PS1='fv# ' bash --norc --noprofile -i",
     ], {});
@@ -242,7 +213,6 @@ async function clientsInPty(): Promise<{ fly_vault: number[]; ssh: number[] }> {
     return { fly_vault: fly, ssh: base };
   } finally {
     await sshd.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
     await sim.close();
   }
 }

@@ -7,7 +7,7 @@
  */
 import { join } from "node:path";
 import { ROOT, startSim, vaultFor } from "../tests/harness.ts";
-import { startSshd } from "./lib/sshd.ts";
+import { startSshd } from "../tests/sshd.ts";
 import { interleave, median, quantile, timeCommand } from "./lib/stats.ts";
 
 const rounds = Number(Deno.args[0] ?? 30);
@@ -32,7 +32,7 @@ try {
   await timeCommand(flyVault, env); // attests and pins; also warms Deno's module cache
   const samples = await interleave({
     "fly-vault exec (pinned)": () => timeCommand(flyVault, env),
-    "ssh host true": () => timeCommand([...sshd.ssh, "true"]),
+    "ssh host true": () => timeCommand(["ssh", ...sshd.options, "root@127.0.0.1", "true"]),
   }, rounds);
   const fv = samples["fly-vault exec (pinned)"];
   const ssh = samples["ssh host true"];

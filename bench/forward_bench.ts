@@ -9,7 +9,7 @@
  */
 import { dialQuic } from "../src/transport/mod.ts";
 import { startForward } from "../src/forward/mod.ts";
-import { startSshd } from "../tests/forward_sshd.ts";
+import { startSshd } from "../tests/sshd.ts";
 
 const SECONDS = Number(Deno.args[0] ?? 5);
 
@@ -114,26 +114,12 @@ try {
   }
 
   // ssh -L
-  const dir = await Deno.makeTempDir({ prefix: "fv-bench-sshd-" });
-  const sshd = await startSshd(dir);
+  const sshd = await startSshd();
   const lport = freePort();
   const tunnel = new Deno.Command("ssh", {
     args: [
       "-N",
-      "-F",
-      "/dev/null",
-      "-p",
-      String(sshd.port),
-      "-i",
-      `${dir}/user_key`,
-      "-o",
-      "StrictHostKeyChecking=no",
-      "-o",
-      "UserKnownHostsFile=/dev/null",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "LogLevel=ERROR",
+      ...sshd.options,
       "-L",
       `127.0.0.1:${lport}:127.0.0.1:${iperfPort}`,
       "root@127.0.0.1",
@@ -148,7 +134,6 @@ try {
     tunnel.kill("SIGTERM");
     await tunnel.status;
     await sshd.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   const fv = results.fly_vault_gbps as { upload: number; download: number };
   const ssh = results.ssh_L_gbps as { upload: number; download: number };

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { tcpByteStream } from "../src/forward/mod.ts";
 import { ROOT, startSim, vaultFor } from "./harness.ts";
-import { run, startSshd } from "./forward_sshd.ts";
+import { run, startSshd } from "./sshd.ts";
 
 const CLI = join(ROOT, "bin", "fly-vault.ts");
 
@@ -114,28 +114,16 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const sim = await startSim();
-    const dir = await Deno.makeTempDir({ prefix: "fv-sshd-" });
-    const sshd = await startSshd(dir);
+    const sshd = await startSshd();
     try {
       const m = await sim.startMachine("m0502");
       await sim.writeConfig({ demo: vaultFor(sim, m) });
       const proxy =
         `env FLY_VAULT_CONFIG_DIR=${sim.configDir} ${Deno.execPath()} run -A --quiet ${CLI} pipe demo 127.0.0.1:${sshd.port}`;
       const out = await run("ssh", [
-        "-F",
-        "/dev/null",
-        "-i",
-        `${dir}/user_key`,
+        ...sshd.options,
         "-o",
         `ProxyCommand=${proxy}`,
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "LogLevel=ERROR",
         "root@demo",
         "echo through-the-vault; head -c 2000000 /dev/zero | wc -c",
       ]);
@@ -143,7 +131,6 @@ Deno.test({
       assert.equal(out.out, "through-the-vault\n2000000\n");
     } finally {
       await sshd.stop();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
       await sim.close();
     }
   },

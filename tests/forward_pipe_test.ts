@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { serveForward } from "../src/forward/mod.ts";
 import { StreamTag } from "../src/protocol/mod.ts";
 import { startLoopbackServer } from "./console_loopback.ts";
-import { run, startSshd } from "./forward_sshd.ts";
+import { run, startSshd } from "./sshd.ts";
 
 const FIXTURE = new URL("./forward_pipe_fixture.ts", import.meta.url).pathname;
 
@@ -16,8 +16,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "fv-sshd-" });
-    const sshd = await startSshd(dir);
+    const sshd = await startSshd();
     const server = startLoopbackServer((tag, reader, writer) =>
       tag === StreamTag.forward ? serveForward(reader, writer) : Promise.resolve()
     );
@@ -26,20 +25,9 @@ Deno.test({
         `${Deno.execPath()} run -A --quiet ${FIXTURE} ${server.port} 127.0.0.1:${sshd.port}`;
       const ssh = (remote: string) =>
         run("ssh", [
-          "-F",
-          "/dev/null",
-          "-i",
-          `${dir}/user_key`,
+          ...sshd.options,
           "-o",
           `ProxyCommand=${proxy}`,
-          "-o",
-          "StrictHostKeyChecking=no",
-          "-o",
-          "UserKnownHostsFile=/dev/null",
-          "-o",
-          "BatchMode=yes",
-          "-o",
-          "LogLevel=ERROR",
           "root@myvault",
           remote,
         ]);
@@ -66,7 +54,6 @@ Deno.test({
     } finally {
       await server.close();
       await sshd.stop();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
 });

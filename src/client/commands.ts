@@ -111,7 +111,7 @@ export async function execCommand(
       },
     );
   } finally {
-    session.close();
+    await session.close();
   }
 }
 
@@ -137,7 +137,7 @@ export async function statusCommand(name: string, flags: GlobalFlags): Promise<n
     }
     return 0;
   } finally {
-    session.close();
+    await session.close();
   }
 }
 

@@ -35,7 +35,8 @@ export interface VaultSession {
   /** The control stream, kept open for Status/Provision/Sessions. */
   control: { reader: FrameReader; writer: FrameWriter };
   openStream(tag: StreamTag): Promise<ByteStream>;
-  close(): void;
+  /** Closes the connection and waits for the close to leave. */
+  close(): Promise<void>;
 }
 
 // The verifier (jose) loads only when a connect has to attest; pinned reconnects skip it.
@@ -96,7 +97,7 @@ export async function connectVault(
       close: () => conn.close(0, "bye"),
     };
   } catch (err) {
-    conn.close(0, "failed");
+    await conn.close(0, "failed");
     throw err;
   }
 }

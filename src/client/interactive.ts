@@ -126,7 +126,7 @@ export async function connectCommand(
     return exitStatusOf(result.exit.code, result.exit.signal);
   } finally {
     forwards.forEach((h) => h.close());
-    live.close();
+    await live.close();
   }
 }
 
@@ -157,7 +157,7 @@ export async function forwardCommand(
     return 0;
   } finally {
     forwards.forEach((h) => h.close());
-    live.close();
+    await live.close();
   }
 }
 
@@ -169,7 +169,7 @@ export async function pipeCommand(name: string, target: string, flags: GlobalFla
     await runPipe((tag) => session.openStream(tag), target);
     return 0;
   } finally {
-    session.close();
+    await session.close();
   }
 }
 
@@ -188,7 +188,7 @@ export async function copyCommand(
     if (flags.json) console.log(JSON.stringify(result));
     return 0;
   } finally {
-    session.close();
+    await session.close();
   }
 }
 
@@ -220,7 +220,7 @@ export async function sessionsCommand(name: string, flags: GlobalFlags): Promise
     }
     return 0;
   } finally {
-    session.close();
+    await session.close();
   }
 }
 
@@ -240,7 +240,7 @@ export async function execTtyCommand(
     });
     return exit.code === null && exit.signal === null ? 0 : exitStatusOf(exit.code, exit.signal);
   } finally {
-    session.close();
+    await session.close();
   }
 }
 

@@ -16,7 +16,7 @@ export interface ReconnectingSession {
   openStream(tag: StreamTag): Promise<ByteStream>;
   /** Replaces the connection now; concurrent callers share one attempt. */
   reconnect(): Promise<VaultSession>;
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** Wraps `first`; `connect` makes a new session (same vault, same flags). */
@@ -31,7 +31,7 @@ export function reconnecting(
   let pending: Promise<VaultSession> | null = null;
   const reconnect = () =>
     pending ??= (async () => {
-      current.close();
+      await current.close();
       const next = await connect();
       current = next;
       lost = false;

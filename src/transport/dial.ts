@@ -106,7 +106,7 @@ async function attest(opts: DialOptions, serverName: string): Promise<Uint8Array
     await opts.verifyAttestation(reply.token, await attestationAudience(der));
     return der;
   } finally {
-    conn.close(0, "attested");
+    await conn.close(0, "attested");
   }
 }
 

@@ -25,8 +25,12 @@ export interface VaultConnection {
   openStream(tag: StreamTag): Promise<ByteStream>;
   /** Streams the peer opens, tag byte already read. Unknown tags are reset and skipped. */
   incoming(): AsyncIterable<TaggedStream>;
-  /** Closes the connection with an application code and a short reason. */
-  close(code?: number, reason?: string): void;
+  /**
+   * Closes the connection with an application code and a short reason, and
+   * resolves once the close has had its chance to leave: a process that exits
+   * right after must not leave the peer waiting out its idle timeout.
+   */
+  close(code?: number, reason?: string): Promise<void>;
   /** Resolves when the connection is gone, for whatever reason. */
   readonly closed: Promise<{ code: number; reason: string }>;
 }
@@ -70,12 +74,17 @@ function wrap(conn: Deno.QuicConn): VaultConnection {
         reader.releaseLock();
       }
     },
-    close(code = 0, reason = "") {
+    async close(code = 0, reason = "") {
       try {
         conn.close({ closeCode: code, reason });
       } catch {
         // already closed
       }
+      // The CONNECTION_CLOSE frame is sent by the endpoint's driver; give it a turn.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([closed, new Promise((r) => timer = setTimeout(r, 100))]);
+      clearTimeout(timer);
+      await new Promise((r) => setTimeout(r, 1));
     },
     closed,
   };

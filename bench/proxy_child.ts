@@ -1,0 +1,34 @@
+/**
+ * Child process for bench/proxy_bench.ts, so client, proxy and server each
+ * have their own event loop (as in production):
+ *   proxy_child.ts echo <machine_id>                 QUIC echo server
+ *   proxy_child.ts proxy <udp> <host> <port>         vault-proxy to that backend
+ * Prints one JSON line when ready, then runs until killed.
+ */
+import { startProxy } from "../src/proxy/mod.ts";
+import { startEchoServer } from "../tests/proxy_fixture.ts";
+
+const [mode, a, b, c] = Deno.args;
+if (mode === "echo") {
+  const s = await startEchoServer(a);
+  console.log(JSON.stringify({ port: s.port, caPem: s.identity.identityPem }));
+} else if (mode === "proxy") {
+  const proxy = await startProxy({
+    listen: { hostname: "127.0.0.1", port: 0 },
+    udp: a as "deno" | "node",
+    resolver: () => Promise.resolve({ ok: true, backend: { hostname: b, port: Number(c) } }),
+    limits: {
+      maxSessions: 20_000,
+      maxPending: 20_000,
+      idleTimeoutMs: 600_000,
+      initialsPerSecond: 1e6,
+      initialBurst: 1e6,
+    },
+    log: () => {},
+  });
+  // Sessions on request: one line in, one line out, so the bench waits on an answer, not a timer.
+  console.log(JSON.stringify({ port: proxy.port }));
+  for await (const _ of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+    console.log(JSON.stringify(proxy.stats));
+  }
+}
