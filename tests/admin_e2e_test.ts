@@ -304,3 +304,50 @@ Deno.test("usage-facts --listen: bearer in constant time, healthz, SIGTERM", asy
     await sim.close();
   }
 });
+
+Deno.test("create --dry-run prints the rendered requests, redacted, and calls nothing", async () => {
+  const sim = await startSim();
+  try {
+    const tpl = join(sim.dir, "t.toml");
+    await Deno.writeTextFile(
+      tpl,
+      template(2).replace('region = "ord"', 'region = "{{region}}"'),
+    );
+    const r = await admin(sim, [
+      "tenant",
+      "create",
+      "acme",
+      "--template",
+      tpl,
+      "--access-token",
+      "very-secret",
+      "--var",
+      "region=fra",
+      "--dry-run",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(sim.requests.length, 0);
+    assert.ok(!r.stdout.includes("very-secret"));
+    const plan = JSON.parse(r.stdout);
+    assert.deepEqual(
+      plan.requests.map((x: { method: string; path: string }) => `${x.method} ${x.path}`),
+      [
+        "POST /v1/apps/vault-tenants/volumes",
+        "POST /v1/apps/vault-tenants/machines",
+        "POST /v1/apps/vault-tenants/volumes",
+        "POST /v1/apps/vault-tenants/machines",
+      ],
+    );
+    assert.equal(plan.requests[1].body.region, "fra");
+    assert.equal(plan.requests[1].body.config.env.ACCESS_TOKEN, "<redacted>");
+    assert.deepEqual(plan.requests[3].body.config.metadata, {
+      fly_vault_tenant: "acme",
+      fly_vault_index: "2",
+    });
+    const unknown = await admin(sim, ["tenant", "create", "acme", "--template", tpl, "--dry-run"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /line 7: unknown variable \{\{region\}\}/);
+  } finally {
+    await sim.close();
+  }
+});
