@@ -262,27 +262,23 @@ export async function buildCommand(
       "fly-vault build DIR | OCI-LAYOUT | docker-save.tar | Dockerfile [-o out.tar.gz]",
     );
   }
-  const { buildRootfs } = await import("../build/mod.ts");
-  let last = "";
-  const result = await buildRootfs({
-    source: from,
-    output,
-    engine: flags.engine,
-    onProgress: (p) => {
-      if (flags.json) return;
-      const line = `${p.phase}${p.note ? ` ${p.note}` : ""}`;
-      if (line !== last) console.error(`fly-vault: ${line}`);
-      last = line;
-    },
+  const { buildRootfs, buildReporter } = await import("../build/mod.ts");
+  const report = buildReporter({
+    json: !!flags.json,
+    tty: Deno.stderr.isTerminal(),
+    // Scripts read --json events from stdout; people see progress on stderr.
+    out: flags.json ? process.stdout : process.stderr,
   });
-  if (flags.json) console.log(JSON.stringify(result));
-  else {
-    console.log(
-      `wrote ${result.output} (${(result.bytes / 1048576).toFixed(1)} MiB, sha256 ${
-        result.sha256.slice(0, 16)
-      }…) in ${result.seconds.toFixed(1)} s` +
-        (result.workload ? `\nworkload: ${result.workload.join(" ")}` : ""),
-    );
+  try {
+    const result = await buildRootfs({
+      source: from,
+      output,
+      engine: flags.engine,
+      onProgress: (p) => report.onProgress(p),
+    });
+    report.done(result);
+  } finally {
+    report.close();
   }
   return 0;
 }
