@@ -9,21 +9,12 @@
  *
  * @module
  */
+import type { MachineLaunch } from "./runner.ts";
 import { join } from "node:path";
 import { timingSafeEqual } from "node:crypto";
 
-/** What a machine is started with (a subset of the runner's MachineLaunch). */
-export interface SimMachineLaunch {
-  id: string;
-  name: string;
-  app: string;
-  org: string;
-  region: string;
-  image: string;
-  env: Record<string, string>;
-  volumeDir?: string;
-  version?: string;
-}
+/** What a machine is started with: the runner's launch, less the address flysim allocates. */
+export type SimMachineLaunch = Omit<MachineLaunch, "privateIp">;
 
 /** A running machine as a launcher reports it. */
 export interface SimLaunched {

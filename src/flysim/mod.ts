@@ -18,6 +18,21 @@ export {
   type MachineLauncher,
 } from "./runner.ts";
 export { buildHostRootfs, buildHostRootfsTarball, HOST_ROOTFS_PROGRAMS } from "./host_rootfs.ts";
-export { type MachinesApi, type MachinesApiOptions, startMachinesApi } from "./machines_api.ts";
+export {
+  fakeLauncher,
+  type Fault,
+  type MachinesApi,
+  type MachinesApiOptions,
+  machineView,
+  type SimEvent,
+  type SimLaunched,
+  type SimLauncher,
+  type SimMachine,
+  type SimMachineLaunch,
+  type SimRequest,
+  type SimVolume,
+  startMachinesApi,
+  volumeView,
+} from "./machines_api.ts";
 export { type Demo, demoStateDir, runTour, startDemo } from "./demo.ts";
 export { type Flysim, startFlysim } from "./sim.ts";

@@ -19,6 +19,7 @@ import {
 } from "../rootfs/mod.ts";
 import type { VaultStore } from "./server.ts";
 import { chrootArgv } from "./sandbox.ts";
+import { endProcessesIn } from "./reap.ts";
 import { createInteractiveHandlers } from "../console/mod.ts";
 import { log } from "./log.ts";
 
@@ -97,6 +98,9 @@ export async function runInit(
       await deps.beforeSwap?.();
       await (workload as Workload | null)?.stop();
       workload = null;
+      // Whatever else still runs in the old rootfs (exec, exec -t, their children) ends too.
+      const ended = await endProcessesIn(rootfs.rootfsDir);
+      if (ended) log("provision.ended_processes", { count: ended });
       if (rootfs.mounted()) await rootfs.releaseMounts();
     },
     afterSwap: boot,

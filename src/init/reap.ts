@@ -1,0 +1,46 @@
+/**
+ * Ends every process running inside a rootfs, found the way the kernel sees
+ * it: `/proc/<pid>/root` points at the rootfs. That covers exec, exec -t,
+ * consoles, the workload and anything they started, without each having to
+ * be registered somewhere.
+ *
+ * @module
+ */
+
+async function pidsRootedIn(rootfs: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const pid = Number(entry.name);
+    if (pid === Deno.pid) continue;
+    try {
+      if (await Deno.readLink(`/proc/${pid}/root`) === rootfs) pids.push(pid);
+    } catch {
+      // gone, or not ours to look at
+    }
+  }
+  return pids;
+}
+
+function signal(pid: number, sig: Deno.Signal): void {
+  try {
+    Deno.kill(pid, sig);
+  } catch { /* already gone */ }
+}
+
+/**
+ * SIGTERM to every process rooted in `rootfs`, then SIGKILL to whatever is
+ * left after `graceMs`. Resolves with how many it found.
+ */
+export async function endProcessesIn(rootfs: string, graceMs = 2000): Promise<number> {
+  const found = await pidsRootedIn(rootfs);
+  if (found.length === 0) return 0;
+  found.forEach((pid) => signal(pid, "SIGTERM"));
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline) {
+    if ((await pidsRootedIn(rootfs)).length === 0) return found.length;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  (await pidsRootedIn(rootfs)).forEach((pid) => signal(pid, "SIGKILL"));
+  return found.length;
+}
