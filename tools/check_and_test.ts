@@ -6,6 +6,43 @@
  * Arguments are passed to `deno test` (e.g. `npm test -- src/protocol`).
  */
 const deno = Deno.execPath();
+
+/** Installs the Debian packages the tests need (.ci/apt-packages) when missing, as root. */
+async function ensureDebianPackages(): Promise<void> {
+  const listed = (await Deno.readTextFile(new URL("../.ci/apt-packages", import.meta.url)))
+    .split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  const missing: string[] = [];
+  for (const pkg of listed) {
+    const q = await new Deno.Command("dpkg-query", {
+      args: ["-W", "-f=${Status}", pkg],
+      stdout: "piped",
+      stderr: "null",
+    }).output().catch(() => null);
+    if (!q || !new TextDecoder().decode(q.stdout).includes("install ok installed")) {
+      missing.push(pkg);
+    }
+  }
+  if (missing.length === 0) return;
+  if (Deno.uid() !== 0) {
+    console.error(`the tests need Debian packages that are not installed: ${missing.join(" ")}`);
+    console.error(`hint: sudo apt-get install -y ${missing.join(" ")}   (then run npm test again)`);
+    Deno.exit(1);
+  }
+  console.log(`installing Debian packages the tests need: ${missing.join(" ")}`);
+  for (const args of [["update", "-qq"], ["install", "-y", "-qq", ...missing]]) {
+    const r = await new Deno.Command("apt-get", {
+      args,
+      env: { DEBIAN_FRONTEND: "noninteractive" },
+      stdout: "null",
+    }).output();
+    if (!r.success) {
+      console.error(`apt-get ${args.join(" ")} failed`);
+      Deno.exit(1);
+    }
+  }
+}
+
+await ensureDebianPackages();
 const extra = Deno.args;
 let passed = 0;
 let failed = 0;
