@@ -28,7 +28,13 @@ if (mode === "echo") {
   });
   // Sessions on request: one line in, one line out, so the bench waits on an answer, not a timer.
   console.log(JSON.stringify({ port: proxy.port }));
-  for await (const _ of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+  for await (const line of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+    // "gc": collect garbage first, so memory figures count what is held, not what is litter.
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (line.startsWith("gc") && gc) {
+      gc();
+      gc();
+    }
     console.log(JSON.stringify(proxy.stats));
   }
 }

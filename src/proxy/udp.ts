@@ -34,13 +34,19 @@ export function bindUdp(
   hostname: string,
   port: number,
   onDatagram: OnDatagram,
+  opts: { recvBuffer?: number } = {},
 ): Promise<UdpSocket> {
   return impl === "deno"
-    ? bindDeno(hostname, port, onDatagram)
+    ? bindDeno(hostname, port, onDatagram, opts.recvBuffer ?? 65_536)
     : bindNode(hostname, port, onDatagram);
 }
 
-function bindDeno(hostname: string, port: number, on: OnDatagram): Promise<UdpSocket> {
+function bindDeno(
+  hostname: string,
+  port: number,
+  on: OnDatagram,
+  recvBuffer: number,
+): Promise<UdpSocket> {
   const conn = Deno.listenDatagram({ transport: "udp", hostname, port });
   const addr = conn.addr as Deno.NetAddr;
   let closed = false;
@@ -48,7 +54,9 @@ function bindDeno(hostname: string, port: number, on: OnDatagram): Promise<UdpSo
   const done = (async () => {
     try {
       while (!closed) {
-        const [data, from] = await conn.receive();
+        // Deno's default is a fresh 64 KiB buffer per pending receive: 64 KiB per idle session.
+        // A fresh buffer each time (not one reused) because sends hold a view until they finish.
+        const [data, from] = await conn.receive(new Uint8Array(recvBuffer));
         const a = from as Deno.NetAddr;
         on(data, a.hostname, a.port);
       }
