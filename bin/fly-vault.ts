@@ -58,16 +58,6 @@ let status = 0;
 const globals = () => program.opts<GlobalFlags>();
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-function envPairs(pairs: string[] | undefined): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const pair of pairs ?? []) {
-    const eq = pair.indexOf("=");
-    if (eq < 1) throw new CommanderError(2, "usage", `--env ${pair} is not KEY=VALUE`);
-    env[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return env;
-}
-
 program.command("connect")
   .description("open a console in the vault; provision it first when it has no rootfs")
   .argument("<vault>", "vault name from config.toml")
@@ -90,7 +80,7 @@ program.command("exec")
   .action(async (vault: string, argv: string[], opts) => {
     const flags = { ...globals(), cwd: opts.cwd };
     status = opts.tty
-      ? await execTtyCommand(vault, argv, { ...flags, env: envPairs(opts.env) })
+      ? await execTtyCommand(vault, argv, { ...flags, env: opts.env })
       : await execCommand(vault, argv, { ...flags, noStdin: opts.stdin === false, env: opts.env });
   });
 

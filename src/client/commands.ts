@@ -60,6 +60,19 @@ export function reportError(err: unknown): number {
   return err instanceof VaultError && err.code.startsWith("usage.") ? EXIT_USAGE : EXIT_FAILURE;
 }
 
+/** `--env KEY=VALUE` flags as an environment. */
+export function parseEnvPairs(pairs: string[] = []): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq < 1) {
+      throw new VaultError("usage.bad_env", `--env ${pair} is not KEY=VALUE`, "e.g. --env FOO=bar");
+    }
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return env;
+}
+
 /** `fly-vault exec VAULT -- argv…` */
 export async function execCommand(
   name: string,
@@ -73,14 +86,7 @@ export async function execCommand(
       "fly-vault exec <vault> -- <command> [args…]",
     );
   }
-  const env: Record<string, string> = {};
-  for (const pair of flags.env ?? []) {
-    const eq = pair.indexOf("=");
-    if (eq < 1) {
-      throw new VaultError("usage.bad_env", `--env ${pair} is not KEY=VALUE`, "e.g. --env FOO=bar");
-    }
-    env[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
+  const env = parseEnvPairs(flags.env);
   const session = await openSession(name, flags);
   try {
     const stream = await session.openStream(StreamTag.exec);

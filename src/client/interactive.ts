@@ -14,7 +14,7 @@ import { VaultError } from "../errors/mod.ts";
 import { ControlReply, ProvisionUrl, SessionsRequest, StreamTag } from "../protocol/mod.ts";
 import type { ForwardHandle } from "../forward/mod.ts";
 import { expandHome, getVault, loadConfig, type VaultConfig } from "./config.ts";
-import { type GlobalFlags, openSession } from "./commands.ts";
+import { type GlobalFlags, openSession, parseEnvPairs } from "./commands.ts";
 import type { VaultSession } from "./connect.ts";
 import { exitStatusOf } from "./exec.ts";
 import { reconnecting, type ReconnectingSession } from "./reconnect.ts";
@@ -228,14 +228,15 @@ export async function sessionsCommand(name: string, flags: GlobalFlags): Promise
 export async function execTtyCommand(
   name: string,
   argv: string[],
-  flags: GlobalFlags & { env?: Record<string, string>; cwd?: string },
+  flags: GlobalFlags & { env?: string[]; cwd?: string },
 ): Promise<number> {
+  const env = parseEnvPairs(flags.env);
   const { runExecTty } = await import("../console/mod.ts");
   const session = await openSession(name, flags);
   try {
     const exit = await runExecTty((tag) => session.openStream(tag), {
       argv,
-      env: flags.env,
+      env,
       cwd: flags.cwd,
     });
     return exit.code === null && exit.signal === null ? 0 : exitStatusOf(exit.code, exit.signal);
