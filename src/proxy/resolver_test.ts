@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import {
+  cachedResolver,
+  machineIdFromSni,
+  machinesApiResolver,
+  type Resolution,
+  splitHostPort,
+  templateResolver,
+} from "./resolver.ts";
+
+Deno.test("SNI to machine id: only <id>.vault.internal with a plain id", () => {
+  assert.equal(machineIdFromSni("3d8d9b1a2c4e58.vault.internal"), "3d8d9b1a2c4e58");
+  assert.equal(machineIdFromSni("vault.internal"), null);
+  assert.equal(machineIdFromSni("a.b.vault.internal"), null, "no dots: the id goes into DNS names");
+  assert.equal(machineIdFromSni("x.vault.internal.evil"), null);
+  assert.equal(machineIdFromSni("-x.vault.internal"), null);
+  assert.deepEqual(splitHostPort("[fdaa::3]:8443"), { host: "fdaa::3", port: 8443 });
+  assert.equal(splitHostPort("host"), null);
+});
+
+Deno.test("template resolver: AAAA first, then A, NXDOMAIN is unknown, failures are errors", async () => {
+  const asked: string[] = [];
+  const records: Record<string, string[]> = {
+    "AAAA m1.vm.t.internal": ["fdaa::1"],
+    "A m2.vm.t.internal": ["10.0.0.2"],
+  };
+  const dns = (name: string, type: "AAAA" | "A") => {
+    asked.push(`${type} ${name}`);
+    if (name.startsWith("broken")) return Promise.reject(new Error("SERVFAIL"));
+    const r = records[`${type} ${name}`];
+    if (!r) return Promise.reject(Object.assign(new Error("no records"), { name: "NotFound" }));
+    return Promise.resolve(r);
+  };
+  const resolve = templateResolver("{machine_id}.vm.t.internal:8443", dns);
+  assert.deepEqual(await resolve("m1"), { ok: true, backend: { hostname: "fdaa::1", port: 8443 } });
+  assert.deepEqual(await resolve("m2"), {
+    ok: true,
+    backend: { hostname: "10.0.0.2", port: 8443 },
+  });
+  assert.deepEqual(asked.slice(0, 3), [
+    "AAAA m1.vm.t.internal",
+    "AAAA m2.vm.t.internal",
+    "A m2.vm.t.internal",
+  ]);
+  const none = await resolve("m3");
+  assert.ok(!none.ok && none.reason === "unknown");
+  const broken = await resolve("broken");
+  assert.ok(!broken.ok && broken.reason === "error");
+  const noPort = await templateResolver("{machine_id}.vm.t.internal", dns)("m1");
+  assert.ok(!noPort.ok && noPort.reason === "error", "a template that is not host:port");
+  assert.throws(() => templateResolver("no-placeholder:1"));
+});
+
+Deno.test("Machines API resolver: app in the path, id checked, only started machines", async () => {
+  const machines: Record<string, unknown> = {
+    "/v1/apps/tenants/machines/m1": { id: "m1", state: "started", private_ip: "fdaa::5" },
+    "/v1/apps/tenants/machines/m2": { id: "m2", state: "stopped", private_ip: "fdaa::6" },
+    "/v1/apps/tenants/machines/m3": { id: "other", state: "started", private_ip: "fdaa::7" },
+    "/v1/apps/tenants/machines/m4": { id: "m4", state: "started" },
+  };
+  const fake = (input: string | URL | Request) => {
+    const path = new URL(String(input)).pathname;
+    const m = machines[path];
+    if (path.endsWith("/m5")) return Promise.resolve(new Response("boom", { status: 500 }));
+    return Promise.resolve(m ? Response.json(m) : new Response("{}", { status: 404 }));
+  };
+  const r = machinesApiResolver({
+    url: "http://api/",
+    app: "tenants",
+    fetch: fake as typeof fetch,
+  });
+  assert.deepEqual(await r("m1"), { ok: true, backend: { hostname: "fdaa::5", port: 8443 } });
+  const reasons = await Promise.all(["m2", "m3", "m4", "m5", "m9"].map(async (id) => {
+    const x = await r(id);
+    return x.ok ? "ok" : x.reason;
+  }));
+  assert.deepEqual(reasons, ["unknown", "unknown", "error", "error", "unknown"]);
+});
+
+Deno.test("cache: hits for the TTL, unknown for the negative TTL, errors never; one lookup at a time", async () => {
+  let t = 0;
+  let calls = 0;
+  const answers: Record<string, Resolution> = {
+    a: { ok: true, backend: { hostname: "::1", port: 1 } },
+    u: { ok: false, reason: "unknown", detail: "" },
+    e: { ok: false, reason: "error", detail: "" },
+  };
+  const r = cachedResolver((id) => {
+    calls++;
+    return new Promise((res) => queueMicrotask(() => res(answers[id])));
+  }, { ttlMs: 1000, negativeTtlMs: 100, now: () => t });
+  await Promise.all([r("a"), r("a"), r("a")]);
+  assert.equal(calls, 1, "concurrent lookups share one");
+  await r("a");
+  assert.equal(calls, 1);
+  t = 1001;
+  await r("a");
+  assert.equal(calls, 2);
+  await r("u");
+  await r("u");
+  assert.equal(calls, 3);
+  t += 101;
+  await r("u");
+  assert.equal(calls, 4);
+  await r("e");
+  await r("e");
+  assert.equal(calls, 6);
+});
