@@ -63,6 +63,15 @@ async function spawn(args: string[]): Promise<Child> {
   };
 }
 
+/** Host-wide UDP receive-buffer overflows (loopback loss); other processes add to it too. */
+function rcvbufErrors(): number {
+  const lines = Deno.readTextFileSync("/proc/net/snmp").split("\n").filter((l) =>
+    l.startsWith("Udp:")
+  );
+  const [names, vals] = lines.map((l) => l.split(/\s+/));
+  return Number(vals[names.indexOf("RcvbufErrors")]);
+}
+
 function rssKiB(pid: number): number {
   const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/VmRSS:\s+(\d+)/);
   return Number(m![1]);
@@ -130,9 +139,16 @@ for (const udp of MIB > 0 ? ["deno", "node"] : []) {
       idleMs: 30_000,
     });
     await bulk(conn, 8 * 2 ** 20); // warm-up
+    const lost0 = rcvbufErrors();
     const mibs = await bulk(conn, MIB * 2 ** 20);
+    const lost = rcvbufErrors() - lost0;
     const t = await rtts(conn, PINGS);
-    r[name] = { mib_s: Math.round(mibs), rtt_p50_us: pct(t, 0.5), rtt_p99_us: pct(t, 0.99) };
+    r[name] = {
+      mib_s: Math.round(mibs),
+      udp_rcvbuf_drops: lost,
+      rtt_p50_us: pct(t, 0.5),
+      rtt_p99_us: pct(t, 0.99),
+    };
     conn.close();
   }
   const st = await proxy.ask();
@@ -180,7 +196,7 @@ for (const udp of SESSIONS > 0 ? ["deno", "node"] : []) {
       if (k % 5 === 4) { for (const s of batch) await s.send(initial, to); }
     }
   }
-  await proxy.ask("gc");
+  const final = await proxy.ask("gc");
   const after = rssKiB(proxy.proc.pid);
   result[`idle_sessions_${udp}`] = {
     sessions,
@@ -188,6 +204,8 @@ for (const udp of SESSIONS > 0 ? ["deno", "node"] : []) {
     rss_before_mib: Math.round(before / 102.4) / 10,
     rss_after_mib: Math.round(after / 102.4) / 10,
     kib_per_session: Math.round(((after - before) / sessions) * 10) / 10,
+    drops: final.drops,
+    refusals: final.refusals,
   };
   console.error(`idle ${udp}`, JSON.stringify(result[`idle_sessions_${udp}`]));
   for (const s of socks) s.close();
