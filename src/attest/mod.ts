@@ -19,3 +19,4 @@ export {
   type JwksCacheOptions,
   verifyAttestationToken,
 } from "./verify.ts";
+export { readBoundedText } from "./bounded.ts";

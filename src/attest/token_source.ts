@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { readBoundedText } from "./bounded.ts";
 import { decodeJwt } from "jose";
 import { VaultError } from "../errors/mod.ts";
 
@@ -78,7 +79,7 @@ export function createFlyTokenSource(
         { cause: err },
       );
     }
-    const body = await readBounded(res, MAX_TOKEN_BYTES).catch((err) => {
+    const body = await readBoundedText(res.body, MAX_TOKEN_BYTES).catch((err) => {
       throw new VaultError(
         "attest.token_reply",
         `the token socket's reply could not be read: ${causeText(err)}`,
@@ -172,26 +173,6 @@ async function checkSocket(path: string): Promise<void> {
       SOCKET_HINT,
     );
   }
-}
-
-/** Reads at most `limit` bytes of text; undefined when the body is larger. */
-async function readBounded(res: Response, limit: number): Promise<string | undefined> {
-  if (!res.body) return "";
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of res.body) {
-    size += chunk.byteLength;
-    // Leaving the loop cancels the stream.
-    if (size > limit) return undefined;
-    chunks.push(chunk);
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
 }
 
 /** The innermost message of an error (fetch wraps the OS error in `cause`). */

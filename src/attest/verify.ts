@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { readBoundedText } from "./bounded.ts";
 import {
   createLocalJWKSet,
   decodeProtectedHeader,
@@ -496,7 +497,7 @@ async function fetchJson(url: string, insecure: boolean, timeoutMs: number): Pro
   }
   let text: string | undefined;
   try {
-    text = await readBounded(res, MAX_DOC_BYTES);
+    text = await readBoundedText(res.body, MAX_DOC_BYTES);
   } catch (err) {
     throw new VaultError(
       "attest.jwks_unreachable",
@@ -521,25 +522,6 @@ async function fetchJson(url: string, insecure: boolean, timeoutMs: number): Pro
       "the issuer URL may be wrong; Fly's is https://oidc.fly.io",
     );
   }
-}
-
-async function readBounded(res: Response, limit: number): Promise<string | undefined> {
-  if (!res.body) return "";
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of res.body) {
-    size += chunk.byteLength;
-    // Leaving the loop cancels the stream.
-    if (size > limit) return undefined;
-    chunks.push(chunk);
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
 }
 
 function innermost(err: unknown): string {

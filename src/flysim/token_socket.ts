@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { readBoundedText } from "../attest/mod.ts";
 import { z } from "zod";
 import type { MintInput, OidcIssuer } from "./oidc.ts";
 
@@ -54,7 +55,7 @@ export async function serveTokenSocket(opts: TokenSocketOptions): Promise<TokenS
       const path = new URL(req.url).pathname;
       if (path !== "/v1/tokens/oidc") return text("not found", 404);
       if (req.method !== "POST") return text("method not allowed", 405);
-      const body = await readBody(req);
+      const body = await readBoundedText(req.body, MAX_BODY_BYTES);
       if (body === undefined) return text("request body too large", 400);
       let json: unknown;
       try {
@@ -87,22 +88,4 @@ export async function serveTokenSocket(opts: TokenSocketOptions): Promise<TokenS
     },
     close: () => server.shutdown(),
   };
-}
-
-async function readBody(req: Request): Promise<string | undefined> {
-  if (!req.body) return "";
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of req.body) {
-    size += chunk.byteLength;
-    if (size > MAX_BODY_BYTES) return undefined;
-    chunks.push(chunk);
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
 }
