@@ -36,9 +36,12 @@ export interface VaultConnection {
 }
 
 /** Keep-alives every few seconds keep NAT bindings and idle consoles alive for hours. */
-export const CLIENT_KEEPALIVE_MS = 5_000;
-/** How long silence means the path is dead (client side: detect loss and reconnect). */
-export const CLIENT_IDLE_TIMEOUT_MS = 20_000;
+export const CLIENT_KEEPALIVE_MS = 2_000;
+/**
+ * How long silence means the path is dead: five missed keep-alives. The console re-attaches
+ * losslessly, so declaring loss early costs little and spares the user a frozen screen.
+ */
+export const CLIENT_IDLE_TIMEOUT_MS = 10_000;
 /** Server idle timeout; the client's keep-alives reset it. */
 export const SERVER_IDLE_TIMEOUT_MS = 60_000;
 /** Every forwarded TCP connection is a stream: Deno's default of 100 is too few for a browser. */
