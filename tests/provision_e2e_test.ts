@@ -98,3 +98,54 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "rootfs_url: the machine downloads the tarball itself, with progress, sha256 recorded",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const sim = await startSim();
+    const tar = join(sim.dir, "url-rootfs.tar.gz");
+    await tarball(await hostRootfsTemplate(), tar);
+    const bytes = await Deno.readFile(tar);
+    let requests = 0;
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+      requests++;
+      return new Response(bytes, { headers: { "content-type": "application/gzip" } });
+    });
+    try {
+      const m = await sim.startMachine("u0001", { provisioned: false });
+      const url = `http://127.0.0.1:${server.addr.port}/dev-env.tar.gz`;
+      await sim.writeConfig({ demo: vaultFor(sim, m, { rootfs_url: url }) });
+      const r = await sim.client(["--json", "connect", "demo"]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const events = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      assert.ok(events.some((e) => e.event === "progress" && e.phase === "download"), r.stdout);
+      const done = events.find((e) => e.event === "done");
+      const digest = Array.from(
+        new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+        (b) => b.toString(16).padStart(2, "0"),
+      ).join("");
+      assert.equal(done?.sha256, digest);
+      assert.equal(requests, 1);
+      const status = JSON.parse((await sim.client(["--json", "status", "demo"])).stdout);
+      assert.equal(status.state, "ready");
+      assert.equal(status.sha256, digest);
+      const ok = await sim.client(["exec", "-n", "demo", "--", "uname", "-s"]);
+      assert.equal(ok.stdout, "Linux\n");
+
+      // A URL nobody answers any more: a clear error, and the vault keeps its rootfs.
+      await sim.writeConfig({
+        demo: vaultFor(sim, m, { rootfs_url: `http://127.0.0.1:${server.addr.port}/missing` }),
+      });
+      await server.shutdown();
+      const gone = await sim.client(["connect", "demo", "--reprovision"]);
+      assert.equal(gone.code, 255, gone.stdout + gone.stderr);
+      assert.match(gone.stderr, /error\[/);
+      assert.equal((await sim.client(["exec", "-n", "demo", "--", "true"])).code, 0);
+    } finally {
+      await server.shutdown().catch(() => {});
+      await sim.close();
+    }
+  },
+});
