@@ -123,12 +123,21 @@ async function serveConnection(
   const peer = conn.remoteAddr.hostname;
   const ctx: ServerContext = { store: opts.store, machineId: opts.machineId, peer };
   let authenticated = false;
+  let controlOpened = false;
   for await (const stream of conn.incoming()) {
     const reader = new FrameReader(stream.readable);
     const writer = new FrameWriter(stream.writable);
     if (stream.tag === StreamTag.attest) {
       serveAttest(reader, writer, opts).catch(() => {});
+    } else if (stream.tag === StreamTag.control && controlOpened) {
+      // One control stream, one authentication attempt, per connection.
+      writer.send({
+        type: "error",
+        code: "protocol.second_control",
+        message: "this connection already has a control stream",
+      }).then(() => writer.close(), () => {});
     } else if (stream.tag === StreamTag.control) {
+      controlOpened = true;
       serveControl(reader, writer, opts, ctx, throttle, conn, () => authenticated = true).catch(
         (err) => log("control.error", { peer, error: String(err?.message ?? err) }),
       );
@@ -185,12 +194,25 @@ async function serveControl(
     return;
   }
   const auth = await reader.message(Auth, "auth");
-  const wait = throttle.delayFor(ctx.peer);
-  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-  const ok = tokensEqual(opts.accessToken, auth.token);
-  log("auth.attempt", { peer: ctx.peer, client: hello.client, ok, delayed_ms: wait });
-  if (!ok) {
-    throttle.failed(ctx.peer);
+  const outcome = await throttle.attempt(ctx.peer, () => tokensEqual(opts.accessToken, auth.token));
+  if ("busy" in outcome) {
+    log("auth.busy", { peer: ctx.peer });
+    await writer.send({
+      type: "error",
+      code: "auth.busy",
+      message: "too many authentication attempts in flight from your address",
+      hint: "wait for the earlier attempts to finish, then try again",
+    });
+    await writer.close();
+    return;
+  }
+  log("auth.attempt", {
+    peer: ctx.peer,
+    client: hello.client,
+    ok: outcome.ok,
+    delayed_ms: outcome.delayedMs,
+  });
+  if (!outcome.ok) {
     await writer.send({
       type: "error",
       code: "auth.denied",
@@ -202,7 +224,6 @@ async function serveControl(
     setTimeout(() => conn.close(1, "auth denied"), 200);
     return;
   }
-  throttle.succeeded(ctx.peer);
   markAuthenticated();
   const status = opts.store.status();
   await writer.send({
