@@ -84,6 +84,7 @@ export interface InitServer {
 }
 
 const CLIENT_ID = /^[\x20-\x7e]{0,128}$/;
+const PRE_AUTH_MAX_FRAME = 64 * 1024;
 
 function errorReply(err: unknown) {
   if (err instanceof VaultError) {
@@ -125,10 +126,21 @@ async function serveConnection(
   let authenticated = false;
   let controlOpened = false;
   for await (const stream of conn.incoming()) {
-    const reader = new FrameReader(stream.readable);
+    // Attest and control streams are readable before authentication: keep what a stranger
+    // can make us buffer small. Their messages are a few hundred bytes.
+    const preAuth = stream.tag === StreamTag.attest || stream.tag === StreamTag.control;
+    const reader = new FrameReader(stream.readable, preAuth ? PRE_AUTH_MAX_FRAME : undefined);
     const writer = new FrameWriter(stream.writable);
+    // Whatever goes wrong on a stream, the peer hears why and the stream ends: a peer left
+    // waiting on a stream nobody will answer would hang until the idle timeout.
+    const fail = (event: string) => async (err: unknown) => {
+      log(event, { peer, tag: stream.tag, error: String((err as Error)?.message ?? err) });
+      await writer.send(errorReply(err)).catch(() => {});
+      await writer.close();
+      await reader.cancel();
+    };
     if (stream.tag === StreamTag.attest) {
-      serveAttest(reader, writer, opts).catch(() => {});
+      serveAttest(reader, writer, opts).catch(fail("attest.error"));
     } else if (stream.tag === StreamTag.control && controlOpened) {
       // One control stream, one authentication attempt, per connection.
       writer.send({
@@ -139,7 +151,7 @@ async function serveConnection(
     } else if (stream.tag === StreamTag.control) {
       controlOpened = true;
       serveControl(reader, writer, opts, ctx, throttle, conn, () => authenticated = true).catch(
-        (err) => log("control.error", { peer, error: String(err?.message ?? err) }),
+        fail("control.error"),
       );
     } else if (!authenticated) {
       // Every other stream needs the token first; say so and drop the stream.
@@ -149,9 +161,7 @@ async function serveConnection(
         message: "authenticate on the control stream first",
       }).then(() => writer.close(), () => {});
     } else {
-      dispatch(stream, reader, writer, opts, ctx).catch((err) =>
-        log("stream.error", { peer, tag: stream.tag, error: String(err?.message ?? err) })
-      );
+      dispatch(stream, reader, writer, opts, ctx).catch(fail("stream.error"));
     }
   }
 }
