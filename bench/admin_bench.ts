@@ -10,8 +10,9 @@
  */
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
-import { fakeLauncher, type SimMachine, startMachinesApi } from "../src/flysim/machines_api.ts";
+import { fakeLauncher, type SimMachine, startMachinesApi } from "../src/flysim/mod.ts";
 import { createFlyClient, createTenant, pool, renderTemplate } from "../src/admin/mod.ts";
+import { template } from "../tests/admin_helpers.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const TOKEN = "bench-token";
@@ -135,20 +136,7 @@ try {
   result.usage_facts = { ...facts, ok: facts.in_process_ms < 1000 && facts.peak_rss_mib < 200 };
 
   // tenant create × 50 (machine_count 1), bounded concurrency.
-  const text = `version = 1
-app = "${APP}"
-machine_count = 1
-[machine]
-name = "tenant-{{tenant_id}}-{{index}}"
-region = "ord"
-[machine.config]
-image = "registry.fly.io/vault-tenants/init:latest"
-[[machine.config.mounts]]
-path = "/data"
-name = "tvol_{{tenant_id}}_{{index}}"
-[machine.config.env]
-ACCESS_TOKEN = "{{access_token}}"
-`;
+  const text = template(1);
   // A fresh, empty app for creates: the 5,000 seeded machines would make every create's
   // list calls measure the size of that app instead of the create.
   const createDir = await Deno.makeTempDir({ prefix: "admin-bench-create-" });
