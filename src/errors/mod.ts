@@ -8,6 +8,9 @@
  *
  * @module
  */
+import { printable } from "./printable.ts";
+
+export { printable, type PrintableOptions } from "./printable.ts";
 
 /** A failure with a stable machine-readable code and a hint for people. */
 export class VaultError extends Error {
@@ -29,11 +32,19 @@ export function isVaultError(err: unknown, codePrefix?: string): err is VaultErr
   return err instanceof VaultError && (codePrefix === undefined || err.code.startsWith(codePrefix));
 }
 
-/** Renders an error as the two lines the CLIs print. Unknown errors keep their message. */
+/**
+ * Renders an error as the two lines the CLIs print. Unknown errors keep their
+ * message. Messages often carry text from elsewhere (a path in an archive, a
+ * server's words, an OS error), so every part goes through {@link printable}:
+ * nothing in an error can drive the terminal.
+ */
 export function formatError(err: unknown): string {
   if (err instanceof VaultError) {
-    return `error[${err.code}]: ${err.message}` + (err.hint ? `\nhint: ${err.hint}` : "");
+    return `error[${printable(err.code)}]: ${printable(err.message)}` +
+      (err.hint ? `\nhint: ${printable(err.hint)}` : "");
   }
   const message = err instanceof Error ? err.message : String(err);
-  return `error[internal]: ${message}\nhint: this is a bug in fly-vault; please report it with the command you ran`;
+  return `error[internal]: ${
+    printable(message)
+  }\nhint: this is a bug in fly-vault; please report it with the command you ran`;
 }
