@@ -1,6 +1,6 @@
 /**
  * Request and reply shapes against Fly's published Machines API: the
- * OpenAPI 3 spec in ../shared/reference (beside the repo). Every request the
+ * OpenAPI 3 spec in tests/fixtures (a verbatim copy, source named there). Every request the
  * admin sends to flysim and every reply flysim gives is checked against the
  * spec's schema for that path and method: types, enums, required fields, and
  * no property the spec does not define.
@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { createTenant, deleteTenant, renderTemplate, updateImage } from "../src/admin/mod.ts";
 import { APP, fastClient, ROOT, startSim, template, TOKEN } from "./admin_helpers.ts";
 
-const SPEC_PATH = join(ROOT, "..", "shared", "reference", "fly-machines-openapi.json");
+const SPEC_PATH = join(ROOT, "tests", "fixtures", "fly-machines-openapi.json");
 
 // deno-lint-ignore no-explicit-any
 type Schema = any;

@@ -1,6 +1,6 @@
 /**
  * zod schemas for the Fly Machines API replies the admin reads, after
- * `shared/reference/fly-machines-openapi.json`. Loose objects: Fly adds
+ * `tests/fixtures/fly-machines-openapi.json`. Loose objects: Fly adds
  * fields often, and a new field must never break the admin; only the fields
  * we use are typed.
  *

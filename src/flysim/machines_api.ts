@@ -1,7 +1,7 @@
 /**
  * flysim's Fly Machines API: the REST surface the admin uses (machines,
  * volumes, events, wait), served on loopback with bearer auth and replies in
- * Fly's shapes (`shared/reference/fly-machines-openapi.json`). Machines
+ * Fly's shapes (`tests/fixtures/fly-machines-openapi.json`). Machines
  * really run: each start calls a launcher (the real one runs init with the
  * volume's directory as /data). Tests can inject faults (429 with
  * Retry-After, 500, slow replies, dropped connections, before or after the
