@@ -1,7 +1,42 @@
 /**
- * Access-token checks: digests compared in constant time, and failures
- * slowed per source address with a growing delay, so guessing over the
- * network is slow and a wrong token never reveals how close it was.
+ * Access-token checks, and how wrong guesses are slowed without ever keeping
+ * the right token out.
+ *
+ * Why not a queue per source address: behind vault-proxy every client has the
+ * proxy's address (behind a shared NAT too), so a per-source queue of a few
+ * attempts let four guessing connections lock every legitimate user out.
+ *
+ * The design, and why each part is safe:
+ *
+ * - Every attempt is checked at once, in constant time (SHA-256 digests
+ *   compared with `timingSafeEqual`). Nothing waits behind anything.
+ * - A correct token is accepted immediately, whatever has failed before. A
+ *   success does not reset any failure count: the source may be shared with
+ *   the guesser, and a reset would hand it fresh fast guesses.
+ * - A wrong token is answered only after a delay that grows with recent
+ *   failures — per source, and machine-wide (a quarter as fast), so spreading
+ *   guesses over many addresses does not keep them fast. Failures decay with
+ *   a half-life, so a machine forgets an attack once it stops.
+ * - The connection carries one attempt and is closed after the verdict (the
+ *   server enforces one control stream per connection), so each guess costs a
+ *   full QUIC handshake.
+ * - A verdict for a connection that has gone is dropped: its timer is cleared
+ *   and its promise settles as `dropped`; nothing stays queued for a client
+ *   that left.
+ *
+ * What the delay does not do, said plainly: since a correct token is accepted
+ * at once, a guesser that waits one round trip and sees no `auth_ok` knows
+ * its guess was wrong without waiting for the verdict. Any fast "busy" or
+ * early close for a wrong guess tells it no more than that, so closing a
+ * connection whose verdict is pending leaks nothing new — which is why init
+ * may evict such connections when its table of unauthenticated connections
+ * is full (see `server.ts`). The delay slows clients that wait for the verdict
+ * and holds their connection; the rate of an impatient guesser is bounded by
+ * the handshake (one attempt per connection, a bounded number of
+ * unauthenticated connections, the proxy's per-machine rate of new sessions).
+ * What makes guessing hopeless is the token's length: admin-made tokens carry
+ * 256 random bits and `tenant create` refuses hand-made ones shorter than 32
+ * characters — even 10⁴ guesses a second for a century is under 2⁴⁵ guesses.
  *
  * @module
  */
@@ -17,74 +52,84 @@ export function tokensEqual(expected: string, given: string): boolean {
 }
 
 /** What one authentication attempt came to. */
-export type AuthOutcome = { ok: boolean; delayedMs: number } | { busy: true };
+export type AuthOutcome =
+  | { ok: true; delayedMs: 0 }
+  | { ok: false; delayedMs: number }
+  /** The client went before its verdict was due: nothing is sent. */
+  | { ok: false; dropped: true };
 
-/**
- * Per-source failure memory. Attempts from one source run one after another
- * — each waits for the previous verdict, then for its own delay — so opening
- * many streams or connections at once buys no parallel guesses.
- */
+/** Failure memory and delayed verdicts. */
 export interface AuthThrottle {
-  /** Milliseconds the next attempt from `source` would be held before it is checked. */
+  /** Milliseconds a wrong attempt from `source` would wait now for its verdict. */
   delayFor(source: string): number;
-  /** Runs `check` in turn for `source`, after its delay; `busy` when too many are queued. */
-  attempt(source: string, check: () => boolean): Promise<AuthOutcome>;
+  /**
+   * Checks at once: a correct token resolves immediately; a wrong one after
+   * its delay, or as `dropped` as soon as `signal` aborts (the client went).
+   */
+  attempt(source: string, check: () => boolean, signal?: AbortSignal): Promise<AuthOutcome>;
+  /** Wrong verdicts waiting for their delay (each holds one timer). */
+  pending(): number;
 }
 
 /**
- * Delay after n failures: base·2^(n-1), capped. Entries expire after
- * `forgetMs` quiet time; the table is bounded so a flood of sources can't
- * grow it without limit (oldest forgotten first).
+ * Delay for a wrong token: base·2^n, capped, where n is the larger of the
+ * source's recent failures and a quarter of the machine's. Failure scores
+ * halve every `halfLifeMs`; the per-source table is bounded so a flood of
+ * sources can't grow it without limit (least recently failed forgotten first).
  */
 export function createAuthThrottle(
   {
     baseMs = 250,
     maxMs = 8_000,
-    forgetMs = 10 * 60_000,
+    halfLifeMs = 60_000,
+    machineShare = 4,
     maxSources = 10_000,
-    maxPending = 4,
     now = Date.now,
   } = {},
 ): AuthThrottle {
-  const table = new Map<string, { failures: number; last: number }>();
-  const queues = new Map<string, { tail: Promise<unknown>; pending: number }>();
-  const entry = (source: string) => {
-    const e = table.get(source);
-    if (e && now() - e.last > forgetMs) {
-      table.delete(source);
-      return undefined;
-    }
-    return e;
+  type Score = { score: number; at: number };
+  const sources = new Map<string, Score>();
+  const machine: Score = { score: 0, at: now() };
+  let waiting = 0;
+  const decayed = (s: Score) => s.score * 0.5 ** ((now() - s.at) / halfLifeMs);
+  const sourceScore = (source: string) => {
+    const s = sources.get(source);
+    return s ? decayed(s) : 0;
   };
   const delayFor = (source: string) => {
-    const e = entry(source);
-    return e ? Math.min(maxMs, baseMs * 2 ** (e.failures - 1)) : 0;
+    const n = Math.max(sourceScore(source), decayed(machine) / machineShare);
+    // Scores decay continuously; a failure counts fully until half of it is forgotten.
+    return Math.min(maxMs, baseMs * 2 ** Math.round(n));
   };
-  const record = (source: string, ok: boolean) => {
-    if (ok) return void table.delete(source);
-    const e = entry(source);
-    table.delete(source); // re-insert: Map order is our LRU order
-    table.set(source, { failures: (e?.failures ?? 0) + 1, last: now() });
-    if (table.size > maxSources) table.delete(table.keys().next().value!);
+  const fail = (source: string) => {
+    const t = now();
+    const next = { score: sourceScore(source) + 1, at: t };
+    sources.delete(source); // re-insert: Map order is our LRU order
+    sources.set(source, next);
+    if (sources.size > maxSources) sources.delete(sources.keys().next().value!);
+    machine.score = decayed(machine) + 1;
+    machine.at = t;
   };
   return {
     delayFor,
-    attempt(source, check) {
-      const queue = queues.get(source) ?? { tail: Promise.resolve(), pending: 0 };
-      if (queue.pending >= maxPending) return Promise.resolve({ busy: true } as const);
-      queue.pending++;
-      queues.set(source, queue);
-      const run = queue.tail.then(async () => {
-        const wait = delayFor(source);
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        const ok = check();
-        record(source, ok);
-        return { ok, delayedMs: wait };
+    pending: () => waiting,
+    attempt(source, check, signal) {
+      if (check()) return Promise.resolve({ ok: true, delayedMs: 0 });
+      const wait = delayFor(source);
+      fail(source);
+      if (signal?.aborted) return Promise.resolve({ ok: false, dropped: true });
+      waiting++;
+      return new Promise<AuthOutcome>((resolve) => {
+        const settle = (outcome: AuthOutcome) => {
+          waiting--;
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+          resolve(outcome);
+        };
+        const onAbort = () => settle({ ok: false, dropped: true });
+        const timer = setTimeout(() => settle({ ok: false, delayedMs: wait }), wait);
+        signal?.addEventListener("abort", onAbort, { once: true });
       });
-      queue.tail = run.finally(() => {
-        if (--queue.pending === 0 && queues.get(source) === queue) queues.delete(source);
-      });
-      return run;
     },
   };
 }

@@ -75,7 +75,42 @@ export interface InitServerOptions {
     ctx: ServerContext,
   ) => Promise<void>;
   throttle?: AuthThrottle;
+  /** Bounds on what unauthenticated peers may hold (see {@link PreAuthLimits}). */
+  preAuth?: Partial<PreAuthLimits>;
 }
+
+/**
+ * What strangers may make init hold before they authenticate, so its memory
+ * stays bounded under a handshake flood (like sshd's MaxStartups and
+ * LoginGraceTime). Handshakes beyond `maxHandshakes` are refused before any
+ * state is made for them; a connection that has not authenticated within
+ * `deadlineMs` is closed; when `maxUnauthenticated` connections are held, a
+ * new one evicts the oldest of the source holding the most. Evicting leaks
+ * nothing to a guesser: a right token is answered at once, so a connection
+ * still waiting is already known to have guessed wrong. Twenty guessers hold
+ * twenty connections, far below the bound.
+ */
+export interface PreAuthLimits {
+  /** TLS handshakes in flight (default 256). */
+  maxHandshakes: number;
+  /** Established connections not yet authenticated (default 256). */
+  maxUnauthenticated: number;
+  /** From the handshake's end to `auth_ok` (default 10 s). */
+  deadlineMs: number;
+  /** Attest streams one connection may open (default 4). */
+  maxAttestPerConnection: number;
+  /** QUIC idle timeout, which also ends a handshake left unfinished (default 15 s). */
+  idleTimeoutMs: number;
+}
+
+/** The defaults of {@link PreAuthLimits}. */
+export const PRE_AUTH_LIMITS: PreAuthLimits = {
+  maxHandshakes: 256,
+  maxUnauthenticated: 256,
+  deadlineMs: 10_000,
+  maxAttestPerConnection: 4,
+  idleTimeoutMs: 15_000,
+};
 
 /** A running server. */
 export interface InitServer {
@@ -93,18 +128,68 @@ function errorReply(err: unknown) {
   return { type: "error" as const, code: "internal", message: String((err as Error)?.message) };
 }
 
+/** Connections that have not authenticated yet, bounded, each with a deadline. */
+function createGate(limits: PreAuthLimits) {
+  type Entry = { conn: VaultConnection; source: string; timer: ReturnType<typeof setTimeout> };
+  // Map order is arrival order: the first entry of a source is its oldest.
+  const held = new Map<VaultConnection, Entry>();
+  const drop = (conn: VaultConnection) => {
+    const e = held.get(conn);
+    if (!e) return;
+    clearTimeout(e.timer);
+    held.delete(conn);
+  };
+  const evictOne = () => {
+    const counts = new Map<string, number>();
+    for (const e of held.values()) counts.set(e.source, (counts.get(e.source) ?? 0) + 1);
+    let top = "";
+    let most = 0;
+    for (const [source, n] of counts) if (n > most) [top, most] = [source, n];
+    for (const e of held.values()) {
+      if (e.source !== top) continue;
+      drop(e.conn);
+      log("preauth.evicted", { peer: e.source, held: held.size });
+      e.conn.close(2, "too many unauthenticated connections").catch(() => {});
+      return;
+    }
+  };
+  return {
+    admit(conn: VaultConnection) {
+      if (held.size >= limits.maxUnauthenticated) evictOne();
+      const timer = setTimeout(() => {
+        drop(conn);
+        log("preauth.deadline", { peer: conn.remoteAddr.hostname });
+        conn.close(3, "authentication deadline passed").catch(() => {});
+      }, limits.deadlineMs);
+      held.set(conn, { conn, source: conn.remoteAddr.hostname, timer });
+      conn.closed.then(() => drop(conn));
+    },
+    /** Authenticated (or gone): no longer counted, no deadline. */
+    release: drop,
+    size: () => held.size,
+  };
+}
+
 /** Starts serving. Returns once the UDP socket is bound. */
 export function startInitServer(opts: InitServerOptions): InitServer {
+  const limits = { ...PRE_AUTH_LIMITS, ...opts.preAuth };
   const listener = listenQuic({
     hostname: opts.hostname,
     port: opts.port,
     certChainPem: opts.identity.chainPem,
     keyPem: opts.identity.leafKeyPem,
+    // fly-vault clients idle out at 10 s with keep-alives every 2 s, so this changes nothing
+    // for them; a handshake a stranger never finishes is forgotten after 15 s, not 60.
+    idleTimeoutMs: limits.idleTimeoutMs,
+    maxHandshakes: limits.maxHandshakes,
+    onRefused: () => log("preauth.handshake_refused", {}),
   });
   const throttle = opts.throttle ?? createAuthThrottle();
+  const gate = createGate(limits);
   (async () => {
     for await (const conn of listener.connections()) {
-      serveConnection(conn, opts, throttle).catch((err) =>
+      gate.admit(conn);
+      serveConnection(conn, opts, throttle, limits, () => gate.release(conn)).catch((err) =>
         log("conn.error", { peer: conn.remoteAddr.hostname, error: String(err?.message ?? err) })
       );
     }
@@ -120,11 +205,21 @@ async function serveConnection(
   conn: VaultConnection,
   opts: InitServerOptions,
   throttle: AuthThrottle,
+  limits: PreAuthLimits,
+  release: () => void,
 ): Promise<void> {
   const peer = conn.remoteAddr.hostname;
   const ctx: ServerContext = { store: opts.store, machineId: opts.machineId, peer };
   let authenticated = false;
   let controlOpened = false;
+  let attests = 0;
+  // A verdict still waiting when the client goes is dropped, not sent into the void.
+  const gone = new AbortController();
+  conn.closed.then(() => gone.abort());
+  const refuse = (writer: FrameWriter, reader: FrameReader, code: string, message: string) =>
+    // Cancelling the read side tells the peer to stop sending: nothing unread piles up.
+    writer.send({ type: "error", code, message }).then(() => writer.close(), () => {})
+      .finally(() => reader.cancel().catch(() => {}));
   for await (const stream of conn.incoming()) {
     // Attest and control streams are readable before authentication: keep what a stranger
     // can make us buffer small. Their messages are a few hundred bytes.
@@ -139,27 +234,33 @@ async function serveConnection(
       await writer.close();
       await reader.cancel();
     };
-    if (stream.tag === StreamTag.attest) {
+    if (stream.tag === StreamTag.attest && ++attests > limits.maxAttestPerConnection) {
+      // Each attestation fetches a token from Fly: a stranger may not make us fetch without end.
+      refuse(
+        writer,
+        reader,
+        "attest.too_many",
+        "this connection has asked for enough attestations",
+      );
+    } else if (stream.tag === StreamTag.attest) {
       serveAttest(reader, writer, opts).catch(fail("attest.error"));
     } else if (stream.tag === StreamTag.control && controlOpened) {
       // One control stream, one authentication attempt, per connection.
-      writer.send({
-        type: "error",
-        code: "protocol.second_control",
-        message: "this connection already has a control stream",
-      }).then(() => writer.close(), () => {});
+      refuse(
+        writer,
+        reader,
+        "protocol.second_control",
+        "this connection already has a control stream",
+      );
     } else if (stream.tag === StreamTag.control) {
       controlOpened = true;
-      serveControl(reader, writer, opts, ctx, throttle, conn, () => authenticated = true).catch(
-        fail("control.error"),
-      );
+      serveControl(reader, writer, opts, ctx, throttle, conn, gone.signal, () => {
+        authenticated = true;
+        release();
+      }).catch(fail("control.error"));
     } else if (!authenticated) {
       // Every other stream needs the token first; say so and drop the stream.
-      writer.send({
-        type: "error",
-        code: "auth.required",
-        message: "authenticate on the control stream first",
-      }).then(() => writer.close(), () => {});
+      refuse(writer, reader, "auth.required", "authenticate on the control stream first");
     } else {
       dispatch(stream, reader, writer, opts, ctx).catch(fail("stream.error"));
     }
@@ -181,6 +282,7 @@ async function serveAttest(reader: FrameReader, writer: FrameWriter, opts: InitS
     await writer.send(errorReply(err));
   }
   await writer.close();
+  await reader.cancel();
 }
 
 async function serveControl(
@@ -190,6 +292,7 @@ async function serveControl(
   ctx: ServerContext,
   throttle: AuthThrottle,
   conn: VaultConnection,
+  gone: AbortSignal,
   markAuthenticated: () => void,
 ): Promise<void> {
   const hello = await reader.message(Hello, "hello");
@@ -204,16 +307,13 @@ async function serveControl(
     return;
   }
   const auth = await reader.message(Auth, "auth");
-  const outcome = await throttle.attempt(ctx.peer, () => tokensEqual(opts.accessToken, auth.token));
-  if ("busy" in outcome) {
-    log("auth.busy", { peer: ctx.peer });
-    await writer.send({
-      type: "error",
-      code: "auth.busy",
-      message: "too many authentication attempts in flight from your address",
-      hint: "wait for the earlier attempts to finish, then try again",
-    });
-    await writer.close();
+  const outcome = await throttle.attempt(
+    ctx.peer,
+    () => tokensEqual(opts.accessToken, auth.token),
+    gone,
+  );
+  if ("dropped" in outcome) {
+    log("auth.dropped", { peer: ctx.peer, client: hello.client });
     return;
   }
   log("auth.attempt", {

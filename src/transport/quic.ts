@@ -146,6 +146,14 @@ export function listenQuic(opts: {
   certChainPem: string;
   keyPem: string;
   idleTimeoutMs?: number;
+  /**
+   * TLS handshakes allowed in flight at once; an Initial beyond them is
+   * refused before any connection state is made for it, so a handshake flood
+   * costs a bounded amount of memory. Unbounded when absent.
+   */
+  maxHandshakes?: number;
+  /** Called for each refused handshake (for the log). */
+  onRefused?: (from: PeerAddr) => void;
 }): VaultListener {
   let endpoint: Deno.QuicEndpoint;
   try {
@@ -171,6 +179,7 @@ export function listenQuic(opts: {
       const ready: VaultConnection[] = [];
       let wake: (() => void) | undefined;
       let stopped = false;
+      let handshaking = 0;
       (async () => {
         while (true) {
           let incoming: Deno.QuicIncoming;
@@ -179,10 +188,19 @@ export function listenQuic(opts: {
           } catch {
             break;
           }
+          if (opts.maxHandshakes !== undefined && handshaking >= opts.maxHandshakes) {
+            incoming.refuse();
+            opts.onRefused?.({
+              hostname: incoming.remoteAddr.hostname,
+              port: incoming.remoteAddr.port,
+            });
+            continue;
+          }
+          handshaking++;
           Promise.resolve(incoming.accept<false>()).then((c) => {
             ready.push(wrap(c));
             wake?.();
-          }, () => {});
+          }, () => {}).finally(() => handshaking--);
         }
         stopped = true;
         wake?.();
