@@ -48,7 +48,13 @@ export interface Sim {
   /** Starts (or restarts, same address and volume) a machine. */
   startMachine(
     id: string,
-    opts?: { provisioned?: boolean; accessToken?: string; privateIp?: string },
+    opts?: {
+      provisioned?: boolean;
+      accessToken?: string;
+      privateIp?: string;
+      /** Extra environment for init (e.g. shorter provisioning bounds in tests). */
+      env?: Record<string, string>;
+    },
   ): Promise<LaunchedMachine>;
   /** Writes config.toml with one [vault.NAME] per entry. */
   writeConfig(vaults: Record<string, Record<string, unknown>>): Promise<void>;
@@ -93,7 +99,7 @@ export async function startSim(
         org: ORG,
         region: "ord",
         image: "registry.fly.io/vault-tenants/init:test",
-        env: { ACCESS_TOKEN: o.accessToken ?? TOKEN },
+        env: { ...o.env, ACCESS_TOKEN: o.accessToken ?? TOKEN },
         volumeDir,
         privateIp: o.privateIp ?? previous?.privateIp,
       });
