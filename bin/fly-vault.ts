@@ -6,9 +6,11 @@ import {
   buildCommand,
   connectCommand,
   copyCommand,
+  ensureCleanTrustStore,
   execCommand,
   execTtyCommand,
   EXIT_USAGE,
+  forgetCommand,
   forwardCommand,
   type GlobalFlags,
   pipeCommand,
@@ -17,6 +19,9 @@ import {
   statusCommand,
   vaultsCommand,
 } from "../src/client/mod.ts";
+
+// Before anything can dial: a pin must be the only CA a vault connection trusts.
+await ensureCleanTrustStore();
 
 const program = new Command("fly-vault")
   .description(
@@ -28,7 +33,7 @@ const program = new Command("fly-vault")
   .option("--json", "machine-readable output where a command has any")
   .option(
     "--connect-timeout <seconds>",
-    "give up on an unreachable machine after this long (default 10)",
+    "bound the whole connect (handshakes, attestation, authentication) to this long (default 10)",
     (v: string) => {
       const n = Number(v);
       if (!(n > 0)) throw new CommanderError(2, "usage", `--connect-timeout ${v} is not seconds`);
@@ -130,6 +135,23 @@ program.command("build")
   .option("--engine <docker|podman>", "container engine for a Dockerfile")
   .action(async (source: string | undefined, opts) => {
     status = await buildCommand(source, { ...globals(), ...opts });
+  });
+
+program.command("forget")
+  .description("drop a vault's pinned identity and machine; the next connect attests again")
+  .argument("<vault>", "vault name")
+  .addHelpText(
+    "after",
+    `
+Use it when a vault was recreated (a new machine under the same name): fly-vault refuses a
+different machine than the one it first attested (error attest.machine_changed), as ssh
+refuses a changed host key.
+
+Example:
+  fly-vault forget my-dev && fly-vault status my-dev`,
+  )
+  .action(async (vault: string) => {
+    status = await forgetCommand(vault, globals());
   });
 
 program.command("vaults")

@@ -113,7 +113,10 @@ export async function startSim(
         for (const [k, val] of Object.entries(v)) lines.push(`${k} = ${JSON.stringify(val)}`);
         lines.push("");
       }
-      await Deno.writeTextFile(join(configDir, "config.toml"), lines.join("\n"));
+      const path = join(configDir, "config.toml");
+      await Deno.writeTextFile(path, lines.join("\n"), { mode: 0o600 });
+      // It holds an access token: the client refuses it readable by others (like ssh).
+      await Deno.chmod(path, 0o600);
     },
     async client(args, o = {}) {
       const started = performance.now();

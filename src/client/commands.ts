@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { formatError, VaultError } from "../errors/mod.ts";
+import { formatError, printable, VaultError } from "../errors/mod.ts";
+import { forgetKnownVault } from "../transport/mod.ts";
 import { StatusRequest, StreamTag } from "../protocol/mod.ts";
 import { getVault, loadConfig } from "./config.ts";
 import { connectVault, type VaultSession } from "./connect.ts";
@@ -44,10 +45,17 @@ export async function openSession(name: string, flags: GlobalFlags): Promise<Vau
           flags,
           e.reason === "no-pin"
             ? `attesting ${name} (first contact)…`
+            : e.reason === "config-changed"
+            ? `the pin for ${name} was made for another address, org, app, issuer or machine; attesting…`
             : `pin for ${name} no longer matches (machine restarted?); attesting again…`,
         );
       } else if (e.type === "attested") {
-        say(flags, `attested: ${vault.app} in org ${vault.org}, identity pinned`);
+        say(
+          flags,
+          `attested: machine ${
+            printable(e.machineId, { maxLength: 64 })
+          } of ${vault.app} in org ${vault.org}, identity pinned`,
+        );
       } else if (e.type === "pinned") say(flags, `pinned identity verified`);
       else if (e.type === "authenticated") say(flags, `authenticated`);
     },
@@ -171,5 +179,20 @@ export async function vaultsCommand(flags: GlobalFlags): Promise<number> {
       `${r.name}\t${r.address}\t${r.org}/${r.app}${r.machine_id ? `\t${r.machine_id}` : ""}`,
     );
   }
+  return 0;
+}
+
+/** `fly-vault forget VAULT`: drop the pinned identity and machine, as ssh-keygen -R does. */
+export async function forgetCommand(name: string, flags: GlobalFlags): Promise<number> {
+  const config = await loadConfig(flags.config);
+  if (!await forgetKnownVault(config.knownVaultsPath, name)) {
+    throw new VaultError(
+      "known_vaults.no_entry",
+      `no pinned identity for '${name}' in ${config.knownVaultsPath}`,
+      "forget takes the name of a vault this computer has connected to; `fly-vault vaults` " +
+        "lists the configured ones",
+    );
+  }
+  say(flags, `forgot the pinned identity of ${name}; the next connect attests again`);
   return 0;
 }

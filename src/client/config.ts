@@ -122,7 +122,36 @@ export async function loadConfig(flag?: string): Promise<ClientConfig> {
     }
     vaults[name] = v;
   }
+  if (Object.values(vaults).some((v) => v.access_token !== undefined)) {
+    await refuseLooseSecrets(path);
+  }
   return { path, dir, knownVaultsPath: join(dir, "known_vaults"), vaults };
+}
+
+/**
+ * A config holding an access token must be readable and writable by us alone,
+ * as ssh refuses a private key others can read (StrictModes).
+ */
+async function refuseLooseSecrets(path: string): Promise<void> {
+  const stat = await Deno.stat(path);
+  const uid = Deno.uid();
+  const mode = stat.mode === null ? 0 : stat.mode & 0o777;
+  const octal = "0" + mode.toString(8).padStart(3, "0");
+  if ((mode & 0o077) !== 0) {
+    throw new VaultError(
+      "config.loose_mode",
+      `${path} holds an access token and is mode ${octal}: others on this computer can ` +
+        `${mode & 0o022 ? "change" : "read"} it`,
+      `chmod 600 ${path}`,
+    );
+  }
+  if (uid !== null && stat.uid !== null && stat.uid !== uid && stat.uid !== 0) {
+    throw new VaultError(
+      "config.loose_mode",
+      `${path} holds an access token and belongs to uid ${stat.uid}, not you`,
+      `chown ${uid} ${path}`,
+    );
+  }
 }
 
 /** The named vault, or an error listing the ones there are. */

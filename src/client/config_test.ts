@@ -6,7 +6,7 @@ import { getVault, loadConfig } from "./config.ts";
 async function configWith(text: string): Promise<string> {
   const dir = await Deno.makeTempDir();
   const path = join(dir, "config.toml");
-  await Deno.writeTextFile(path, text);
+  await Deno.writeTextFile(path, text, { mode: 0o600 });
   return path;
 }
 

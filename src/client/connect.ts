@@ -18,7 +18,13 @@ import {
   PROTOCOL_VERSION,
   StreamTag,
 } from "../protocol/mod.ts";
-import { type DialEvent, dialVault, type VaultConnection } from "../transport/mod.ts";
+import {
+  createDeadline,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  type DialEvent,
+  dialVault,
+  type VaultConnection,
+} from "../transport/mod.ts";
 import { accessTokenOf, type ClientConfig, type VaultConfig } from "./config.ts";
 
 /** The client's name in Hello, for the server's logs. */
@@ -55,12 +61,16 @@ export async function connectVault(
   opts: { onEvent?: (e: DialEvent | { type: "authenticated" }) => void; timeoutMs?: number } = {},
 ): Promise<VaultSession> {
   const token = accessTokenOf(name, vault);
+  // One deadline from the first packet to the auth reply: a peer that stalls any step
+  // (keep-alives would otherwise keep a silent connection open forever) fails us in time.
+  const deadline = createDeadline(opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, vault.address);
   const { conn, attested } = await dialVault({
     name,
     address: vault.address,
     machineId: vault.machine_id,
+    expected: { org: vault.org, app: vault.app, issuer: vault.oidc_issuer },
     knownVaultsPath: config.knownVaultsPath,
-    timeoutMs: opts.timeoutMs,
+    deadline,
     onEvent: opts.onEvent,
     verifyAttestation: async (jwt, audience) => {
       const { verify, cache } = await verifier();
@@ -75,14 +85,19 @@ export async function connectVault(
     },
   });
   try {
-    const stream = await conn.openStream(StreamTag.control);
-    const reader = new FrameReader(stream.readable);
-    const writer = new FrameWriter(stream.writable);
-    await writer.send(
-      Hello.parse({ type: "hello", protocol: PROTOCOL_VERSION, client: CLIENT_ID }),
+    const { reader, writer, reply } = await deadline.race(
+      (async () => {
+        const stream = await conn.openStream(StreamTag.control);
+        const reader = new FrameReader(stream.readable);
+        const writer = new FrameWriter(stream.writable);
+        await writer.send(
+          Hello.parse({ type: "hello", protocol: PROTOCOL_VERSION, client: CLIENT_ID }),
+        );
+        await writer.send(Auth.parse({ type: "auth", token }));
+        return { reader, writer, reply: await reader.message(AuthReply, "authentication reply") };
+      })(),
+      "answer authentication",
     );
-    await writer.send(Auth.parse({ type: "auth", token }));
-    const reply = await reader.message(AuthReply, "authentication reply");
     if (reply.type === "error") {
       throw new VaultError(reply.code, reply.message, reply.hint ?? "");
     }

@@ -10,3 +10,4 @@ export { type ExecIo, exitStatusOf, runExec } from "./exec.ts";
 export * from "./commands.ts";
 export * from "./interactive.ts";
 export { reconnecting, type ReconnectingSession } from "./reconnect.ts";
+export { ensureCleanTrustStore, ORIGINAL_TRUST_VAR } from "./trust.ts";

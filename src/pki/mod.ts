@@ -15,3 +15,4 @@ export {
   VAULT_DOMAIN,
 } from "./identity.ts";
 export { derToPem, pemToDer } from "./pem.ts";
+export { identityDerProblem } from "./der.ts";

@@ -15,7 +15,15 @@ import {
   listenQuic,
   readKnownVaults,
   rememberKnownVault,
+  TRUST_ENV_VARS,
 } from "./mod.ts";
+
+// dialVault refuses a process whose roots were widened (trust_env.ts), and this sandbox sets
+// NODE_EXTRA_CA_CERTS. Deno builds its root store at first use, so clearing the variables
+// before any TLS makes this process's store Mozilla's alone; the servers here are issued by
+// the bootstrap CA, which no system bundle holds anyway. The guard itself is tested through
+// the real client (tests/trust_e2e_test.ts).
+for (const name of TRUST_ENV_VARS) Deno.env.delete(name);
 
 /** A server that attests `identity` with token `tokenFor(identity)` and echoes on exec streams. */
 function serve(identity: MachineIdentity, token: string) {
@@ -52,11 +60,15 @@ function serve(identity: MachineIdentity, token: string) {
   return { listener, tags, address: `127.0.0.1:${listener.addr.port}` };
 }
 
-/** Stands in for the OIDC verifier: a token is "genuine" for exactly one audience. */
-const verify = (token: string, audience: string): Promise<void> =>
-  token === `genuine:${audience}`
-    ? Promise.resolve()
+/** Stands in for the OIDC verifier: a token `genuine:<machine>:<audience>` is genuine for that audience. */
+const verify = (token: string, audience: string): Promise<{ machine_id: string }> => {
+  const m = /^genuine:([^:]+):(.*)$/.exec(token);
+  return m && m[2] === audience
+    ? Promise.resolve({ machine_id: m[1] })
     : Promise.reject(new VaultError("attest.wrong_audience", "token is bound to another identity"));
+};
+
+const expected = { org: "o", app: "a", issuer: "https://oidc.example" };
 
 async function echo(conn: Awaited<ReturnType<typeof dialVault>>["conn"]): Promise<string> {
   const s = await conn.openStream(StreamTag.exec);
@@ -71,12 +83,13 @@ Deno.test("attest, pin, then reconnect on the pin without attesting", async () =
   const dir = await Deno.makeTempDir();
   const knownVaultsPath = join(dir, "known_vaults");
   const first = await createMachineIdentity({ machineId: "m1" });
-  const server = serve(first, `genuine:${first.audience}`);
+  const server = serve(first, `genuine:m1:${first.audience}`);
   const events: DialEvent[] = [];
   const opts = {
     name: "dev",
     address: server.address,
     machineId: "m1",
+    expected,
     knownVaultsPath,
     verifyAttestation: verify,
     onEvent: (e: DialEvent) => events.push(e),
@@ -99,10 +112,12 @@ Deno.test("a stale pin (machine restarted with a new identity) sends the client 
   const knownVaultsPath = join(dir, "known_vaults");
   const old = await createMachineIdentity({ machineId: "m1" });
   const current = await createMachineIdentity({ machineId: "m1" });
-  const server = serve(current, `genuine:${current.audience}`);
+  const server = serve(current, `genuine:m1:${current.audience}`);
   await rememberKnownVault(knownVaultsPath, {
     name: "dev",
     address: server.address,
+    ...expected,
+    machineId: "m1",
     identityDer: old.identityDer,
   });
   const events: DialEvent[] = [];
@@ -110,12 +125,16 @@ Deno.test("a stale pin (machine restarted with a new identity) sends the client 
     name: "dev",
     address: server.address,
     machineId: "m1",
+    expected,
     knownVaultsPath,
     verifyAttestation: verify,
     onEvent: (e) => events.push(e),
   });
   assert.equal(c.attested, true);
-  assert.deepEqual(events, [{ type: "attesting", reason: "pin-failed" }, { type: "attested" }]);
+  assert.deepEqual(events, [{ type: "attesting", reason: "pin-failed" }, {
+    type: "attested",
+    machineId: "m1",
+  }]);
   assert.equal(await echo(c.conn), "ping");
   c.conn.close();
   const known = await readKnownVaults(knownVaultsPath);
@@ -128,12 +147,13 @@ Deno.test("an impostor replaying a genuine token is refused before anything else
   const dir = await Deno.makeTempDir();
   const genuine = await createMachineIdentity({ machineId: "m1" });
   const impostor = await createMachineIdentity({ machineId: "m1" }); // anyone can use the public bootstrap CA
-  const server = serve(impostor, `genuine:${genuine.audience}`);
+  const server = serve(impostor, `genuine:m1:${genuine.audience}`);
   await assert.rejects(
     dialVault({
       name: "dev",
       address: server.address,
       machineId: "m1",
+      expected,
       knownVaultsPath: join(dir, "known_vaults"),
       verifyAttestation: verify,
     }),
@@ -151,6 +171,7 @@ Deno.test("an unreachable address fails within the timeout with a hint", async (
     dialVault({
       name: "dev",
       address: "127.0.0.1:9", // discard port: nothing answers QUIC there
+      expected,
       knownVaultsPath: join(dir, "kv"),
       verifyAttestation: verify,
       timeoutMs: 500,

@@ -20,11 +20,25 @@ export {
 } from "./quic.ts";
 export {
   type AttestationVerifier,
+  type AttestedClaims,
+  createDeadline,
+  type Deadline,
+  DEFAULT_CONNECT_TIMEOUT_MS,
   type DialEvent,
+  type DialExpectation,
   type DialOptions,
   dialVault,
   type PinnedConnection,
 } from "./dial.ts";
+export {
+  assertCleanTrustStore,
+  type DenoArgv,
+  ownDenoArgv,
+  TRUST_ENV_VARS,
+  TRUST_FLAGS,
+  trustFlagsIn,
+  trustPollution,
+} from "./trust_env.ts";
 export {
   forgetKnownVault,
   type KnownVault,

@@ -262,6 +262,9 @@ export function parseAddress(address: string): PeerAddr {
 /**
  * Connects to `address`, trusting only `caPem` (plus Mozilla's roots, which
  * can never vouch for a `.internal` name), with server name `serverName`.
+ * `caCerts` only ADDS to the process's root store (`DENO_CERT` and friends:
+ * see trust_env.ts), so this raw dial trusts those too; {@link dialVault},
+ * the only path that leads to an access token, refuses to run in such a process.
  * Fails within `timeoutMs` rather than waiting out QUIC's idle timeout.
  */
 export async function dialQuic(opts: {
