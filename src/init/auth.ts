@@ -72,7 +72,7 @@ export interface AuthThrottle {
 }
 
 /**
- * Delay for a wrong token: base·2^n, capped, where n is the larger of the
+ * Delay for a wrong token: none for the first, then base·2^(n-1), capped, where n is the larger of the
  * source's recent failures and a quarter of the machine's. Failure scores
  * halve every `halfLifeMs`; the per-source table is bounded so a flood of
  * sources can't grow it without limit (least recently failed forgotten first).
@@ -99,7 +99,9 @@ export function createAuthThrottle(
   const delayFor = (source: string) => {
     const n = Math.max(sourceScore(source), decayed(machine) / machineShare);
     // Scores decay continuously; a failure counts fully until half of it is forgotten.
-    return Math.min(maxMs, baseMs * 2 ** Math.round(n));
+    // The first wrong token is answered at once (a typo costs nothing), then base·2^(n-1).
+    const level = Math.round(n);
+    return level === 0 ? 0 : Math.min(maxMs, baseMs * 2 ** (level - 1));
   };
   const fail = (source: string) => {
     const t = now();

@@ -307,11 +307,12 @@ async function serveControl(
     return;
   }
   const auth = await reader.message(Auth, "auth");
-  const outcome = await throttle.attempt(
-    ctx.peer,
-    () => tokensEqual(opts.accessToken, auth.token),
-    gone,
-  );
+  const outcome = await throttle.attempt(ctx.peer, () => {
+    const ok = tokensEqual(opts.accessToken, auth.token);
+    // Logged when checked, not only when answered: a wrong verdict may be seconds away.
+    log("auth.checked", { peer: ctx.peer, client: hello.client, ok });
+    return ok;
+  }, gone);
   if ("dropped" in outcome) {
     log("auth.dropped", { peer: ctx.peer, client: hello.client });
     return;
