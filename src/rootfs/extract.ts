@@ -15,7 +15,7 @@
 import { createHash } from "node:crypto";
 import { statfsSync } from "node:fs";
 import { createGunzip } from "node:zlib";
-import { isVaultError, VaultError } from "../errors/mod.ts";
+import { isVaultError, printable, VaultError } from "../errors/mod.ts";
 import { removeTree } from "./fsutil.ts";
 import { RootfsError, TarFilter } from "./tarscan.ts";
 
@@ -96,6 +96,13 @@ export function tarExtractArgs(dir: string): string[] {
   ];
 }
 
+/**
+ * GNU tar converts pax names from UTF-8 to the locale's charset; under a
+ * UTF-8 locale that is the identity, so tar uses the very bytes the filter
+ * checked whatever locale init itself runs with.
+ */
+export const TAR_ENV: Record<string, string> = { LC_ALL: "C.UTF-8" };
+
 function freeBytes(dir: string): number {
   try {
     const s = statfsSync(dir);
@@ -123,6 +130,7 @@ export async function extractRootfs(
   await Deno.mkdir(opts.stagingDir, { mode: 0o755 });
   const tar = new Deno.Command("tar", {
     args: tarExtractArgs(opts.stagingDir),
+    env: TAR_ENV,
     stdin: "piped",
     stdout: "null",
     stderr: "piped",
@@ -359,11 +367,13 @@ export async function extractRootfs(
 }
 
 function errText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  // OS and library messages can quote paths from the archive.
+  return printable(err instanceof Error ? err.message : String(err));
 }
 
 async function tarError(stderr: Promise<string>): Promise<string> {
   const text = (await stderr).trim();
   const lines = text.split("\n").filter((l) => l.trim());
-  return lines.slice(-5).join("; ").slice(0, 2000) || "no message";
+  // tar quotes the archive's names in its messages, but not necessarily inertly.
+  return printable(lines.slice(-5).join("; "), { maxLength: 2000 }) || "no message";
 }

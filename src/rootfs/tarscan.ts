@@ -2,28 +2,39 @@
  * A streaming tar filter that validates every entry *before* its bytes reach
  * the real extractor (GNU tar).
  *
- * It parses exactly what GNU tar parses (ustar/POSIX prefix, GNU `L`/`K`
- * long names, pax `x`/`X`/`g` path/linkpath/size) and forwards the very bytes
- * it parsed, so there is no room for a parser differential: whatever header
- * GNU tar acts on has been checked here first. Anything it does not
- * understand exactly (sparse files, multi-volume, dump dirs, unknown types,
- * bad checksums, data on non-file entries) is refused rather than guessed.
+ * It reads headers the way GNU tar 1.34 reads them (ustar/POSIX prefix, GNU
+ * `L`/`K` long names, pax `x`/`X`/`g` records, base-256 and octal numbers,
+ * signed and unsigned checksums, the first zero block as the end) and
+ * forwards the very bytes it parsed. Wherever GNU tar would read a header in
+ * a way this filter cannot be certain to reproduce — a pax record with extra
+ * blanks, bytes hidden after a NUL, a long name without its NUL, a number in
+ * a form tar parses differently, a keyword tar acts on that we do not model
+ * — the archive is refused (`rootfs.ambiguous`, `rootfs.unsupported_type`,
+ * `rootfs.bad_header`) rather than guessed. `tar_differential_test.ts` holds
+ * this to GNU tar's own listing over generated archives.
  *
  * @module
  */
-import { VaultError } from "../errors/mod.ts";
+import { printable, VaultError } from "../errors/mod.ts";
 
 const BLOCK = 512;
 const MAX_META = 1 << 20;
+const MAX_ID = 0xffff_ffff;
+
+/** An archive name made safe for a message: valid UTF-8 shown as such, controls escaped. */
+export function shownName(latin: string): string {
+  return printable(display(latin), { maxLength: 300 });
+}
 
 /** A refused archive: `code` is `rootfs.<reason>`, `entry` the offending path when there is one. */
 export class RootfsError extends VaultError {
   override name = "RootfsError";
+  /** The entry's name as decoded from the archive (not escaped: escape before printing). */
   readonly entry?: string;
   constructor(reason: string, message: string, entry?: string, hint?: string) {
     super(
       `rootfs.${reason}`,
-      entry === undefined ? message : `entry "${entry}": ${message}`,
+      entry === undefined ? message : `entry "${printable(entry, { maxLength: 300 })}": ${message}`,
       hint ??
         "the rootfs tarball is unsafe or damaged; rebuild it (fly-vault build) and provision again",
     );
@@ -42,6 +53,12 @@ export interface TarEntry {
   size: number;
   /** Hardlink target (normalised) or symlink target (verbatim). */
   linkpath?: string;
+  /** Permission bits (07777) as GNU tar applies them. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Modification time, whole seconds. */
+  mtime: number;
 }
 
 /** Options of {@link TarFilter}. */
@@ -64,6 +81,7 @@ export function bytesToLatin1(b: Uint8Array): string {
   return s;
 }
 
+/** The NUL-terminated string in `b[start, start+len)`, byte-exact. */
 export function cstring(b: Uint8Array, start: number, len: number): string {
   let end = start;
   while (end < start + len && b[end] !== 0) end++;
@@ -81,18 +99,47 @@ function display(latin: string): string {
   }
 }
 
-export function parseNumber(b: Uint8Array, start: number, len: number, what: string): number {
-  if (b[start] & 0x80) {
-    if (b[start] === 0xff) throw new RootfsError("bad_header", `negative ${what} field`);
-    let v = b[start] & 0x7f;
-    for (let i = start + 1; i < start + len; i++) {
+function ambiguous(message: string, entry?: string): RootfsError {
+  return new RootfsError(
+    "ambiguous",
+    message,
+    entry,
+    "GNU tar could read this header differently from the filter, so it is refused; " +
+      "rebuild the tarball with GNU tar or fly-vault build",
+  );
+}
+
+/**
+ * A numeric header field. GNU tar accepts base-256 only with a first byte of
+ * 0x80 (positive) or 0xff (negative), and octal after optional blanks, ended
+ * by a NUL or a blank (it ignores what follows). Anything else — an empty
+ * field, which tar reads as 0 or as an error depending on NULs and blanks, a
+ * leading NUL, which tar skips, other high bytes, base-64 — is refused, so
+ * a value returned here is the value tar reads. `octalOnly` is the checksum.
+ */
+export function parseNumber(
+  b: Uint8Array,
+  start: number,
+  len: number,
+  what: string,
+  octalOnly = false,
+): number {
+  const end = start + len;
+  const first = b[start];
+  if (first & 0x80) {
+    if (octalOnly) throw ambiguous(`${what} field is not octal`);
+    if (first === 0xff) throw new RootfsError("bad_header", `negative ${what} field`);
+    if (first !== 0x80) {
+      throw ambiguous(`${what} field starts with byte 0x${first.toString(16)} (not base-256)`);
+    }
+    let v = 0;
+    for (let i = start + 1; i < end; i++) {
       v = v * 256 + b[i];
       if (v > Number.MAX_SAFE_INTEGER) throw new RootfsError("bad_header", `${what} too large`);
     }
     return v;
   }
   let i = start;
-  const end = start + len;
   while (i < end && (b[i] === 0x20 || b[i] === 0x09)) i++;
   let v = 0;
   let digits = 0;
@@ -102,16 +149,15 @@ export function parseNumber(b: Uint8Array, start: number, len: number, what: str
     i++;
   }
   for (; i < end; i++) {
-    if (b[i] !== 0 && b[i] !== 0x20) {
-      throw new RootfsError("bad_header", `malformed ${what} field`);
-    }
+    if (b[i] !== 0 && b[i] !== 0x20) throw ambiguous(`malformed ${what} field`);
   }
-  if (digits === 0) throw new RootfsError("bad_header", `empty ${what} field`);
+  if (digits === 0) throw ambiguous(`empty ${what} field`);
   return v;
 }
 
+/** True when the header's checksum matches, counted unsigned (POSIX) or signed (old Sun tar). */
 export function checksumOk(h: Uint8Array): boolean {
-  const stored = parseNumber(h, 148, 8, "checksum");
+  const stored = parseNumber(h, 148, 8, "checksum", true);
   let unsigned = 0;
   let signed = 0;
   for (let i = 0; i < BLOCK; i++) {
@@ -122,34 +168,98 @@ export function checksumOk(h: Uint8Array): boolean {
   return stored === unsigned || stored === signed;
 }
 
+/** True for an all-zero block (GNU tar's end of archive). */
 export function isZeroBlock(h: Uint8Array): boolean {
   for (let i = 0; i < BLOCK; i++) if (h[i] !== 0) return false;
   return true;
 }
 
-/** Parses pax records; keys and values are kept as latin1 strings (byte-exact). */
+/** Keywords GNU tar 1.34 acts on (exact), besides the `SCHILY.xattr.` prefix. */
+const TAR_KEYWORDS = new Set([
+  "atime",
+  "charset",
+  "comment",
+  "ctime",
+  "gid",
+  "gname",
+  "linkpath",
+  "mtime",
+  "path",
+  "size",
+  "uid",
+  "uname",
+  "GNU.dumpdir",
+  "GNU.sparse.major",
+  "GNU.sparse.map",
+  "GNU.sparse.minor",
+  "GNU.sparse.name",
+  "GNU.sparse.numblocks",
+  "GNU.sparse.numbytes",
+  "GNU.sparse.offset",
+  "GNU.sparse.realsize",
+  "GNU.sparse.size",
+  "GNU.volume.filename",
+  "GNU.volume.label",
+  "GNU.volume.offset",
+  "GNU.volume.size",
+  "RHT.security.selinux",
+  "SCHILY.acl.access",
+  "SCHILY.acl.default",
+]);
+
+/** True when GNU tar does something with a pax record of this keyword (else it ignores it). */
+export function tarKnowsKeyword(key: string): boolean {
+  return TAR_KEYWORDS.has(key) || key.startsWith("SCHILY.xattr.");
+}
+
+/**
+ * Parses pax records; keys and values are kept as latin1 strings (byte-exact).
+ *
+ * GNU tar skips blanks before and after the length, stops silently at a NUL
+ * where a record should start, and on a malformed record reports an error but
+ * keeps the records before it and extracts the entry anyway. Only the
+ * canonical form `<decimal length> <keyword>=<value>\n` is accepted here;
+ * everything else, and a keyword given twice, is `rootfs.ambiguous`.
+ */
 export function parsePax(data: Uint8Array): Map<string, string> {
   const out = new Map<string, string>();
   let off = 0;
   while (off < data.length) {
-    if (data[off] === 0) break; // padding after the last record
-    let sp = off;
-    while (sp < data.length && data[sp] !== 0x20) sp++;
-    const len = Number(bytesToLatin1(data.subarray(off, sp)));
-    if (!Number.isInteger(len) || len <= sp - off + 1 || off + len > data.length) {
-      throw new RootfsError("bad_header", "malformed pax extended header");
+    if (data[off] === 0) {
+      for (let i = off; i < data.length; i++) {
+        if (data[i] !== 0) throw ambiguous("pax header has bytes after a NUL (tar skips them)");
+      }
+      break;
     }
-    const rec = data.subarray(sp + 1, off + len);
-    if (rec[rec.length - 1] !== 0x0a) {
-      throw new RootfsError("bad_header", "pax record does not end in a newline");
+    let i = off;
+    let len = 0;
+    while (i < data.length && data[i] >= 0x30 && data[i] <= 0x39) {
+      len = len * 10 + (data[i] - 0x30);
+      i++;
+      if (len > data.length) throw ambiguous("pax record is longer than its header");
     }
-    const eq = rec.indexOf(0x3d);
-    if (eq < 1) throw new RootfsError("bad_header", "pax record without a key");
-    out.set(
-      bytesToLatin1(rec.subarray(0, eq)),
-      bytesToLatin1(rec.subarray(eq + 1, rec.length - 1)),
-    );
-    off += len;
+    if (i === off) throw ambiguous("pax record does not start with its length");
+    if (data[i] !== 0x20 || data[i + 1] === 0x20 || data[i + 1] === 0x09) {
+      throw ambiguous("pax record without exactly one space after its length");
+    }
+    const end = off + len;
+    if (end > data.length) throw ambiguous("pax record is longer than its header");
+    if (end <= i + 2 || data[end - 1] !== 0x0a) {
+      throw ambiguous("pax record does not end in a newline where its length says");
+    }
+    const kStart = i + 1;
+    let eq = kStart;
+    while (eq < end - 1 && data[eq] !== 0x3d) {
+      if (data[eq] <= 0x20 || data[eq] === 0x7f) {
+        throw ambiguous("pax keyword contains a blank or a control character");
+      }
+      eq++;
+    }
+    if (eq === kStart || eq >= end - 1) throw ambiguous("pax record without a keyword and '='");
+    const key = bytesToLatin1(data.subarray(kStart, eq));
+    if (out.has(key)) throw ambiguous(`pax keyword ${shownName(key)} given twice`);
+    out.set(key, bytesToLatin1(data.subarray(eq + 1, end - 1)));
+    off = end;
   }
   return out;
 }
@@ -160,14 +270,15 @@ export function normalise(raw: string, what = "path"): string {
     // GNU tar would cut the name at the NUL: the name checked here would not be the one used.
     throw new RootfsError("bad_header", `${what} contains a NUL byte`, display(raw));
   }
+  if (raw === "") throw ambiguous(`empty ${what}`);
   if (raw.startsWith("/")) {
-    throw new RootfsError("absolute_path", `absolute ${what} "${display(raw)}"`, display(raw));
+    throw new RootfsError("absolute_path", `absolute ${what} "${shownName(raw)}"`, display(raw));
   }
   const parts: string[] = [];
   for (const p of raw.split("/")) {
     if (p === "" || p === ".") continue;
     if (p === "..") {
-      throw new RootfsError("dotdot", `${what} "${display(raw)}" contains ".."`, display(raw));
+      throw new RootfsError("dotdot", `${what} "${shownName(raw)}" contains ".."`, display(raw));
     }
     parts.push(p);
   }
@@ -329,18 +440,47 @@ export class TarFilter {
     if (this.#longName !== undefined) raw = this.#longName;
     let rawLink = cstring(h, 157, 100);
     if (this.#longLink !== undefined) rawLink = this.#longLink;
+    const num = (off: number, len: number, what: string) => {
+      try {
+        return parseNumber(h, off, len, what);
+      } catch (err) {
+        if (!(err instanceof RootfsError)) throw err;
+        throw new RootfsError(err.code.slice("rootfs.".length), err.message, display(raw));
+      }
+    };
+    if (type === "1" && size !== 0) {
+      // GNU tar reads a hardlink's size field as 0 and would take its "data" for headers.
+      throw ambiguous("hardlink header with a non-zero size field", display(raw));
+    }
+    const mode = num(100, 8, "mode") & 0o7777;
+    let uid = num(108, 8, "uid");
+    let gid = num(116, 8, "gid");
+    let mtime = num(136, 12, "mtime");
     const pax = this.#pax;
     if (pax) {
-      if (pax.has("path")) raw = pax.get("path")!;
-      if (pax.has("linkpath")) rawLink = pax.get("linkpath")!;
-      if (pax.has("size")) {
-        const s = pax.get("size")!;
+      const p = pax.get("path");
+      if (p !== undefined) raw = p;
+      const l = pax.get("linkpath");
+      if (l !== undefined) rawLink = l;
+      const s = pax.get("size");
+      if (s !== undefined) {
         if (!/^[0-9]+$/.test(s) || Number(s) > Number.MAX_SAFE_INTEGER) {
-          throw new RootfsError("bad_header", `bad pax size "${s}"`, display(raw));
+          throw new RootfsError("bad_header", `bad pax size "${shownName(s)}"`, display(raw));
         }
         size = Number(s);
       }
+      uid = paxId(pax, "uid", uid, raw);
+      gid = paxId(pax, "gid", gid, raw);
+      for (const key of ["atime", "ctime", "mtime"]) {
+        const t = pax.get(key);
+        if (t === undefined) continue;
+        if (!/^[0-9]{1,15}(\.[0-9]{1,9})?$/.test(t)) {
+          throw ambiguous(`pax ${key} "${shownName(t)}" is not a plain time`, display(raw));
+        }
+        if (key === "mtime") mtime = Math.floor(Number(t));
+      }
     }
+    if (uid > MAX_ID || gid > MAX_ID) throw ambiguous("uid or gid out of range", display(raw));
     const shown = display(raw);
     const path = normalise(raw);
     let kind: EntryKind;
@@ -372,7 +512,7 @@ export class TarFilter {
       default:
         throw new RootfsError(
           "unsupported_type",
-          `unsupported entry type '${type === "\0" ? "\\0" : type}'`,
+          `unsupported entry type '${printable(type)}'`,
           shown,
         );
     }
@@ -398,7 +538,7 @@ export class TarFilter {
       if (rawLink.startsWith("/") || rawLink.split("/").includes("..")) {
         throw new RootfsError(
           "hardlink_escape",
-          `hardlink to "${display(rawLink)}" points outside the archive`,
+          `hardlink to "${shownName(rawLink)}" points outside the archive`,
           shown,
         );
       }
@@ -407,7 +547,7 @@ export class TarFilter {
       if (!this.#nonDirs.has(linkpath)) {
         throw new RootfsError(
           "hardlink_escape",
-          `hardlink to "${display(rawLink)}", which is not an earlier file of the archive`,
+          `hardlink to "${shownName(rawLink)}", which is not an earlier file of the archive`,
           shown,
         );
       }
@@ -418,7 +558,7 @@ export class TarFilter {
       linkpath = rawLink;
     }
 
-    const entry: TarEntry = { path, kind, size, linkpath };
+    const entry: TarEntry = { path, kind, size, linkpath, mode, uid, gid, mtime };
     const pending = this.#pending;
     this.#pending = [];
     this.#longName = this.#longLink = this.#pax = undefined;
@@ -470,7 +610,7 @@ export class TarFilter {
       if (this.#symlinks.has(parent)) {
         throw new RootfsError(
           "through_symlink",
-          `would be written through the symlink "${display(parent)}"`,
+          `would be written through the symlink "${shownName(parent)}"`,
           shown,
         );
       }
@@ -486,10 +626,10 @@ export class TarFilter {
     this.#meta = null;
     switch (this.#metaType) {
       case "L":
-        this.#longName = cstring(data, 0, data.length);
+        this.#longName = longName(data, "long name");
         break;
       case "K":
-        this.#longLink = cstring(data, 0, data.length);
+        this.#longLink = longName(data, "long link target");
         break;
       case "x":
       case "X":
@@ -508,14 +648,38 @@ export class TarFilter {
 
   #checkPaxKeys(pax: Map<string, string>, global: boolean): void {
     for (const key of pax.keys()) {
-      if (key.startsWith("GNU.sparse.") || key.startsWith("GNU.volume.")) {
-        throw new RootfsError("unsupported_type", `pax key ${key} (sparse or multi-volume)`);
+      if (key.startsWith("GNU.")) {
+        throw new RootfsError(
+          "unsupported_type",
+          `pax key ${shownName(key)} (sparse, incremental or multi-volume)`,
+        );
       }
-      if (global && (key === "path" || key === "linkpath" || key === "size")) {
-        throw new RootfsError("bad_header", `global pax header sets "${key}"`);
+      // A global header applies to every later entry; only what changes no entry may pass.
+      if (global && tarKnowsKeyword(key) && key !== "comment" && key !== "charset") {
+        throw new RootfsError("bad_header", `global pax header sets "${shownName(key)}"`);
       }
     }
   }
+}
+
+/**
+ * A GNU long name or link: tar reads it as a C string from the data *and its
+ * padding*, so a name without a NUL inside the declared size would run on
+ * into bytes the size does not cover.
+ */
+function longName(data: Uint8Array, what: string): string {
+  const nul = data.indexOf(0);
+  if (nul < 0) throw ambiguous(`GNU ${what} without a terminating NUL`);
+  return bytesToLatin1(data.subarray(0, nul));
+}
+
+function paxId(pax: Map<string, string>, key: string, fallback: number, raw: string): number {
+  const v = pax.get(key);
+  if (v === undefined) return fallback;
+  if (!/^[0-9]{1,10}$/.test(v) || Number(v) > MAX_ID) {
+    throw ambiguous(`pax ${key} "${shownName(v)}" is not a plain number`, display(raw));
+  }
+  return Number(v);
 }
 
 /** For messages about names that came from an archive. */
