@@ -289,6 +289,7 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
         image: m.config.image,
         env: { ...(m.config.env ?? {}) },
         volumeDir: volume?.dir,
+        ...(mount ? { mountPath: mount.path } : {}),
         version: m.instance_id,
       });
       if (m.state !== "starting") {

@@ -17,6 +17,14 @@ export {
   type MachineLaunch,
   type MachineLauncher,
 } from "./runner.ts";
+export {
+  BOOT_SCRIPT,
+  imageArgv,
+  imageEnv,
+  isLocalImage,
+  type UnpackedImage,
+  unpackImage,
+} from "./image.ts";
 export { buildHostRootfs, buildHostRootfsTarball, HOST_ROOTFS_PROGRAMS } from "./host_rootfs.ts";
 export {
   fakeLauncher,

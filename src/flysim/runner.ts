@@ -5,11 +5,20 @@
  * its own loopback address (127.x.y.z:8443) standing in for its 6PN
  * address, so a restarted machine comes back at the same address.
  *
+ * Two kinds of machine: an image named `oci:DIR[:TAG]` or
+ * `containers-storage:NAME` boots that image (see `image.ts`: a fresh
+ * overlay root over the unpacked image, in a private mount namespace, the
+ * volume at its mount path, the token socket at `/.fly/api`, the image's
+ * entrypoint with its Env under the config's env). Any other name runs
+ * the repo's own init on the host, for quick tests.
+ *
  * @module
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serveTokenSocket } from "./token_socket.ts";
+import { BOOT_SCRIPT, imageArgv, imageEnv, isLocalImage, unpackImage } from "./image.ts";
+import { VaultError } from "../errors/mod.ts";
 import type { startOidcIssuer } from "./oidc.ts";
 
 type OidcIssuer = Awaited<ReturnType<typeof startOidcIssuer>>;
@@ -25,6 +34,8 @@ export interface MachineLaunch {
   env: Record<string, string>;
   /** The volume's directory, seen by init as /data. */
   volumeDir?: string;
+  /** Where an image machine sees the volume (`config.mounts[0].path`; default /data). */
+  mountPath?: string;
   /** The machine's "6PN" address; allocated when absent. */
   privateIp?: string;
   /** Changes with every config update (FLY_MACHINE_VERSION). */
@@ -78,14 +89,31 @@ export function createInitLauncher(opts: {
   allocateIp?: () => string;
   /** Replaces the genuine token the socket mints (forgery and impostor tests). */
   mint?: (machine: MachineLaunch, audience: string) => Promise<string>;
+  /** Where images are unpacked, by layer digests (default `runDir/images`). */
+  imageCacheDir?: string;
 }): MachineLauncher {
   const allocateIp = opts.allocateIp ?? addressAllocator();
   return {
     async start(m) {
       const dir = join(opts.runDir, m.id);
       await Deno.mkdir(dir, { recursive: true });
+      const fromImage = isLocalImage(m.image);
+      if (fromImage && Deno.uid() !== 0) {
+        throw new VaultError(
+          "flysim.image_needs_root",
+          `booting ${m.image} needs root (mount namespace, overlay, pivot_root)`,
+          "run flysim as root, or use a host-program image name",
+        );
+      }
+      const image = fromImage
+        ? await unpackImage(m.image, opts.imageCacheDir ?? join(opts.runDir, "images"))
+        : undefined;
       // A fresh path per boot: the previous boot's socket may still be closing.
-      const socketPath = join(dir, `fly-api-${crypto.randomUUID().slice(0, 8)}.sock`);
+      const boot = crypto.randomUUID().slice(0, 8);
+      // An image machine sees the socket's directory at /.fly, so the socket is named `api`.
+      const socketDir = join(dir, `fly-${boot}`);
+      if (image) await Deno.mkdir(socketDir);
+      const socketPath = image ? join(socketDir, "api") : join(dir, `fly-api-${boot}.sock`);
       const socket = await serveTokenSocket({
         path: socketPath,
         issuer: opts.issuer,
@@ -106,38 +134,89 @@ export function createInitLauncher(opts: {
       const address = `${privateIp}:${MACHINE_PORT}`;
       const volumeDir = m.volumeDir ?? join(dir, "volume");
       await Deno.mkdir(volumeDir, { recursive: true });
-      // As root, each machine gets a private mount namespace (as a VM would have its own):
-      // init's /proc, /dev and persist mounts vanish with it, even on kill -9.
-      const isolate = Deno.uid() === 0
-        ? ["unshare", "--mount", "--propagation", "private", "--", Deno.execPath()]
-        : [Deno.execPath()];
-      const child = new Deno.Command(isolate[0], {
-        args: [
-          ...isolate.slice(1),
+      const flyEnv = {
+        FLY_APP_NAME: m.app,
+        FLY_MACHINE_ID: m.id,
+        FLY_ALLOC_ID: m.id,
+        FLY_REGION: m.region,
+        PRIMARY_REGION: m.region,
+        FLY_PROCESS_GROUP: "app",
+        FLY_IMAGE_REF: m.image,
+        FLY_MACHINE_VERSION: m.version ?? "01JSIMULATED0000000000000",
+        FLY_PRIVATE_IP: privateIp,
+        // The one flysim-only setting: every machine shares the host's network, so each
+        // listens on its own loopback address instead of [::]:8443.
+        FLY_VAULT_LISTEN: address,
+      };
+      let argv: string[];
+      let env: Record<string, string>;
+      if (image) {
+        // Fly boots a fresh root from the image each start: drop the last boot's writes.
+        for await (const e of Deno.readDir(dir)) {
+          if (
+            e.name.startsWith("boot-") || (e.name.startsWith("fly-") && e.name !== `fly-${boot}`)
+          ) {
+            await Deno.remove(join(dir, e.name), { recursive: true }).catch(() => {});
+          }
+        }
+        const bootDir = join(dir, `boot-${boot}`);
+        for (const sub of ["upper", "work", "root"]) {
+          await Deno.mkdir(join(bootDir, sub), { recursive: true });
+        }
+        argv = [
+          "unshare",
+          "--mount",
+          "--propagation",
+          "private",
+          "--",
+          "/bin/sh",
+          "-c",
+          BOOT_SCRIPT,
+          "flysim-boot",
+          image.rootfs,
+          join(bootDir, "upper"),
+          join(bootDir, "work"),
+          join(bootDir, "root"),
+          volumeDir,
+          m.mountPath ?? "/data",
+          socketDir,
+          image.config.WorkingDir ?? "/",
+          ...imageArgv(image.config),
+        ];
+        env = {
+          PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+          ...imageEnv(image.config),
+          ...opts.env,
+          ...m.env,
+          ...flyEnv,
+        };
+      } else {
+        // As root, each machine gets a private mount namespace (as a VM would have its own):
+        // init's /proc, /dev and persist mounts vanish with it, even on kill -9.
+        const isolate = Deno.uid() === 0
+          ? ["unshare", "--mount", "--propagation", "private", "--", Deno.execPath()]
+          : [Deno.execPath()];
+        argv = [
+          ...isolate,
           "run",
           "-A",
           "--quiet",
           "--config",
           join(ROOT, "deno.json"),
           join(ROOT, "bin", "fly-vault-init.ts"),
-        ],
-        env: {
+        ];
+        env = {
           PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
           ...opts.env,
           ...m.env,
-          FLY_APP_NAME: m.app,
-          FLY_MACHINE_ID: m.id,
-          FLY_ALLOC_ID: m.id,
-          FLY_REGION: m.region,
-          PRIMARY_REGION: m.region,
-          FLY_PROCESS_GROUP: "app",
-          FLY_IMAGE_REF: m.image,
-          FLY_MACHINE_VERSION: m.version ?? "01JSIMULATED0000000000000",
-          FLY_PRIVATE_IP: privateIp,
-          FLY_VAULT_LISTEN: address,
+          ...flyEnv,
           FLY_VAULT_DATA: volumeDir,
           FLY_VAULT_TOKEN_SOCKET: socketPath,
-        },
+        };
+      }
+      const child = new Deno.Command(argv[0], {
+        args: argv.slice(1),
+        env,
         clearEnv: true,
         stdin: "null",
         stdout: "inherit",

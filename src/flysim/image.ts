@@ -1,0 +1,234 @@
+/**
+ * Container images as flysim machines run them: a machine whose
+ * `config.image` is a locally built image — `oci:DIR[:TAG]` (an OCI image
+ * layout) or `containers-storage:NAME` (buildah's or podman's store; no
+ * registry needed) — gets that image unpacked once (layers merged with
+ * whiteouts applied by `fly-vault build`'s reader, cached by the layers'
+ * digests) and is booted on a fresh copy-on-write root each start, as Fly
+ * boots a fresh root filesystem from the image each time.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { buildRootfs, type ImageDeclaration, resolveImage } from "../build/mod.ts";
+import { VaultError } from "../errors/mod.ts";
+
+/** An image unpacked into a directory tree, ready to be a machine's lower root. */
+export interface UnpackedImage {
+  /** The reference it was unpacked from. */
+  ref: string;
+  /** sha256 of the ordered layer digests: equal layers, one unpacked tree. */
+  key: string;
+  /** The merged root filesystem (read-only by convention: machines overlay it). */
+  rootfs: string;
+  /** Entrypoint, Cmd, Env, WorkingDir, User from the image config. */
+  config: ImageDeclaration;
+}
+
+const TRANSPORTS = ["oci:", "containers-storage:"];
+
+/** Whether flysim runs `image` as a container image (else: the repo's init on the host). */
+export function isLocalImage(image: string): boolean {
+  return TRANSPORTS.some((t) => image.startsWith(t));
+}
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output()
+    .catch((err) => {
+      throw new VaultError(
+        "flysim.image_tool",
+        `${cmd} failed to start: ${(err as Error).message}`,
+        cmd === "buildah" ? "install buildah (Debian package `buildah`)" : "",
+      );
+    });
+  if (!r.success) {
+    throw new VaultError(
+      "flysim.image_tool",
+      `${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(r.stderr).trim().slice(-400)}`,
+    );
+  }
+  return new TextDecoder().decode(r.stdout);
+}
+
+/** Reads an OCI layout directory as `resolveImage` wants it. */
+function layoutFiles(dir: string) {
+  const abs = (p: string) => join(dir, p.replace(/^(\.\/|\/)+/, ""));
+  return {
+    has: (p: string) => Deno.stat(abs(p)).then((s) => s.isFile, () => false),
+    read: (p: string) => Deno.readFile(abs(p)),
+    size: (p: string) => Deno.stat(abs(p)).then((s) => s.size),
+    stream: async (p: string) => (await Deno.open(abs(p))).readable,
+  };
+}
+
+/**
+ * Makes `dir` a layout holding only the manifest tagged `tag` (an OCI layout
+ * may hold several images; `resolveImage` reads the first that fits).
+ */
+async function narrowLayout(src: string, tag: string, dir: string): Promise<void> {
+  const index = JSON.parse(await Deno.readTextFile(join(src, "index.json")));
+  const manifests = (index.manifests ?? []) as { annotations?: Record<string, string> }[];
+  const hit = manifests.filter((d) => d.annotations?.["org.opencontainers.image.ref.name"] === tag);
+  if (hit.length === 0) {
+    throw new VaultError("flysim.image_not_found", `no image tagged ${tag} in ${src}`);
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.symlink(join(src, "blobs"), join(dir, "blobs"));
+  await Deno.writeTextFile(join(dir, "oci-layout"), '{"imageLayoutVersion":"1.0.0"}');
+  await Deno.writeTextFile(join(dir, "index.json"), JSON.stringify({ ...index, manifests: hit }));
+}
+
+/**
+ * The OCI layout for `ref`, exporting from containers-storage when needed
+ * (`buildah push NAME oci:DIR`). `scratch` is a private, empty directory.
+ */
+async function layoutOf(ref: string, scratch: string): Promise<string> {
+  if (ref.startsWith("containers-storage:")) {
+    const name = ref.slice("containers-storage:".length);
+    const dir = join(scratch, "layout");
+    // Uncompressed: flysim unpacks it right away, compressing would only cost time.
+    await run("buildah", ["push", "--quiet", "--disable-compression", name, `oci:${dir}`]);
+    return dir;
+  }
+  const spec = ref.slice("oci:".length);
+  // oci:DIR or oci:DIR:TAG (a tag has no slash; a directory may contain colons only before one).
+  const colon = spec.lastIndexOf(":");
+  if (colon > spec.lastIndexOf("/")) {
+    const dir = join(scratch, "layout");
+    await narrowLayout(spec.slice(0, colon), spec.slice(colon + 1), dir);
+    return dir;
+  }
+  return spec;
+}
+
+/** What buildah knows of an image in its store, without exporting it. */
+async function inspectStored(name: string): Promise<{ key: string; config: ImageDeclaration }> {
+  const out = JSON.parse(await run("buildah", ["inspect", "--type", "image", name]));
+  const oci = out?.OCIv1 ?? {};
+  const diffIds = oci.rootfs?.diff_ids;
+  if (!Array.isArray(diffIds) || diffIds.some((d) => typeof d !== "string")) {
+    throw new VaultError("flysim.bad_image", `buildah reports no layers for ${name}`);
+  }
+  const c = oci.config ?? {};
+  const strings = (v: unknown) =>
+    Array.isArray(v) && v.every((x) => typeof x === "string") ? v as string[] : undefined;
+  const config: ImageDeclaration = {};
+  if (strings(c.Entrypoint)) config.Entrypoint = strings(c.Entrypoint);
+  if (strings(c.Cmd)) config.Cmd = strings(c.Cmd);
+  if (strings(c.Env)) config.Env = strings(c.Env);
+  if (typeof c.WorkingDir === "string" && c.WorkingDir) config.WorkingDir = c.WorkingDir;
+  if (typeof c.User === "string" && c.User) config.User = c.User;
+  return { key: layersKey(diffIds.map((d: string) => `uncompressed ${d}`)), config };
+}
+
+function layersKey(layers: string[]): string {
+  return createHash("sha256").update(layers.join("\n")).digest("hex");
+}
+
+/**
+ * Unpacks `ref` under `cacheDir` (once per distinct layer set; concurrent
+ * callers, even in other processes, wait for the one unpacking) and returns
+ * it. An image in containers-storage whose layers are already unpacked is
+ * not even exported, so a retag or a label change boots at once.
+ */
+export async function unpackImage(ref: string, cacheDir: string): Promise<UnpackedImage> {
+  if (!isLocalImage(ref)) {
+    throw new VaultError(
+      "flysim.image_not_local",
+      `${ref} is not a local image`,
+      "use oci:DIR[:TAG] or containers-storage:NAME",
+    );
+  }
+  await Deno.mkdir(cacheDir, { recursive: true });
+  const stored = ref.startsWith("containers-storage:")
+    ? await inspectStored(ref.slice("containers-storage:".length))
+    : undefined;
+  const lock = await Deno.open(join(cacheDir, ".lock"), { create: true, write: true });
+  await lock.lock(true);
+  const scratch = await Deno.makeTempDir({ dir: cacheDir, prefix: ".scratch-" });
+  try {
+    if (stored && await exists(join(cacheDir, stored.key, "rootfs"))) {
+      return { ref, rootfs: join(cacheDir, stored.key, "rootfs"), ...stored };
+    }
+    const layout = await layoutOf(ref, scratch);
+    const image = await resolveImage(layoutFiles(layout));
+    const key = stored?.key ?? layersKey(image.layers.map((l) => l.path));
+    const rootfs = join(cacheDir, key, "rootfs");
+    if (!await exists(rootfs)) {
+      // fly-vault build merges the layers (whiteouts, numeric owners, xattrs) into one tar.
+      const tar = join(scratch, "rootfs.tar.gz");
+      await buildRootfs({ source: layout, kind: "image", output: tar });
+      const tmp = join(scratch, "rootfs");
+      await Deno.mkdir(tmp);
+      await run("tar", [
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "-xpzf",
+        tar,
+        "-C",
+        tmp,
+      ]);
+      // The build records the workload declaration for tenant rootfs; a machine root has none.
+      await Deno.remove(join(tmp, ".fly-vault"), { recursive: true }).catch(() => {});
+      await Deno.mkdir(join(cacheDir, key), { recursive: true });
+      await Deno.rename(tmp, rootfs);
+    }
+    return { ref, key, rootfs, config: stored?.config ?? image.config };
+  } finally {
+    lock.close();
+    await Deno.remove(scratch, { recursive: true }).catch(() => {});
+  }
+}
+
+function exists(path: string): Promise<boolean> {
+  return Deno.stat(path).then(() => true, () => false);
+}
+
+/** The argv an image runs: Entrypoint then Cmd (Fly's `config.init` overrides are not modelled). */
+export function imageArgv(config: ImageDeclaration): string[] {
+  const argv = [...(config.Entrypoint ?? []), ...(config.Cmd ?? [])];
+  if (argv.length === 0) {
+    throw new VaultError("flysim.image_no_command", "the image declares no Entrypoint or Cmd");
+  }
+  return argv;
+}
+
+/** The image's `Env` (`K=V` lines) as a record. */
+export function imageEnv(config: ImageDeclaration): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of config.Env ?? []) {
+    const eq = line.indexOf("=");
+    if (eq > 0) env[line.slice(0, eq)] = line.slice(eq + 1);
+  }
+  return env;
+}
+
+/**
+ * The shell script (run under `unshare --mount --propagation private`) that
+ * boots a machine from an unpacked image as Fly's init does: a fresh
+ * writable root over the image, /proc, /dev and /sys, the volume at its
+ * mount path, the token socket's directory at /.fly, then `pivot_root` into
+ * it and exec the image's command. Positional parameters:
+ * `$1` lower, `$2` upper, `$3` work, `$4` merged root, `$5` volume dir,
+ * `$6` mount path, `$7` socket dir, `$8` working dir, then the argv.
+ */
+export const BOOT_SCRIPT = `set -eu
+lower=$1 upper=$2 work=$3 root=$4 volume=$5 mountpath=$6 sockdir=$7 cwd=$8
+shift 8
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$root"
+mkdir -p "$root/proc" "$root/dev" "$root/sys" "$root/tmp" "$root/.fly" "$root$mountpath" "$root/.oldroot"
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount --rbind /sys "$root/sys"
+mount --bind "$volume" "$root$mountpath"
+mount --bind "$sockdir" "$root/.fly"
+if [ -f /etc/resolv.conf ]; then cat /etc/resolv.conf > "$root/etc/resolv.conf" 2>/dev/null || true; fi
+cd "$root"
+pivot_root . .oldroot
+umount -l /.oldroot
+rmdir /.oldroot
+cd "$cwd"
+exec "$@"
+`;
