@@ -68,3 +68,51 @@ Deno.test("examples/tenant-app/fly.toml: the tenant app publishes nothing", asyn
     join(ROOT, "Dockerfile"),
   );
 });
+
+/** The --help text of one of our programs (bin/NAME.ts). */
+async function help(program: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", join(ROOT, "bin", `${program}.ts`), ...args, "--help"],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+}
+
+Deno.test("docs/deploy.md and the proxy's fly.toml use only flags our programs have", async () => {
+  const doc = await Deno.readTextFile(join(ROOT, "docs", "deploy.md"));
+  const proxyToml = parse(await read("vault-proxy/fly.toml")) as unknown as FlyToml;
+  const uses: Array<{ program: string; sub: string[]; line: string }> = [
+    { program: "vault-proxy", sub: [], line: proxyToml.processes!.app },
+  ];
+  // Lines (joined across `\` continuations) that run fly-vault-admin, fly-vault or vault-proxy.
+  const lines = doc.replace(/\\\n\s*/g, " ").split("\n");
+  for (const line of lines) {
+    for (
+      const m of line.matchAll(
+        /(?:^\s*|npx |`)(fly-vault-admin|fly-vault|vault-proxy)\s+([^#`]*)/g,
+      )
+    ) {
+      const words = m[2].trim().split(/\s+/);
+      const sub = m[1] === "fly-vault-admin"
+        ? words.slice(0, 2)
+        : m[1] === "fly-vault"
+        ? words.slice(0, 1)
+        : [];
+      if (m[1] !== "vault-proxy" && !/^[a-z-]+$/.test(sub.join(""))) continue;
+      uses.push({ program: m[1], sub, line: m[2] });
+    }
+  }
+  assert.ok(uses.length >= 15, `found ${uses.length} command lines`);
+  const cache = new Map<string, string>();
+  for (const use of uses) {
+    const key = [use.program, ...use.sub].join(" ");
+    if (!cache.has(key)) {
+      cache.set(key, (await help(use.program, use.sub)) + (await help(use.program, [])));
+    }
+    for (const flag of use.line.match(/(?<=^|\s)--[a-z][a-z-]*/g) ?? []) {
+      assert.ok(cache.get(key)!.includes(flag), `${key}: ${flag} is not in its --help`);
+    }
+  }
+});
