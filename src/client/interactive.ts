@@ -25,8 +25,23 @@ export async function provision(
   vault: VaultConfig,
   flags: GlobalFlags,
 ): Promise<void> {
-  const { provisionReporter, reportServerMessage, uploadRootfs } = await import("./provision.ts");
+  const mod = await import("./provision.ts");
   const report = { json: !!flags.json, tty: Deno.stdout.isTerminal(), out: process.stdout };
+  // Ctrl-C cancels the provision on the vault too, not only here.
+  const stopCancel = mod.cancelOnSignal(() => session.close());
+  try {
+    await provisionWith(session, vault, report, mod);
+  } finally {
+    stopCancel();
+  }
+}
+
+async function provisionWith(
+  session: VaultSession,
+  vault: VaultConfig,
+  report: { json: boolean; tty: boolean; out: typeof process.stdout },
+  { provisionReporter, reportServerMessage, uploadRootfs }: typeof import("./provision.ts"),
+): Promise<void> {
   if (vault.rootfs) {
     await uploadRootfs(
       () => session.openStream(StreamTag.upload),

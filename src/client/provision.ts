@@ -375,3 +375,30 @@ export async function uploadRootfs(
     r.close();
   }
 }
+
+/**
+ * While a provision runs, Ctrl-C (or TERM/HUP) cancels it on the vault: `close`
+ * (the session's) sends the connection close at once, so init aborts the upload or
+ * download and cleans its staging instead of waiting out an idle timeout; then the
+ * process exits 130. Returns the function that removes the handlers.
+ */
+export function cancelOnSignal(
+  close: () => Promise<void>,
+  out: { write(s: string): unknown } = { write: (s) => Deno.stderr.writeSync(enc.encode(s)) },
+): () => void {
+  const sigs = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  let fired = false;
+  const handler = () => {
+    if (fired) Deno.exit(130);
+    fired = true;
+    out.write("\nfly-vault: cancelling the provision (the vault keeps its previous rootfs)\n");
+    const bound = new Promise((r) => setTimeout(r, 2_000));
+    void Promise.race([close().catch(() => {}), bound]).then(() => Deno.exit(130));
+  };
+  for (const s of sigs) Deno.addSignalListener(s, handler);
+  return () => {
+    for (const s of sigs) Deno.removeSignalListener(s, handler);
+  };
+}
+
+const enc = new TextEncoder();

@@ -32,6 +32,19 @@ export interface InitConfig {
   accessToken: string;
   machineId: string;
   tokenSocket: string;
+  /** A provision whose upload or download gives no byte this long fails (ms; default 30 s). */
+  provisionIdleMs?: number;
+  /** The longest a `rootfs_url` download may take (ms; default one hour). */
+  downloadMaxMs?: number;
+}
+
+function positiveMs(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new VaultError("init.bad_config", `${name} must be a positive number of milliseconds`);
+  }
+  return n;
 }
 
 /** Reads the configuration, failing clearly on what is missing. The token leaves the environment. */
@@ -53,6 +66,10 @@ export function initConfigFromEnv(overrides: Partial<InitConfig> = {}): InitConf
     accessToken,
     machineId: overrides.machineId ?? env("FLY_MACHINE_ID") ?? "local",
     tokenSocket: overrides.tokenSocket ?? env("FLY_VAULT_TOKEN_SOCKET") ?? "/.fly/api",
+    provisionIdleMs: overrides.provisionIdleMs ??
+      positiveMs("FLY_VAULT_PROVISION_IDLE_MS", env("FLY_VAULT_PROVISION_IDLE_MS")),
+    downloadMaxMs: overrides.downloadMaxMs ??
+      positiveMs("FLY_VAULT_DOWNLOAD_MAX_MS", env("FLY_VAULT_DOWNLOAD_MAX_MS")),
   };
   parseAddress(config.listen);
   return config;
@@ -71,27 +88,29 @@ export async function runInit(
   const rootfs = await openRootfsStore(config.dataDir);
   const store: VaultStore = deps.store ?? {
     rootfsDir: rootfs.rootfsDir,
-    status() {
-      const { state, reason, provisioned_at, sha256 } = rootfs.state();
-      return { state, reason, provisioned_at, sha256 };
-    },
+    // The old rootfs serves while a new one is provisioned; `failed` when mounts are missing.
+    status: () => rootfs.status(),
   };
   let workload: Workload | null = null;
+  // Without /root and /home mounted, neither the workload nor the user may write into the
+  // rootfs believing it persists: a mount failure stops here, and status() says `failed`.
   const boot = async () => {
-    try {
-      if (!rootfs.mounted()) await rootfs.prepareMounts();
-    } catch (err) {
-      log("init.mounts_failed", { error: String((err as Error).message) });
-    }
+    if (!rootfs.mounted()) await rootfs.prepareMounts();
     workload = await startWorkload(rootfs.rootfsDir, { wrap: chrootArgv }).catch((err) => {
       log("workload.error", { error: String((err as Error).message) });
       return null;
     });
   };
-  if (rootfs.state().state === "ready") await boot();
+  if (rootfs.state().state === "ready") {
+    await boot().catch((err) => {
+      log("init.mounts_failed", { error: String((err as Error).message) });
+    });
+  }
   const interactive = createInteractiveHandlers();
   const provisioning: ProvisionContext = {
     store: rootfs,
+    idleMs: config.provisionIdleMs,
+    downloadMaxMs: config.downloadMaxMs,
     beforeSwap: async () => {
       // Shells and the workload hold the old rootfs open; end them cleanly before the swap.
       await interactive.closeAll();

@@ -67,6 +67,7 @@ export {
   TarFilter,
 } from "./tarscan.ts";
 export {
+  DEFAULT_SOURCE_IDLE_MS,
   openRootfsStore,
   type ProvisionOptions,
   type ProvisionProgress,
@@ -77,8 +78,16 @@ export {
   type StopPoint,
   type StorePaths,
   storePaths,
+  SUPERSEDE_WAIT_MS,
 } from "./store.ts";
-export { prepareMounts, releaseMounts } from "./mounts.ts";
+export {
+  checkMountPoints,
+  MOUNT_POINTS,
+  prepareMounts,
+  releaseMounts,
+  verifyPersistMounts,
+} from "./mounts.ts";
+export { closeFd, InRootError, type InRootOptions, openInRoot, readFileInRoot } from "./inroot.ts";
 export {
   IMAGE_CONFIG_PATH,
   ImageConfig,
@@ -89,7 +98,9 @@ export {
   type WorkloadOptions,
 } from "./workload.ts";
 export {
+  cancelledError,
   checkProvisionUrl,
+  DEFAULT_DOWNLOAD_MAX_MS,
   errorMessage,
   type ProvisionContext,
   provisionFromUrl,

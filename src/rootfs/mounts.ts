@@ -70,6 +70,87 @@ async function safeTarget(root: string, rel: string, kind: "dir" | "file"): Prom
 }
 
 /**
+ * What each top-level mount point may be in an image, and what happens when it is
+ * not a plain directory (a symlink, a file, a device):
+ * - `/root`, `/home`: refused. The persisted data is mounted there; an image that
+ *   turns them into a link or a file would leave the user writing into the rootfs
+ *   (lost at the next provision) while the persisted data sits hidden.
+ * - `/proc`, `/sys`, `/dev`: replaced by an empty directory, with a note. A kernel
+ *   filesystem or init's tmpfs is mounted over them, so nothing the image put there
+ *   would ever be visible anyway.
+ * `/etc/resolv.conf` is checked at mount time: a symlink (systemd-resolved images)
+ * is left alone with a note.
+ */
+export const MOUNT_POINTS: ReadonlyArray<{ path: string; policy: "refuse" | "replace" }> = [
+  { path: "root", policy: "refuse" },
+  { path: "home", policy: "refuse" },
+  { path: "proc", policy: "replace" },
+  { path: "sys", policy: "replace" },
+  { path: "dev", policy: "replace" },
+];
+
+function describe(st: Deno.FileInfo, target: string | null): string {
+  if (st.isSymlink) return `a symlink (-> ${target ?? "?"})`;
+  if (st.isFile) return "a regular file";
+  if (st.isFifo) return "a fifo";
+  if (st.isCharDevice || st.isBlockDevice) return "a device";
+  if (st.isSocket) return "a socket";
+  return "not a directory";
+}
+
+/**
+ * Checks the mount points of a freshly extracted tree (before it is swapped
+ * in): refuses `rootfs.bad_mount_point` naming the entry, or replaces it with an
+ * empty directory and returns a note, as {@link MOUNT_POINTS} says.
+ */
+export async function checkMountPoints(root: string): Promise<string[]> {
+  const notes: string[] = [];
+  for (const { path, policy } of MOUNT_POINTS) {
+    const host = `${root}/${path}`;
+    let st: Deno.FileInfo;
+    try {
+      st = await Deno.lstat(host);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) continue; // created at mount time
+      throw err;
+    }
+    if (st.isDirectory) continue;
+    const target = st.isSymlink ? await Deno.readLink(host).catch(() => null) : null;
+    const what = describe(st, target);
+    if (policy === "refuse") {
+      throw new VaultError(
+        "rootfs.bad_mount_point",
+        `/${path} in the image is ${what}: persistent /${path} is mounted there`,
+        `make /${path} a directory in the image (fly-vault build does); nothing was changed`,
+      );
+    }
+    await Deno.remove(host);
+    await Deno.mkdir(host, { mode: 0o755 });
+    notes.push(`/${path} in the image was ${what}; replaced by an empty directory (a mount point)`);
+  }
+  return notes;
+}
+
+/**
+ * Fails loudly unless persist is mounted exactly on `<rootfs>/root` and
+ * `<rootfs>/home` (per /proc/self/mountinfo): `ready` must mean the user's
+ * files go to the volume, not into the rootfs.
+ */
+export async function verifyPersistMounts(rootfs: string): Promise<void> {
+  const missing: string[] = [];
+  for (const rel of ["root", "home"]) {
+    if (!await isMountPoint(`${rootfs}/${rel}`)) missing.push(`/${rel}`);
+  }
+  if (missing.length) {
+    throw new VaultError(
+      "rootfs.mounts_missing",
+      `persistent ${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"} not mounted`,
+      "check init's log (mounting needs root); reprovision with a plain image",
+    );
+  }
+}
+
+/**
  * Mounts everything under `paths.rootfs`. Returns notes about what was left
  * out (e.g. resolv.conf as a symlink). On failure, what was mounted is undone.
  */
@@ -124,6 +205,7 @@ export async function prepareMounts(paths: StorePaths): Promise<string[]> {
     if (resolv && !await isMountPoint(resolv)) {
       await run(["mount", "--bind", "-o", "ro", "/etc/resolv.conf", resolv]);
     }
+    await verifyPersistMounts(root);
     return notes;
   } catch (err) {
     await unmountUnder(root).catch(() => {});

@@ -15,7 +15,12 @@ import {
   UploadRequest,
 } from "../protocol/mod.ts";
 import type { ExtractLimits } from "./extract.ts";
-import type { ProvisionProgress, ProvisionResult, RootfsStore } from "./store.ts";
+import {
+  DEFAULT_SOURCE_IDLE_MS,
+  type ProvisionProgress,
+  type ProvisionResult,
+  type RootfsStore,
+} from "./store.ts";
 
 /** What the provisioning handlers need from init. */
 export interface ProvisionContext {
@@ -27,6 +32,29 @@ export interface ProvisionContext {
   limits?: ExtractLimits;
   /** Minimum interval between progress frames (ms); default 200. */
   progressIntervalMs?: number;
+  /**
+   * How long an upload or a download may give no byte (ms) before the provision is
+   * abandoned; default 30 s ({@link DEFAULT_SOURCE_IDLE_MS}). Also bounds the wait
+   * for a download's response headers.
+   */
+  idleMs?: number;
+  /** The longest a `rootfs_url` download may take in all (ms); default one hour. */
+  downloadMaxMs?: number;
+}
+
+/** How often a silent provision repeats its last progress frame (ms). */
+const HEARTBEAT_MS = 1_000;
+
+/** Default bound on a whole `rootfs_url` download: one hour (≈ 1 GiB at 2.4 Mbit/s). */
+export const DEFAULT_DOWNLOAD_MAX_MS = 3_600_000;
+
+/** The error a provision ends with when its client went away. */
+export function cancelledError(why: string): VaultError {
+  return new VaultError(
+    "rootfs.cancelled",
+    `provisioning was cancelled: ${why}`,
+    "the previous rootfs serves; provision again when ready",
+  );
 }
 
 /** A message a provisioning handler sends back. */
@@ -70,13 +98,26 @@ function progressSender(
   send: (m: ProvisionMessage) => Promise<void>,
   intervalMs: number,
   transferPhase: "receive" | "download",
+  onGone?: (err: unknown) => void,
 ) {
   let chain = Promise.resolve();
   let last = 0;
   let lastPhase = "";
+  let lastFrame: ProvisionMessage | null = null;
+  let lastSent = performance.now();
   const queue = (m: ProvisionMessage) => {
-    chain = chain.then(() => send(m)).catch(() => {});
+    lastFrame = m;
+    lastSent = performance.now();
+    // A frame that cannot be sent means the client is gone: nobody waits for this provision.
+    chain = chain.then(() => send(m)).catch((err) => onGone?.(err));
   };
+  // While nothing moves (a stalled server), repeat the last frame now and then: a client
+  // that left is noticed by the failed send, not only by the idle bound.
+  const heartbeat = setInterval(() => {
+    if (lastFrame?.type === "progress" && performance.now() - lastSent >= HEARTBEAT_MS) {
+      queue(lastFrame);
+    }
+  }, HEARTBEAT_MS);
   return {
     onProgress(p: ProvisionProgress) {
       const now = performance.now();
@@ -101,7 +142,7 @@ function progressSender(
       }
     },
     queue,
-    flush: () => chain,
+    flush: () => (clearInterval(heartbeat), chain),
   };
 }
 
@@ -114,11 +155,22 @@ export async function serveUpload(
   reader: FrameReader,
   writer: FrameWriter,
   ctx: ProvisionContext,
+  signal?: AbortSignal,
 ): Promise<void> {
-  const out = progressSender((m) => writer.send(m), ctx.progressIntervalMs ?? 200, "receive");
+  const gone = new AbortController();
+  const onSignal = () => gone.abort(cancelledError("the client disconnected"));
+  signal?.addEventListener("abort", onSignal, { once: true });
+  const out = progressSender(
+    (m) => writer.send(m),
+    ctx.progressIntervalMs ?? 200,
+    "receive",
+    () => gone.abort(cancelledError("the client stopped listening")),
+  );
   try {
     const req = await reader.message(UploadRequest, "upload request");
     const result = await ctx.store.provision(reader.raw(), {
+      signal: gone.signal,
+      idleMs: ctx.idleMs,
       expectedSha256: req.sha256,
       expectedSize: req.size,
       limits: ctx.limits,
@@ -131,8 +183,9 @@ export async function serveUpload(
     out.queue(errorMessage(err));
     await reader.cancel(err);
   }
+  signal?.removeEventListener("abort", onSignal);
   await out.flush();
-  await writer.close();
+  await writer.close().catch(() => {});
 }
 
 function isLoopbackHost(host: string): boolean {
@@ -168,23 +221,59 @@ export async function provisionFromUrl(
   sha256: string | undefined,
   ctx: ProvisionContext,
   send: (msg: ProvisionMessage) => Promise<void>,
+  signal?: AbortSignal,
 ): Promise<void> {
-  const out = progressSender(send, ctx.progressIntervalMs ?? 200, "download");
+  // One controller for the whole download: the client leaving, the total bound, a
+  // stalled server before the headers, or a failed progress frame all end it.
+  const ctl = new AbortController();
+  const onSignal = () => ctl.abort(cancelledError("the client disconnected"));
+  signal?.addEventListener("abort", onSignal, { once: true });
+  if (signal?.aborted) onSignal();
+  const out = progressSender(
+    send,
+    ctx.progressIntervalMs ?? 200,
+    "download",
+    () => ctl.abort(cancelledError("the client stopped listening")),
+  );
+  const idleMs = ctx.idleMs ?? DEFAULT_SOURCE_IDLE_MS;
+  const maxMs = ctx.downloadMaxMs ?? DEFAULT_DOWNLOAD_MAX_MS;
+  const total = setTimeout(() =>
+    ctl.abort(
+      new VaultError(
+        "rootfs.download_too_long",
+        `the download did not finish within ${Math.round(maxMs / 1000)} s`,
+        "serve the tarball from closer to the machine, or upload it with `rootfs`",
+      ),
+    ), maxMs);
+  const aborted = () => {
+    const r = ctl.signal.reason;
+    return isVaultError(r) ? r : cancelledError(String(r));
+  };
   try {
     let target = checkProvisionUrl(url);
     let res: Response | undefined;
     for (let hop = 0; hop <= 5; hop++) {
+      const headers = setTimeout(() =>
+        ctl.abort(
+          new VaultError(
+            "rootfs.source_stalled",
+            `${target.origin} sent no response for ${idleMs / 1000} s`,
+            "check the server, then provision again; the previous rootfs serves",
+          ),
+        ), idleMs);
       res = await fetch(target, {
         redirect: "manual",
         headers: { "accept-encoding": "identity" },
+        signal: ctl.signal,
       }).catch((err) => {
+        if (ctl.signal.aborted) throw aborted();
         throw new VaultError(
           "rootfs.download_failed",
           `cannot fetch ${target.origin}${target.pathname}: ${
             err instanceof Error ? err.message : err
           }`,
         );
-      });
+      }).finally(() => clearTimeout(headers));
       if (res.status >= 300 && res.status < 400 && res.headers.get("location")) {
         await res.body?.cancel();
         target = checkProvisionUrl(new URL(res.headers.get("location")!, target).href);
@@ -205,9 +294,18 @@ export async function provisionFromUrl(
     const length = res.headers.get("content-encoding")
       ? NaN
       : Number(res.headers.get("content-length") ?? NaN);
+    const expected = Number.isSafeInteger(length) && length >= 0 ? length : undefined;
+    out.queue({
+      type: "progress",
+      phase: "download",
+      done: 0,
+      ...(expected !== undefined ? { total: expected } : {}),
+    });
     const result = await ctx.store.provision(res.body, {
+      signal: ctl.signal,
+      idleMs,
       expectedSha256: sha256,
-      expectedSize: Number.isSafeInteger(length) && length >= 0 ? length : undefined,
+      expectedSize: expected,
       limits: ctx.limits,
       beforeSwap: ctx.beforeSwap,
       afterSwap: ctx.afterSwap,
@@ -216,6 +314,9 @@ export async function provisionFromUrl(
     out.queue(doneMessage(result));
   } catch (err) {
     out.queue(errorMessage(err));
+  } finally {
+    clearTimeout(total);
+    signal?.removeEventListener("abort", onSignal);
   }
   await out.flush();
 }

@@ -73,7 +73,17 @@ export interface ProvisionOptions {
   spaceLeft?: number;
   /** Minimum interval between extract progress calls (ms), default 100. */
   progressIntervalMs?: number;
+  /**
+   * Fail with `rootfs.source_stalled` when the source gives no byte for this long
+   * while extraction waits on it (ms); default {@link DEFAULT_SOURCE_IDLE_MS}.
+   */
+  idleMs?: number;
 }
+
+/** How long a provision's source may stay silent before it is abandoned (30 s). */
+export const DEFAULT_SOURCE_IDLE_MS = 30_000;
+/** How long a new provision waits for the one it supersedes to clean up (30 s). */
+export const SUPERSEDE_WAIT_MS = 30_000;
 
 /** What a successful provision did. */
 export interface ProvisionResult {
@@ -104,7 +114,11 @@ export interface RootfsStore {
     provisioned_at?: string;
     sha256?: string;
   };
-  /** Extracts, verifies and swaps in a new rootfs. One at a time (`rootfs.busy` otherwise). */
+  /**
+   * Extracts, verifies and swaps in a new rootfs. One at a time: a new provision
+   * cancels one that has not reached its swap (`rootfs.superseded` for the old one)
+   * and waits for its clean-up; during a swap it is refused `rootfs.busy`.
+   */
   provision(source: ReadableStream<Uint8Array>, opts?: ProvisionOptions): Promise<ProvisionResult>;
   /** Mounts persist, /proc, /sys, /dev, /dev/pts, resolv.conf into the rootfs. */
   prepareMounts(): Promise<string[]>;
@@ -112,6 +126,8 @@ export interface RootfsStore {
   releaseMounts(): Promise<void>;
   /** True while mounts made by {@link prepareMounts} are up. */
   mounted(): boolean;
+  /** Why the last {@link prepareMounts} failed, or null; `status()` is then `failed`. */
+  mountError(): VaultError | null;
   /**
    * Resolves when background work is done: the previous rootfs is removed after a
    * provision has answered (a crash before that is cleaned up by {@link recover}).
@@ -161,8 +177,9 @@ async function writeState(file: string, rec: StateRecord): Promise<void> {
 async function stopPoint(name: StopPoint): Promise<void> {
   if (Deno.env.get("FLY_VAULT_PROVISION_STOP_AT") !== name) return;
   console.log(`stop-point ${name}`);
-  // The test kills us with SIGKILL here; waiting forever makes the point exact.
-  await new Promise(() => {});
+  // The test kills us with SIGKILL here; waiting forever makes the point exact. The timer
+  // keeps the event loop alive: a bare pending promise would let Deno exit instead.
+  await new Promise(() => setInterval(() => {}, 1 << 30));
 }
 
 async function listWithPrefix(dir: string, prefix: string): Promise<string[]> {
@@ -299,9 +316,11 @@ async function seed(from: string, persistDir: string): Promise<boolean> {
 export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
   const paths = storePaths(dataDir);
   let rec = await recover(dataDir);
-  let busy = false;
+  /** The provision in progress, if any. */
+  let current: { ctl: AbortController; swapping: boolean; done: Promise<void> } | null = null;
   let cleanup: Promise<void> = Promise.resolve();
   let mountsUp = false;
+  let mountError: VaultError | null = null;
   const mounts = await import("./mounts.ts");
 
   const store: RootfsStore = {
@@ -309,6 +328,28 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
     rootfsDir: paths.rootfs,
     state: () => structuredClone(rec),
     status: () => {
+      if (rec.state === "provisioning" && !current?.swapping) {
+        // The previous rootfs is untouched until the swap: it goes on serving.
+        const prev = StateRecord.safeParse(rec.previous);
+        if (prev.success && prev.data.state === "ready" && !mountError) {
+          return {
+            state: "ready" as const,
+            reason: "a new rootfs is being provisioned; this one serves until the swap",
+            ...(prev.data.provisioned_at ? { provisioned_at: prev.data.provisioned_at } : {}),
+            ...(prev.data.sha256 ? { sha256: prev.data.sha256 } : {}),
+          };
+        }
+      }
+      if (rec.state === "ready" && mountError) {
+        return {
+          state: "failed" as const,
+          reason: `the rootfs is in place but its mounts failed (${mountError.code}: ${
+            mountError.message.slice(0, 3000)
+          })`,
+          ...(rec.provisioned_at ? { provisioned_at: rec.provisioned_at } : {}),
+          ...(rec.sha256 ? { sha256: rec.sha256 } : {}),
+        };
+      }
       const reason = rec.reason ??
         (rec.state === "ready" && rec.last_error
           ? `the last provision failed (${rec.last_error.code}: ${rec.last_error.message}); the previous rootfs serves`
@@ -321,26 +362,70 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
       };
     },
     mounted: () => mountsUp,
+    mountError: () => mountError,
     settled: () => cleanup,
     async prepareMounts() {
-      const notes = await mounts.prepareMounts(paths);
-      mountsUp = true;
-      return notes;
+      try {
+        const notes = await mounts.prepareMounts(paths);
+        mountsUp = true;
+        mountError = null;
+        return notes;
+      } catch (err) {
+        mountsUp = false;
+        mountError = isVaultError(err) ? err : new VaultError(
+          "rootfs.mount_failed",
+          `mounting failed: ${err instanceof Error ? err.message : err}`,
+        );
+        throw mountError;
+      }
     },
     async releaseMounts() {
       await mounts.releaseMounts(paths.rootfs);
       mountsUp = false;
     },
     async provision(source, opts = {}) {
-      if (busy) {
-        await source.cancel().catch(() => {});
-        throw new VaultError(
-          "rootfs.busy",
-          "a provision is already running",
-          "wait for it to finish, then retry",
-        );
+      const deadline = Date.now() + SUPERSEDE_WAIT_MS;
+      while (current) {
+        const running: { ctl: AbortController; swapping: boolean; done: Promise<void> } = current;
+        if (!running.swapping) {
+          // The newest request is the tenant's intent; an abandoned upload (a client that
+          // vanished without closing) must not hold the vault until the idle timeout.
+          running.ctl.abort(
+            new VaultError(
+              "rootfs.superseded",
+              "a newer provision replaced this one",
+              "the newer provision goes on; the previous rootfs serves until it swaps",
+            ),
+          );
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const left = deadline - Date.now();
+        const finished = left > 0 &&
+          await Promise.race([
+            running.done.then(() => true),
+            new Promise<false>((r) => timer = setTimeout(() => r(false), left)),
+          ]);
+        clearTimeout(timer);
+        if (!finished) {
+          await source.cancel().catch(() => {});
+          throw new VaultError(
+            "rootfs.busy",
+            running.swapping
+              ? "a provision is swapping in its rootfs"
+              : "the previous provision did not stop in time",
+            "wait for it to finish, then retry",
+          );
+        }
       }
-      busy = true;
+      const ctl = new AbortController();
+      let release!: () => void;
+      const me = { ctl, swapping: false, done: new Promise<void>((r) => release = r) };
+      current = me;
+      const onOuterAbort = () => ctl.abort(opts.signal?.reason);
+      opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
+      if (opts.signal?.aborted) onOuterAbort();
+      source = watchIdle(source, opts.idleMs ?? DEFAULT_SOURCE_IDLE_MS, ctl);
+      let committed = false;
       await cleanup;
       const id = `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 6)}`;
       const staging = `${paths.dataDir}/rootfs.staging-${id}`;
@@ -353,7 +438,7 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
           expectedSha256: opts.expectedSha256,
           expectedSize: opts.expectedSize,
           limits: opts.limits ?? DEFAULT_LIMITS,
-          signal: opts.signal,
+          signal: ctl.signal,
           spaceLeft: opts.spaceLeft,
           progressIntervalMs: opts.progressIntervalMs,
           onProgress: (p) => opts.onProgress?.({ phase: "extract", ...p }),
@@ -366,11 +451,15 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
           entries: result.entries,
           total: opts.expectedSize,
         });
+        const mountNotes = await mounts.checkMountPoints(staging);
         const seeded: string[] = [];
         if (await seed(`${staging}/root`, paths.persistRoot)) seeded.push("/root");
         if (await seed(`${staging}/home`, paths.persistHome)) seeded.push("/home");
         // Make the staging tree durable before it is committed to.
         await new Deno.Command("sync", { args: ["-f", staging] }).output();
+        // Past this point the provision cannot be cancelled: sessions end, the swap comes.
+        if (ctl.signal.aborted) throw ctl.signal.reason;
+        me.swapping = true;
         await opts.beforeSwap?.();
         await stopPoint("before_swap");
         const swap = {
@@ -399,6 +488,7 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
         await stopPoint("after_swap");
         rec = readyRecord(swap);
         await writeState(paths.stateFile, rec);
+        committed = true;
         // Removing the old tree takes as long as writing it: not on the user's clock.
         if (hadOld) cleanup = removeTree(old).catch(() => {});
         if (remount) await store.prepareMounts();
@@ -409,18 +499,28 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
           uncompressedBytes: result.uncompressedBytes,
           entries: result.entries,
           seconds: result.seconds,
-          notes: result.notes,
+          notes: [...result.notes, ...mountNotes],
           seeded,
         };
       } catch (err) {
+        // Why it was cancelled (stalled, superseded, the client left) says more than "aborted".
+        const reason = ctl.signal.aborted ? ctl.signal.reason : undefined;
+        const cause = isVaultError(reason) ? reason : err;
+        const e = isVaultError(cause) ? cause : new VaultError(
+          "rootfs.provision_failed",
+          `provisioning failed: ${cause instanceof Error ? cause.message : cause}`,
+        );
+        if (committed) {
+          // The new rootfs is in place and recorded; what failed is bringing it up (mounts,
+          // workload). status() says so through mountError; the caller hears why.
+          throw e;
+        }
         // Not committed (or failed while committing): the old rootfs stays.
         await removeTree(staging).catch(() => {});
-        const e = isVaultError(err) ? err : new VaultError(
-          "rootfs.provision_failed",
-          `provisioning failed: ${err instanceof Error ? err.message : err}`,
-        );
         const interrupted = e.code === "rootfs.incomplete" || e.code === "rootfs.aborted" ||
-          e.code === "rootfs.source_failed";
+          e.code === "rootfs.source_failed" || e.code === "rootfs.source_stalled" ||
+          e.code === "rootfs.superseded" || e.code === "rootfs.cancelled" ||
+          e.code === "rootfs.download_too_long";
         const lastError = { code: e.code, message: e.message, at: new Date().toISOString() };
         if (rec.swap && await exists(paths.rootfs) && !await exists(staging)) {
           rec = readyRecord(rec.swap);
@@ -432,11 +532,56 @@ export async function openRootfsStore(dataDir: string): Promise<RootfsStore> {
         await writeState(paths.stateFile, rec).catch(() => {});
         throw e;
       } finally {
-        busy = false;
+        opts.signal?.removeEventListener("abort", onOuterAbort);
+        if (current === me) current = null;
+        release();
       }
     },
   };
   return store;
+}
+
+/**
+ * Passes `source` through, aborting `ctl` with `rootfs.source_stalled` when a read
+ * waits longer than `idleMs`. Only time spent waiting on the source counts: a
+ * consumer that is slow to pull (tar writing to disk) is not a stalled source.
+ */
+function watchIdle(
+  source: ReadableStream<Uint8Array>,
+  idleMs: number,
+  ctl: AbortController,
+): ReadableStream<Uint8Array> {
+  const reader = source.getReader();
+  const onAbort = () => reader.cancel(ctl.signal.reason).catch(() => {});
+  ctl.signal.addEventListener("abort", onAbort, { once: true });
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      const timer = setTimeout(() => {
+        ctl.abort(
+          new VaultError(
+            "rootfs.source_stalled",
+            `the tarball stopped arriving: no data for ${idleMs / 1000} s`,
+            "check the server or the connection, then provision again; the previous rootfs serves",
+          ),
+        );
+      }, idleMs);
+      try {
+        const r = await reader.read();
+        if (r.done) {
+          ctl.signal.removeEventListener("abort", onAbort);
+          c.close();
+        } else c.enqueue(r.value);
+      } catch (err) {
+        c.error(err);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel(reason) {
+      ctl.signal.removeEventListener("abort", onAbort);
+      return reader.cancel(reason).catch(() => {});
+    },
+  }, { highWaterMark: 0 });
 }
 
 function stripInternal(r: StateRecord): StateRecord {

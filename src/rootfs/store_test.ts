@@ -212,18 +212,140 @@ Deno.test("mounts: persist, proc, sys, dev, pts, resolv.conf; removal never reac
   });
 });
 
-Deno.test("mounts: a symlinked /root in the image is refused, not mounted through", async () => {
+Deno.test("mounts: a symlinked /home in the image is refused before the swap, entry named", async () => {
   await withData(async (data, work) => {
     const store = await openRootfsStore(data);
+    await store.provision(streamOf(await image(work, "v1")));
     await Deno.mkdir(`${work}/victim`);
-    const img = await image(work, "v1", async (dir) => {
+    const img = await image(work, "v2", async (dir) => {
       await Deno.remove(`${dir}/home`, { recursive: true });
       await Deno.symlink(`${work}/victim`, `${dir}/home`);
     });
-    await store.provision(streamOf(img));
-    await assert.rejects(store.prepareMounts(), { code: "rootfs.unsafe_mount_point" });
+    await assert.rejects(store.provision(streamOf(img)), (err: Error & { code?: string }) => {
+      assert.equal(err.code, "rootfs.bad_mount_point");
+      assert.match(err.message, /^\/home in the image is a symlink/);
+      return true;
+    });
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v1", "v1 serves");
+    assert.equal(store.status().state, "ready");
     assert.deepEqual([...Deno.readDirSync(`${work}/victim`)], []);
+    assert.deepEqual([...Deno.readDirSync(data)].filter((e) => e.name.includes(".")), []);
+  });
+});
+
+Deno.test("mounts: /root -> / refused; /proc, /sys, /dev of the wrong type replaced, noted", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    const bad = await image(work, "bad", async (dir) => {
+      await Deno.remove(`${dir}/root`, { recursive: true });
+      await Deno.symlink("/", `${dir}/root`);
+    });
+    await assert.rejects(store.provision(streamOf(bad)), {
+      code: "rootfs.bad_mount_point",
+      message: /^\/root in the image is a symlink \(-> \/\)/,
+    });
+    assert.equal(store.status().state, "failed");
+    assert.match(store.status().reason ?? "", /rootfs\.bad_mount_point: \/root in the image/);
+    const odd = await image(work, "odd", async (dir) => {
+      await Deno.writeTextFile(`${dir}/sys`, "not a directory");
+      await Deno.symlink("/etc", `${dir}/proc`);
+      await Deno.symlink("/tmp", `${dir}/dev`);
+    });
+    const r = await store.provision(streamOf(odd));
+    for (const p of ["/proc", "/sys", "/dev"]) {
+      assert.ok(r.notes.some((n) => n.startsWith(`${p} in the image was `)), r.notes.join("\n"));
+      const st = await Deno.lstat(`${data}/rootfs${p}`);
+      assert.ok(st.isDirectory, p);
+    }
+    await store.prepareMounts();
+    assert.equal(store.status().state, "ready");
+    await store.releaseMounts();
+  });
+});
+
+Deno.test("mounts: a rootfs laid in place with a symlinked /root is not `ready`", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    await store.provision(streamOf(await image(work, "v1")));
+    // Laid out by other means (an operator, an older init): verification never saw it.
+    await Deno.remove(`${data}/rootfs/root`, { recursive: true });
+    await Deno.symlink("/", `${data}/rootfs/root`);
+    await assert.rejects(store.prepareMounts(), { code: "rootfs.unsafe_mount_point" });
     assert.equal(store.mounted(), false);
+    const st = store.status();
+    assert.equal(st.state, "failed");
+    assert.match(st.reason ?? "", /\/root is a symlink/);
+  });
+});
+
+/** A source that sends `first` and then nothing, until cancelled. */
+function stalling(first: Uint8Array) {
+  let cancelled!: () => void;
+  const wasCancelled = new Promise<void>((r) => cancelled = r);
+  let sent = false;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (!sent) {
+        sent = true;
+        c.enqueue(first);
+      }
+      return new Promise(() => {}); // stall
+    },
+    cancel() {
+      cancelled();
+    },
+  });
+  return { stream, wasCancelled };
+}
+
+Deno.test("provision: a stalled source fails after the idle bound; the old rootfs serves meanwhile", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    await store.provision(streamOf(await image(work, "v1")));
+    const v2 = await image(work, "v2");
+    const { stream, wasCancelled } = stalling(v2.subarray(0, 1000));
+    const started = performance.now();
+    let extracting!: () => void;
+    const sawExtract = new Promise<void>((r) => extracting = r);
+    const running = store.provision(stream, {
+      idleMs: 300,
+      progressIntervalMs: 0,
+      onProgress: (p) => p.phase === "extract" && extracting(),
+    });
+    await sawExtract;
+    const during = store.status();
+    assert.equal(during.state, "ready", "the previous rootfs serves during a provision");
+    assert.match(during.reason ?? "", /being provisioned/);
+    await assert.rejects(running, { code: "rootfs.source_stalled" });
+    const ms = performance.now() - started;
+    assert.ok(ms >= 300 && ms < 5000, `failed after ${ms} ms`);
+    await wasCancelled;
+    assert.equal(store.state().state, "ready");
+    assert.equal(store.state().last_error?.code, "rootfs.source_stalled");
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v1");
+    assert.deepEqual([...Deno.readDirSync(data)].filter((e) => e.name.includes(".")), []);
+  });
+});
+
+Deno.test("provision: a new provision supersedes an abandoned one at once", async () => {
+  await withData(async (data, work) => {
+    const store = await openRootfsStore(data);
+    const v1 = await image(work, "v1");
+    const { stream } = stalling(v1.subarray(0, 1000));
+    let extracting!: () => void;
+    const sawExtract = new Promise<void>((r) => extracting = r);
+    const abandoned = store.provision(stream, {
+      progressIntervalMs: 0,
+      onProgress: (p) => p.phase === "extract" && extracting(),
+    });
+    const refused = assert.rejects(abandoned, { code: "rootfs.superseded" });
+    await sawExtract;
+    const started = performance.now();
+    await store.provision(streamOf(await image(work, "v2")));
+    await refused;
+    assert.ok(performance.now() - started < 10_000);
+    assert.equal(store.status().state, "ready");
+    assert.equal(await Deno.readTextFile(`${data}/rootfs/etc/version`), "v2");
   });
 });
 

@@ -7,6 +7,7 @@
  */
 import { z } from "zod";
 import { VaultError } from "../errors/mod.ts";
+import { readFileInRoot } from "./inroot.ts";
 
 /** Where `build` records the workload declaration inside the rootfs. */
 export const IMAGE_CONFIG_PATH = ".fly-vault/image.json";
@@ -21,19 +22,25 @@ export const ImageConfig = z.object({
 });
 export type ImageConfig = z.infer<typeof ImageConfig>;
 
-/** Reads the declaration of the rootfs; `null` when the image declares none. */
+/**
+ * Reads the declaration of the rootfs; `null` when the image declares none.
+ * Resolved inside the rootfs only ({@link readFileInRoot}): `/.fly-vault` may be a
+ * tenant's symlink to a host directory, which must read as "no declaration".
+ */
 export async function readImageConfig(rootfsDir: string): Promise<ImageConfig | null> {
-  let text: string;
+  const bytes = await readFileInRoot(rootfsDir, IMAGE_CONFIG_PATH, 1 << 20);
+  if (bytes === null) return null;
+  let json: unknown;
   try {
-    // lstat first: the file lives in tenant-controlled space and must not be a symlink.
-    const st = await Deno.lstat(`${rootfsDir}/${IMAGE_CONFIG_PATH}`);
-    if (!st.isFile || st.size > 1 << 20) return null;
-    text = await Deno.readTextFile(`${rootfsDir}/${IMAGE_CONFIG_PATH}`);
+    json = JSON.parse(new TextDecoder().decode(bytes));
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return null;
-    throw err;
+    throw new VaultError(
+      "rootfs.bad_image_config",
+      `/${IMAGE_CONFIG_PATH} is not JSON: ${err instanceof Error ? err.message : err}`,
+      "rebuild the rootfs with fly-vault build",
+    );
   }
-  const parsed = ImageConfig.safeParse(JSON.parse(text));
+  const parsed = ImageConfig.safeParse(json);
   if (!parsed.success) {
     throw new VaultError(
       "rootfs.bad_image_config",
