@@ -37,7 +37,7 @@ try {
   let demo: Demo;
   if (other) {
     note(`using the demo already running (pid ${other})`);
-    demo = joinDemo(demoStateDir(), other);
+    demo = await joinDemo(demoStateDir(), other);
   } else {
     demo = await startDemo();
   }

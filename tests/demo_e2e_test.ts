@@ -77,7 +77,7 @@ Deno.test({
       await t.waitFor(/\r\nhi-42\r\n/, 15_000);
       await t.waitFor(PROMPT, 15_000);
       t.type("~.");
-      await t.waitFor(/stopping the demo/, 15_000);
+      await t.waitFor(/stopped; the volume is kept/, 15_000);
       await t.waitFor(/outer\$ $/, 30_000);
 
       // A warm start: the volume is kept, so no provisioning.

@@ -206,9 +206,24 @@ function clientRunner(configDir: string): Demo["client"] {
   };
 }
 
-/** Uses the demo another process runs on this state dir. */
-export function joinDemo(stateDir: string, pid: number): Demo {
+/**
+ * Uses the demo another process runs on this state dir, once it is ready
+ * (it may still be creating its tenant): waits at most `timeoutMs`.
+ */
+export async function joinDemo(stateDir: string, pid: number, timeoutMs = 60_000): Promise<Demo> {
   const configDir = join(stateDir, "client");
+  const ready = join(stateDir, "demo.ready");
+  const deadline = Date.now() + timeoutMs;
+  while ((await Deno.readTextFile(ready).catch(() => "")).trim() !== String(pid)) {
+    if (Date.now() > deadline || !(await runningDemo(stateDir))) {
+      throw new VaultError(
+        "demo.not_ready",
+        `the demo (pid ${pid}) did not become ready`,
+        "look at the terminal where it runs; Ctrl-C there and start again if it is stuck",
+      );
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
   return {
     stateDir,
     configDir,
@@ -230,6 +245,7 @@ export async function startDemo(): Promise<Demo> {
   let sim: Flysim | undefined;
   let proxy: Proxy | undefined;
   const close = async () => {
+    await Deno.remove(join(stateDir, "demo.ready")).catch(() => {});
     await proxy?.close();
     await sim?.close();
     await unlock();
@@ -307,6 +323,8 @@ oidc_issuer = "${sim.issuer.baseUrl}"
 local_simulation = true
 `,
     );
+    // Other `npm start`s join once this exists (the config above is complete by then).
+    await writePrivate(join(stateDir, "demo.ready"), `${Deno.pid}\n`);
     return { stateDir, configDir, ownerPid: Deno.pid, client: clientRunner(configDir), close };
   } catch (err) {
     await close();
@@ -359,10 +377,8 @@ export async function runTour(demo: Demo): Promise<number> {
   );
   const { code } = await demo.client(["connect", TENANT]);
   if (owner) {
-    note(
-      "stopping the demo; the vault's volume is kept for the next npm start. " +
-        "Run `npm run sim` in another terminal to keep it up: consoles left with ~. then stay re-attachable",
-    );
+    note("stopped; the volume is kept for the next npm start");
+    note("to keep the vault (and consoles left with ~.) up between runs: `npm run sim` elsewhere");
   }
   return code;
 }
