@@ -142,3 +142,36 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "npm start -- exec on a fresh state provisions first; stdout and the exit status are the command's",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "fv-demo-exec-" });
+    try {
+      const out = await demoCommand(dir, [
+        "exec",
+        "demo",
+        "--",
+        "sh",
+        "-c",
+        "echo out-$((6*7)); echo err >&2; exit 3",
+      ]).output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 3, stderr);
+      assert.equal(new TextDecoder().decode(out.stdout), "out-42\n");
+      assert.match(stderr, /vault is unprovisioned/);
+      assert.match(stderr, /provisioning: uploading the rootfs/);
+      assert.match(stderr, /\nerr\n/);
+      assert.equal(
+        await Deno.stat(join(dir, "demo.pid")).then(() => true, () => false),
+        false,
+        "the lock is released on exit",
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});

@@ -173,7 +173,7 @@ export interface Demo {
   /** Runs the real fly-vault CLI against the demo config. */
   client(
     args: string[],
-    opts?: { stdin?: "inherit" | "null"; stdout?: "inherit" | "piped" },
+    opts?: { stdin?: "inherit" | "null"; stdout?: "inherit" | "piped" | "stderr" },
   ): Promise<{ code: number; stdout: string }>;
   close(): Promise<void>;
 }
@@ -197,10 +197,14 @@ function clientRunner(configDir: string): Demo["client"] {
       env: { ...env, FLY_VAULT_CONFIG_DIR: configDir },
       clearEnv: true,
       stdin: o.stdin ?? "inherit",
-      stdout: o.stdout ?? "inherit",
+      stdout: o.stdout === "stderr" ? "piped" : o.stdout ?? "inherit",
       stderr: "inherit",
     }).spawn();
-    const out = o.stdout === "piped" ? new Response(child.stdout).text() : Promise.resolve("");
+    const out = o.stdout === "piped"
+      ? new Response(child.stdout).text()
+      : o.stdout === "stderr"
+      ? child.stdout.pipeTo(Deno.stderr.writable, { preventClose: true }).then(() => "")
+      : Promise.resolve("");
     const [status, stdout] = await Promise.all([child.status, out]);
     return { code: status.code, stdout };
   };
@@ -346,19 +350,22 @@ export async function ensureProvisioned(demo: Demo): Promise<boolean> {
     state: string;
   };
   note(
-    `${
-      status.attested_now ? "attested" : "reached"
-    } machine ${status.machine_id} through the proxy: ` +
-      `Fly-signed token bound to its TLS key, key pinned${
-        status.attested_now ? "" : " earlier"
-      }; vault is ${status.state}`,
+    status.attested_now
+      ? `attested machine ${status.machine_id} through the proxy (Fly OIDC token bound to its ` +
+        `TLS key) and pinned its key; vault is ${status.state}`
+      : `machine ${status.machine_id} through the proxy, its key pinned by an earlier ` +
+        `attestation; vault is ${status.state}`,
   );
   if (status.state === "ready") return true;
   const tarball = join(demo.stateDir, "rootfs", "demo-rootfs.tar.gz");
   const size = await Deno.stat(tarball).then((s) => s.size, () => 0);
   note(`provisioning: uploading the rootfs (${(size / 1e6).toFixed(1)} MB), verify, swap`);
   // --reprovision without a terminal provisions and returns (no console).
-  const r = await demo.client(["connect", "--reprovision", TENANT], { stdin: "null" });
+  // Its report goes to stderr with ours: stdout is the user's command's alone.
+  const r = await demo.client(["connect", "--reprovision", TENANT], {
+    stdin: "null",
+    stdout: "stderr",
+  });
   return r.code === 0;
 }
 
