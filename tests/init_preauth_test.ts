@@ -6,8 +6,18 @@
 import assert from "node:assert/strict";
 import { BOOTSTRAP_CA_CERT_PEM, serverNameFor } from "../src/pki/mod.ts";
 import { dialQuic } from "../src/transport/mod.ts";
-import { encodeMessage, ErrorMessage, FrameReader, StreamTag } from "../src/protocol/mod.ts";
-import { startSim } from "./harness.ts";
+import {
+  ALPN,
+  AuthReply,
+  encodeMessage,
+  ErrorMessage,
+  FrameReader,
+  PROTOCOL_VERSION,
+  StreamTag,
+} from "../src/protocol/mod.ts";
+import { PRE_AUTH_LIMITS } from "../src/init/server.ts";
+import { splitHostPort } from "../src/proxy/mod.ts";
+import { startSim, TOKEN } from "./harness.ts";
 
 Deno.test("before auth: small frames only, one control stream, nothing else served", async () => {
   const sim = await startSim();
@@ -51,4 +61,90 @@ Deno.test("before auth: small frames only, one control stream, nothing else serv
   } finally {
     await sim.close();
   }
+});
+
+function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]);
+}
+
+/** A handshake-complete connection that never authenticates, from `endpoint`. */
+function stranger(address: string, machineId: string, endpoint: Deno.QuicEndpoint) {
+  const { host, port } = splitHostPort(address)!;
+  return Deno.connectQuic<false>({
+    hostname: host,
+    port,
+    serverName: serverNameFor(machineId),
+    alpnProtocols: [ALPN],
+    caCerts: [BOOTSTRAP_CA_CERT_PEM],
+    endpoint,
+    keepAliveInterval: 1_000,
+    maxIdleTimeout: 30_000,
+  });
+}
+
+Deno.test({
+  name:
+    "a flood of unauthenticated connections: init holds a bounded number, the user still gets in",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const sim = await startSim();
+    const endpoints = [2, 3, 4].map((n) => new Deno.QuicEndpoint({ hostname: `127.0.0.${n}` }));
+    const conns: Deno.QuicConn[] = [];
+    try {
+      const m = await sim.startMachine("pre0002");
+      const before = rssKiB(m.pid);
+      const FLOOD = Number(Deno.env.get("FLOOD") ?? 600);
+      let closedByInit = 0;
+      for (let i = 0; i < FLOOD; i += 50) {
+        const batch = await Promise.all(
+          Array.from(
+            { length: 50 },
+            (_, j) => stranger(m.address, "pre0002", endpoints[(i + j) % endpoints.length]),
+          ),
+        );
+        for (const c of batch) c.closed.then(() => closedByInit++, () => closedByInit++);
+        conns.push(...batch);
+      }
+      const peak = rssKiB(m.pid);
+      // The user arrives after the flood, from the address the flood did not use.
+      const started = performance.now();
+      const conn = await dialQuic({
+        address: m.address,
+        serverName: serverNameFor("pre0002"),
+        caPem: BOOTSTRAP_CA_CERT_PEM,
+        timeoutMs: 5000,
+      });
+      const control = await conn.openStream(StreamTag.control);
+      const w = control.writable.getWriter();
+      await w.write(encodeMessage({ type: "hello", protocol: PROTOCOL_VERSION, client: "t" }));
+      await w.write(encodeMessage({ type: "auth", token: TOKEN }));
+      const reply = await new FrameReader(control.readable).message(AuthReply);
+      const ms = performance.now() - started;
+      assert.equal(reply.type, "auth_ok");
+      await conn.close();
+      // Every connection beyond the bound was closed by init (the oldest first).
+      const deadline = Date.now() + 10_000;
+      while (closedByInit < FLOOD - PRE_AUTH_LIMITS.maxUnauthenticated) {
+        assert.ok(Date.now() < deadline, `init closed ${closedByInit} of ${FLOOD}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const after = rssKiB(m.pid);
+      console.log(
+        `init RSS: ${before} KiB before, ${peak} KiB after ${FLOOD} strangers, ${after} KiB at the end; ` +
+          `${closedByInit} closed by init; the user authenticated in ${ms.toFixed(0)} ms`,
+      );
+      assert.ok(ms < 2_000, `the user authenticated in ${ms.toFixed(0)} ms`);
+      assert.ok(peak - before < 64 * 1024, `init grew ${peak - before} KiB (bound: 64 MiB)`);
+    } finally {
+      for (const c of conns) {
+        try {
+          c.close({ closeCode: 0, reason: "" });
+        } catch { /* gone */ }
+      }
+      for (const e of endpoints) e.close();
+      await sim.close();
+    }
+  },
 });

@@ -25,6 +25,7 @@ import type { MachineIdentity } from "../pki/mod.ts";
 import { listenQuic, type TaggedStream, type VaultConnection } from "../transport/mod.ts";
 import { type AuthThrottle, createAuthThrottle, tokensEqual } from "./auth.ts";
 import { serveExec } from "./exec.ts";
+import { createCollector } from "./gc.ts";
 import { log } from "./log.ts";
 
 /** Where the rootfs is and what state provisioning is in. */
@@ -186,9 +187,11 @@ export function startInitServer(opts: InitServerOptions): InitServer {
   });
   const throttle = opts.throttle ?? createAuthThrottle();
   const gate = createGate(limits);
+  const collector = createCollector();
   (async () => {
     for await (const conn of listener.connections()) {
       gate.admit(conn);
+      conn.closed.then(() => collector.closed());
       serveConnection(conn, opts, throttle, limits, () => gate.release(conn)).catch((err) =>
         log("conn.error", { peer: conn.remoteAddr.hostname, error: String(err?.message ?? err) })
       );
