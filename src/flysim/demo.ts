@@ -261,6 +261,8 @@ export async function startDemo(): Promise<Demo> {
       note("first run: packing a small rootfs from this machine's own programs");
       await buildHostRootfsTarball(tarball);
     }
+    // Last run's machines are gone (we hold the lock): their sockets and files need not stay.
+    await Deno.remove(join(stateDir, "flysim", "run"), { recursive: true }).catch(() => {});
     const apiToken = randomHex(24);
     sim = await startFlysim({ stateDir: join(stateDir, "flysim"), apiToken, org: ORG });
     note(`flysim up: Machines API ${sim.api.baseUrl}, OIDC issuer ${sim.issuer.baseUrl}/${ORG}`);
