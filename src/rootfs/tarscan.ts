@@ -309,6 +309,8 @@ export class TarFilter {
   #longName: string | undefined;
   #longLink: string | undefined;
   #pax: Map<string, string> | undefined;
+  /** A refusal found in an extended header, raised at the header it describes. */
+  #deferred: RootfsError | undefined;
   #symlinks = new Set<string>();
   #nonDirs = new Set<string>();
   #spaceLeft: number;
@@ -381,6 +383,7 @@ export class TarFilter {
   /** Call at the end of the decompressed stream: refuses an archive cut inside a member. */
   finish(): void {
     if (this.#mode === "end") return;
+    if (this.#deferred) throw this.#deferred;
     if (this.#mode === "header" && this.#headFill === 0 && this.#pending.length === 0) {
       // EOF without an end-of-archive marker between members: GNU tar accepts it; so do we.
       this.#forward(new Uint8Array(2 * BLOCK));
@@ -391,6 +394,13 @@ export class TarFilter {
   }
 
   #header(h: Uint8Array): void {
+    if (this.#deferred) {
+      const err = this.#deferred;
+      const type = String.fromCharCode(h[156]);
+      if (isZeroBlock(h) || "LKxXg".includes(type)) throw err;
+      const entry = display(this.#longName ?? headerName(h));
+      throw new RootfsError(err.code.slice("rootfs.".length), err.message, entry, err.hint);
+    }
     if (isZeroBlock(h)) {
       if (this.#pending.length) {
         throw new RootfsError("bad_header", "extended header not followed by an entry");
@@ -432,11 +442,7 @@ export class TarFilter {
       return;
     }
 
-    // "ustar\0": POSIX, whose prefix field GNU tar joins to the name (GNU's "ustar " is not).
-    const posix = h[257] === 0x75 && h[258] === 0x73 && h[259] === 0x74 && h[260] === 0x61 &&
-      h[261] === 0x72 && h[262] === 0;
-    let raw = cstring(h, 0, 100);
-    if (posix && h[345] !== 0) raw = cstring(h, 345, 155) + "/" + raw;
+    let raw = headerName(h);
     if (this.#longName !== undefined) raw = this.#longName;
     let rawLink = cstring(h, 157, 100);
     if (this.#longLink !== undefined) rawLink = this.#longLink;
@@ -626,15 +632,21 @@ export class TarFilter {
     this.#meta = null;
     switch (this.#metaType) {
       case "L":
-        this.#longName = longName(data, "long name");
-        break;
       case "K":
-        this.#longLink = longName(data, "long link target");
-        break;
       case "x":
       case "X":
-        this.#pax = parsePax(data);
-        this.#checkPaxKeys(this.#pax, false);
+        try {
+          if (this.#metaType === "L") this.#longName = longName(data, "long name");
+          else if (this.#metaType === "K") this.#longLink = longName(data, "long link target");
+          else {
+            this.#pax = parsePax(data);
+            this.#checkPaxKeys(this.#pax, false);
+          }
+        } catch (err) {
+          // Refused once the header it belongs to is read, so the message can name the entry.
+          if (!(err instanceof RootfsError)) throw err;
+          this.#deferred = err;
+        }
         break;
       case "g": {
         this.#checkPaxKeys(parsePax(data), true);
@@ -660,6 +672,14 @@ export class TarFilter {
       }
     }
   }
+}
+
+/** The name in a header block: "ustar\0" (POSIX) joins the prefix field; GNU's "ustar " does not. */
+function headerName(h: Uint8Array): string {
+  const posix = h[257] === 0x75 && h[258] === 0x73 && h[259] === 0x74 && h[260] === 0x61 &&
+    h[261] === 0x72 && h[262] === 0;
+  const name = cstring(h, 0, 100);
+  return posix && h[345] !== 0 ? cstring(h, 345, 155) + "/" + name : name;
 }
 
 /**
