@@ -45,6 +45,9 @@ Deno.test("examples/vault-proxy/fly.toml: UDP on fly-global-services, same port 
   assert.equal(toml.app, "vault-proxy");
   const dockerfile = join(ROOT, "examples", "vault-proxy", toml.build!.dockerfile!);
   assert.equal(dockerfile, join(ROOT, "vault-proxy.Dockerfile"));
+  // [processes] gives vault-proxy's arguments: the image's entrypoint must be vault-proxy.
+  const entrypoint = (await Deno.readTextFile(dockerfile)).match(/^ENTRYPOINT (.*)$/m)?.[1];
+  assert.ok(entrypoint && JSON.parse(entrypoint).at(-1).endsWith("bin/vault-proxy.ts"), entrypoint);
   const udp = toml.services!.filter((s) => s.protocol === "udp");
   assert.equal(udp.length, 1);
   assert.equal(toml.services!.length, 1, "nothing but the UDP service is public");
@@ -67,6 +70,8 @@ Deno.test("examples/tenant-app/fly.toml: the tenant app publishes nothing", asyn
     join(ROOT, "examples", "tenant-app", toml.build!.dockerfile!),
     join(ROOT, "Dockerfile"),
   );
+  const tenantDockerfile = await Deno.readTextFile(join(ROOT, "Dockerfile"));
+  assert.match(tenantDockerfile, /^ENTRYPOINT .*bin\/fly-vault-init\.ts"\]$/m);
 });
 
 /** The --help text of one of our programs (bin/NAME.ts). */
