@@ -363,10 +363,11 @@ export async function ensureProvisioned(demo: Demo): Promise<boolean> {
   const size = await Deno.stat(tarball).then((s) => s.size, () => 0);
   note(`provisioning: uploading the rootfs (${(size / 1e6).toFixed(1)} MB), verify, swap`);
   // --reprovision without a terminal provisions and returns (no console).
-  // Its report goes to stderr with ours: stdout is the user's command's alone.
+  // On a terminal its progress bars redraw in place; otherwise its report goes to stderr with
+  // ours, so that stdout stays the user's command's alone.
   const r = await demo.client(["connect", "--reprovision", TENANT], {
     stdin: "null",
-    stdout: "stderr",
+    stdout: Deno.stdout.isTerminal() ? "inherit" : "stderr",
   });
   return r.code === 0;
 }
