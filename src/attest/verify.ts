@@ -63,8 +63,10 @@ export interface AttestationExpectation {
 export interface JwksCacheOptions {
   /** How long discovery and keys are trusted before being fetched again (default 1 h). */
   maxAgeSeconds?: number;
-  /** Milliseconds allowed per HTTP request (default 5 s). */
+  /** Milliseconds allowed per HTTP request, redirects included (default 5 s). */
   timeoutMs?: number;
+  /** The HTTP client to fetch with (tests pass one trusting their own CA). */
+  client?: Deno.HttpClient;
 }
 
 /** Discovery documents and key sets, per issuer. Share one per process. */
@@ -84,6 +86,10 @@ interface IssuerKeys {
 
 const MAX_TOKEN_CHARS = 16 * 1024;
 const MAX_DOC_BYTES = 256 * 1024;
+/** Redirects followed per fetch, as browsers bound them (Fly's issuer uses none). */
+const MAX_REDIRECTS = 5;
+/** JWK members that only a private (or symmetric) key has. */
+const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"];
 const DO_NOT_PROCEED = "this endpoint may not be the machine you think; do not proceed";
 
 const Discovery = z.object({
@@ -105,15 +111,16 @@ const Jwks = z.object({
 
 /** Creates an empty cache for {@link verifyAttestationToken}. */
 export function createJwksCache(
-  { maxAgeSeconds = 3600, timeoutMs = 5000 }: JwksCacheOptions = {},
+  { maxAgeSeconds = 3600, timeoutMs = 5000, client }: JwksCacheOptions = {},
 ): JwksCache {
+  const http: FetchOptions = { timeoutMs, client };
   const discoveries = new Map<string, Promise<{ jwksUri: string; algorithms?: string[] }>>();
   const keySets = new Map<string, Promise<IssuerKeys>>();
 
   function discover(issuer: string, insecure: boolean) {
     let p = discoveries.get(issuer);
     if (!p) {
-      p = fetchDiscovery(issuer, insecure, timeoutMs);
+      p = fetchDiscovery(issuer, insecure, http);
       discoveries.set(issuer, p);
       p.catch(() => discoveries.delete(issuer));
     }
@@ -122,8 +129,19 @@ export function createJwksCache(
 
   async function load(issuer: string, insecure: boolean): Promise<IssuerKeys> {
     const { jwksUri, algorithms } = await discover(issuer, insecure);
-    const jwks = await fetchJwks(jwksUri, insecure, timeoutMs);
-    return { jwksUri, algorithms, resolve: createLocalJWKSet(jwks), fetchedAt: Date.now() };
+    const jwks = await fetchJwks(jwksUri, insecure, http);
+    let resolve: IssuerKeys["resolve"];
+    try {
+      resolve = createLocalJWKSet(jwks);
+    } catch (err) {
+      throw new VaultError(
+        "attest.jwks_invalid",
+        `${jwksUri} is not a usable JSON Web Key Set (${(err as Error).message})`,
+        "the issuer's key set is broken; try again later, or check the issuer URL",
+        { cause: err },
+      );
+    }
+    return { jwksUri, algorithms, resolve, fetchedAt: Date.now() };
   }
 
   return {
@@ -323,7 +341,8 @@ export function issuerFor(issuerBase: string, org: string, allowInsecure = false
   return `${issuerBase.replace(/\/+$/, "")}/${org}`;
 }
 
-function mapJoseError(
+/** @internal A jose error as the VaultError naming the check it failed; anything else as is. */
+export function mapJoseError(
   err: unknown,
   ctx: { issuer: string; header: ProtectedHeaderParameters; now: Date; jwksUri: string },
 ): unknown {
@@ -383,14 +402,30 @@ function mapJoseError(
       DO_NOT_PROCEED,
     );
   }
-  if (
-    err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid ||
-    err instanceof errors.JOSENotSupported || err instanceof errors.JWKInvalid
-  ) {
+  if (err instanceof errors.JWKSInvalid || err instanceof errors.JWKInvalid) {
+    // Raised while importing the issuer's keys (a private key among them, a broken key).
+    return new VaultError(
+      "attest.jwks_invalid",
+      `${ctx.jwksUri} holds a key that cannot verify tokens (${err.message})`,
+      `the issuer's key set is broken or not Fly's: ${DO_NOT_PROCEED}`,
+      { cause: err },
+    );
+  }
+  if (err instanceof errors.JWKSTimeout) {
+    return new VaultError(
+      "attest.jwks_unreachable",
+      `${ctx.jwksUri} did not answer in time`,
+      "check the network and try again",
+      { cause: err },
+    );
+  }
+  if (err instanceof errors.JOSEError) {
+    // JWSInvalid, JWTInvalid, JOSENotSupported, JWE*: and any class a newer jose adds.
     return new VaultError(
       "attest.malformed",
       `the attestation token is malformed: ${err.message}`,
       DO_NOT_PROCEED,
+      { cause: err },
     );
   }
   if (err instanceof TypeError) {
@@ -411,9 +446,14 @@ function isoOf(seconds: unknown): string {
     : JSON.stringify(seconds);
 }
 
-async function fetchDiscovery(issuer: string, insecure: boolean, timeoutMs: number) {
+interface FetchOptions {
+  timeoutMs: number;
+  client?: Deno.HttpClient;
+}
+
+async function fetchDiscovery(issuer: string, insecure: boolean, http: FetchOptions) {
   const url = `${issuer}/.well-known/openid-configuration`;
-  const raw = await fetchJson(url, insecure, timeoutMs);
+  const raw = await fetchJson(url, insecure, http);
   const doc = Discovery.safeParse(raw);
   if (!doc.success) {
     throw new VaultError(
@@ -439,14 +479,23 @@ async function fetchDiscovery(issuer: string, insecure: boolean, timeoutMs: numb
   return { jwksUri, algorithms: algorithms?.length ? algorithms : undefined };
 }
 
-async function fetchJwks(url: string, insecure: boolean, timeoutMs: number) {
-  const raw = await fetchJson(url, insecure, timeoutMs);
+async function fetchJwks(url: string, insecure: boolean, http: FetchOptions) {
+  const raw = await fetchJson(url, insecure, http);
   const doc = Jwks.safeParse(raw);
   if (!doc.success) {
     throw new VaultError(
       "attest.jwks_unreachable",
       `${url} is not a valid JSON Web Key Set`,
       "the issuer's key set is broken; try again later",
+    );
+  }
+  // A published private key lets anyone sign: the whole set is worthless, not just that key.
+  const leaked = doc.data.keys.find((k) => PRIVATE_MEMBERS.some((m) => m in k && k.kty !== "oct"));
+  if (leaked) {
+    throw new VaultError(
+      "attest.jwks_invalid",
+      `${url} publishes a private key (kid ${JSON.stringify(leaked.kid ?? "(none)")})`,
+      `anyone holding it can sign tokens, so no token from this issuer proves anything: ${DO_NOT_PROCEED}`,
     );
   }
   // Symmetric and encryption keys never verify a Fly token; drop them outright.
@@ -467,31 +516,63 @@ function requireSecureUrl(url: string, insecure: boolean, what: string) {
   }
 }
 
-async function fetchJson(url: string, insecure: boolean, timeoutMs: number): Promise<unknown> {
+async function fetchJson(url: string, insecure: boolean, http: FetchOptions): Promise<unknown> {
   requireSecureUrl(url, insecure, "URL");
+  const signal = AbortSignal.timeout(http.timeoutMs);
   let res: Response;
-  try {
-    res = await fetch(url, {
-      headers: { accept: "application/json" },
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (err) {
-    const why = err instanceof Error && err.name === "TimeoutError"
-      ? `no reply within ${timeoutMs} ms`
-      : innermost(err);
-    throw new VaultError(
-      "attest.jwks_unreachable",
-      `cannot fetch ${url}: ${why}`,
-      "the issuer's keys are needed to check the machine; check the network and the issuer URL",
-      { cause: err },
-    );
+  let current = url;
+  // Redirects are followed here, not by fetch: each target's scheme is checked before any
+  // request goes to it, so an https issuer cannot make us send even one plain-http request.
+  for (let hops = 0;; hops++) {
+    try {
+      res = await fetch(current, {
+        headers: { accept: "application/json" },
+        signal,
+        redirect: "manual",
+        ...(http.client ? { client: http.client } : {}),
+      });
+    } catch (err) {
+      const why = err instanceof Error && err.name === "TimeoutError"
+        ? `no reply within ${http.timeoutMs} ms`
+        : innermost(err);
+      throw new VaultError(
+        "attest.jwks_unreachable",
+        `cannot fetch ${current}: ${why}`,
+        "the issuer's keys are needed to check the machine; check the network and the issuer URL",
+        { cause: err },
+      );
+    }
+    if (![301, 302, 303, 307, 308].includes(res.status)) break;
+    await res.body?.cancel();
+    const location = res.headers.get("location");
+    let next: URL | undefined;
+    try {
+      next = location ? new URL(location, current) : undefined;
+    } catch { /* reported below */ }
+    if (!next || hops >= MAX_REDIRECTS) {
+      throw new VaultError(
+        "attest.jwks_unreachable",
+        `${url} ${
+          next ? `redirects more than ${MAX_REDIRECTS} times` : "redirects without a valid Location"
+        }`,
+        "the issuer URL may be wrong; Fly's is https://oidc.fly.io",
+      );
+    }
+    if (new URL(current).protocol === "https:" && next.protocol !== "https:") {
+      throw new VaultError(
+        "attest.insecure_issuer",
+        `${current} redirects to ${next.href}, which is not https`,
+        "keys fetched over plain http could be substituted; the request was not sent",
+      );
+    }
+    requireSecureUrl(next.href, insecure, "redirect");
+    current = next.href;
   }
-  if (res.url) requireSecureUrl(res.url, insecure, "redirect");
   if (res.status !== 200) {
     await res.body?.cancel();
     throw new VaultError(
       "attest.jwks_unreachable",
-      `${url} answered ${res.status}`,
+      `${current} answered ${res.status}`,
       "the issuer URL or org slug may be wrong; Fly's issuer is https://oidc.fly.io/<org>",
     );
   }

@@ -8,6 +8,8 @@ import {
   FLY_CLAIM_NAMES,
   verifyAttestationToken,
 } from "./mod.ts";
+import { mapJoseError } from "./verify.ts";
+import { errors, exportJWK, generateKeyPair } from "jose";
 
 const ORG = "acme";
 const APP = "vault-tenants";
@@ -278,3 +280,164 @@ Deno.test("a token for another org's issuer at the same host is wrong_issuer", (
     assert.equal(err.code, "attest.wrong_issuer");
     assert.match(err.message, /other-org/);
   }));
+
+Deno.test("a key set holding a private key is refused as attest.jwks_invalid", async () => {
+  const { privateKey } = await generateKeyPair("RS256", { modulusLength: 2048, extractable: true });
+  const leaked = { ...(await exportJWK(privateKey)), alg: "RS256", use: "sig" };
+  let jwks: unknown = {};
+  const server: Deno.HttpServer<Deno.NetAddr> = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen() {},
+  }, (req): Response => {
+    const base = `http://127.0.0.1:${server.addr.port}`;
+    return new URL(req.url).pathname.endsWith("openid-configuration")
+      ? Response.json({ issuer: `${base}/${ORG}`, jwks_uri: `${base}/jwks` })
+      : Response.json(jwks);
+  });
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    await withIssuer(async (issuer) => {
+      const token = await issuer.mint({ ...identity, aud: AUDIENCE, iss: `${base}/${ORG}` });
+      const exp = expectation(issuer, { issuerBase: base });
+      // Under the kid the token names, so jose would import it (and throw JWKSInvalid).
+      jwks = { keys: [{ ...leaked, kid: issuer.kid }] };
+      const err = await refusal(verifyAttestationToken(token, exp));
+      assert.equal(err.code, "attest.jwks_invalid");
+      assert.match(err.message, /publishes a private key \(kid "flysim-/);
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("every jose error class maps to a VaultError with an attest code", () => {
+  const ctx = {
+    issuer: "https://oidc.fly.io/acme",
+    header: { alg: "RS256" },
+    now: new Date(),
+    jwksUri: "https://oidc.fly.io/acme/.well-known/jwks",
+  };
+  const classes = Object.values(errors).filter((c) => typeof c === "function");
+  assert.ok(classes.length >= 14, `jose exports ${classes.length} error classes`);
+  for (const Cls of classes) {
+    // deno-lint-ignore no-explicit-any
+    const err = new (Cls as any)("x", { exp: 1, nbf: 1 }, "nbf", "check_failed");
+    const mapped = mapJoseError(err, ctx);
+    assert.ok(isVaultError(mapped), `${Cls.name} is mapped`);
+    assert.match(mapped.code, /^attest\./, Cls.name);
+  }
+  assert.equal(
+    (mapJoseError(new errors.JWKSInvalid("x"), ctx) as VaultError).code,
+    "attest.jwks_invalid",
+  );
+});
+
+/** A CA, and a certificate it signed for 127.0.0.1 (rustls refuses a self-signed leaf). */
+async function loopbackCert(): Promise<{ ca: string; cert: string; key: string }> {
+  await import("reflect-metadata");
+  const x509 = await import("@peculiar/x509");
+  const EC = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+  const notBefore = new Date(Date.now() - 3600_000);
+  const notAfter = new Date(Date.now() + 86400_000);
+  const caKeys = await crypto.subtle.generateKey(EC, true, ["sign", "verify"]) as CryptoKeyPair;
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: "CN=verify_test CA",
+    notBefore,
+    notAfter,
+    keys: caKeys,
+    signingAlgorithm: EC,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+    ],
+  });
+  const leafKeys = await crypto.subtle.generateKey(EC, true, ["sign", "verify"]) as CryptoKeyPair;
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: "02",
+    subject: "CN=127.0.0.1",
+    issuer: ca.subject,
+    notBefore,
+    notAfter,
+    publicKey: leafKeys.publicKey,
+    signingKey: caKeys.privateKey,
+    signingAlgorithm: EC,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: "ip", value: "127.0.0.1" }]),
+    ],
+  });
+  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", leafKeys.privateKey));
+  const b64 = btoa(String.fromCharCode(...pkcs8)).replace(/.{64}/g, "$&\n");
+  return {
+    ca: ca.toString("pem") + "\n",
+    cert: leaf.toString("pem") + "\n",
+    key: `-----BEGIN PRIVATE KEY-----\n${b64}\n-----END PRIVATE KEY-----\n`,
+  };
+}
+
+Deno.test("an https issuer redirecting to plain http is refused before any plain request", async () => {
+  const { ca, cert, key } = await loopbackCert();
+  let plainRequests = 0;
+  const plain = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    plainRequests++;
+    return Response.json({});
+  });
+  const plainBase = `http://127.0.0.1:${plain.addr.port}`;
+  // What each path of the https issuer answers; set per case below.
+  let routes: Record<string, () => Response> = {};
+  const tls = Deno.serve({ hostname: "127.0.0.1", port: 0, cert, key, onListen() {} }, (req) => {
+    const route = routes[new URL(req.url).pathname];
+    return route ? route() : new Response("not found", { status: 404 });
+  });
+  const base = `https://127.0.0.1:${tls.addr.port}`;
+  const client = Deno.createHttpClient({ caCerts: [ca] });
+  const redirect = (to: string, status = 302) =>
+    new Response(null, { status, headers: { location: to } });
+  try {
+    await withIssuer(async (issuer) => {
+      const token = await issuer.mint({ ...identity, aud: AUDIENCE, iss: `${base}/${ORG}` });
+      const exp = expectation(issuer, { issuerBase: base, allowInsecureIssuer: false });
+      const verify = () => verifyAttestationToken(token, exp, createJwksCache({ client }));
+      const discovery = `/${ORG}/.well-known/openid-configuration`;
+      const goodDiscovery = () =>
+        Response.json({ issuer: `${base}/${ORG}`, jwks_uri: `${base}/${ORG}/jwks` });
+
+      // The discovery document redirects to http.
+      routes = { [discovery]: () => redirect(`${plainBase}${discovery}`) };
+      const first = await refusal(verify());
+      assert.equal(first.code, "attest.insecure_issuer");
+      assert.match(first.message, /redirects to http:\/\/127\.0\.0\.1/);
+
+      // The key set redirects to http, through an https hop (307).
+      routes = {
+        [discovery]: goodDiscovery,
+        [`/${ORG}/jwks`]: () => redirect(`${base}/moved`, 307),
+        "/moved": () => redirect(`${plainBase}/jwks`, 301),
+      };
+      assert.equal((await refusal(verify())).code, "attest.insecure_issuer");
+      assert.equal(plainRequests, 0, "no request ever went to the plain-http server");
+
+      // https to https is followed, and the genuine keys then verify the token.
+      routes = {
+        [discovery]: goodDiscovery,
+        [`/${ORG}/jwks`]: () => redirect(`${base}/moved`, 308),
+        "/moved": () => Response.json(issuer.publicJwks(ORG)),
+      };
+      const claims = await verify();
+      assert.equal(claims.machine_id, MACHINE);
+
+      // A redirect loop ends, with a clear error.
+      routes = { [discovery]: () => redirect(discovery) };
+      const loop = await refusal(verify());
+      assert.equal(loop.code, "attest.jwks_unreachable");
+      assert.match(loop.message, /redirects more than 5 times/);
+    });
+  } finally {
+    client.close();
+    await tls.shutdown();
+    await plain.shutdown();
+  }
+});
