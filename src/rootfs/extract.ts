@@ -118,7 +118,8 @@ function freeBytes(dir: string): number {
  * Throws a {@link VaultError} with code `rootfs.<reason>` — `not_gzip`,
  * `truncated_gzip`, `bad_gzip`, `bomb`, `absolute_path`, `dotdot`,
  * `through_symlink`, `hardlink_escape`, `device`, `no_space`,
- * `unsupported_type`, `bad_header`, `too_many_entries`, `truncated_tar`,
+ * `unsupported_type`, `bad_header`, `ambiguous` (a header GNU tar could read
+ * differently from the filter), `too_many_entries`, `truncated_tar`,
  * `incomplete`, `size_mismatch`, `sha256_mismatch`, `tar_failed`, `aborted`,
  * `source_failed` — after killing tar and removing the staging directory.
  */
