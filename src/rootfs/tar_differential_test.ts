@@ -23,7 +23,8 @@ import { TAR_ENV } from "./extract.ts";
 
 const RUNS = 20_000;
 const BATCH = 500;
-const SEED = 0x7a5c;
+/** Fixed so a failure reproduces; TAR_DIFF_SEED explores other archives. */
+const SEED = Number(Deno.env.get("TAR_DIFF_SEED") ?? 0x7a5c);
 
 // ---------------------------------------------------------------- the model
 
@@ -471,10 +472,12 @@ function fromScanner(e: TarEntry): Listed {
 function scan(bytes: Uint8Array): { entries: Listed[]; forwarded: Uint8Array } | null {
   const entries: Listed[] = [];
   const out: Uint8Array[] = [];
+  let skipped = 0;
   const f = new TarFilter({
     maxEntries: 1_000_000,
     spaceLeft: Number.MAX_SAFE_INTEGER,
     onEntry: (e) => entries.push(fromScanner(e)),
+    onSkip: () => skipped++,
   }, (b) => out.push(b.slice()));
   try {
     // Odd-sized pushes exercise the filter's block reassembly too.
@@ -488,7 +491,15 @@ function scan(bytes: Uint8Array): { entries: Listed[]; forwarded: Uint8Array } |
     }
     throw err;
   }
-  return { entries, forwarded: concat(out) };
+  const forwarded = concat(out);
+  if (skipped === 0) {
+    // Nothing dropped (device nodes under /dev): tar gets the archive's own bytes, up to
+    // the end marker the filter writes.
+    const body = forwarded.subarray(0, forwarded.length - 1024);
+    assert.deepEqual(body, bytes.subarray(0, body.length));
+    assert.ok(forwarded.subarray(body.length).every((b) => b === 0));
+  }
+  return { entries, forwarded };
 }
 
 /** Decodes a name tar printed with --quoting-style=c into its bytes (as latin1). */
@@ -681,7 +692,7 @@ Deno.test(`the filter accepts only archives GNU tar lists exactly as it does (${
     }
   }
   const seconds = (performance.now() - started) / 1000;
-  if (Deno.env.get("TAR_DIFF_STATS")) {
+  if (Deno.env.get("TAR_DIFF_STATS")) { // what the refusals were, to tune the generator
     console.log([...REFUSALS].sort((a, b) => b[1] - a[1]).slice(0, 40).join("\n"));
   }
   console.log(
