@@ -48,6 +48,8 @@ interface Rec {
 
 interface Pax {
   recs: Rec[];
+  /** Solaris' 'X' type, which GNU tar reads as 'x'. */
+  solaris?: boolean;
   /** A canonical record after a NUL (GNU tar stops at the NUL). */
   afterNul?: Rec;
 }
@@ -69,6 +71,8 @@ interface Header {
   mtime: Num;
   size: Num;
   sum: SumStyle;
+  /** star's ustar variant: atime and ctime in the last 24 bytes of the prefix field. */
+  star?: boolean;
 }
 
 interface Member {
@@ -194,6 +198,7 @@ const rec: fc.Arbitrary<Rec> = recKey.chain((key) =>
 );
 const pax: fc.Arbitrary<Pax> = fc.record({
   recs: fc.uniqueArray(rec, { minLength: 1, maxLength: 3, selector: (r) => r.key }),
+  solaris: mostly(fc.constant(false), fc.constant(true), 10),
   afterNul: sometimes(rec.map((r) => ({ ...r, style: "canon" as const })), 5),
 });
 const globalPax: fc.Arbitrary<Pax> = fc.record({
@@ -227,6 +232,7 @@ const anyHeader: fc.Arbitrary<Header> = fc.record({
     fc.constantFrom<SumStyle>("signed", "seven", "bad", "b256"),
     8,
   ),
+  star: mostly(fc.constant(false), fc.constant(true), 10),
 });
 /** Entries that are not files mostly announce no data. */
 const header: fc.Arbitrary<Header> = fc.tuple(anyHeader, fc.nat(9)).map(([h, n]) => {
@@ -344,6 +350,10 @@ function encodeHeader(e: Header, size?: Num): Uint8Array {
     h.set(latin1("root"), 265);
     h.set(latin1("root"), 297);
     h.set(latin1(e.prefix).subarray(0, 155), 345);
+    if (e.star) {
+      h.fill(0, 345 + 130, 345 + 131);
+      h.set(latin1("14547677040 14547677040 "), 476);
+    }
   }
   h.fill(0x20, 148, 156);
   let unsigned = 0;
@@ -410,7 +420,7 @@ function encodeMember(m: Member, rng: () => number): Uint8Array[] {
   if (m.global) out.push(...meta("g", encodePax(m.global)));
   if (m.long) out.push(...meta("L", latin1(m.long.name + (m.long.nul ? "\0" : ""))));
   if (m.longLink) out.push(...meta("K", latin1(m.longLink.name + (m.longLink.nul ? "\0" : ""))));
-  if (m.pax) out.push(...meta("x", encodePax(m.pax)));
+  if (m.pax) out.push(...meta(m.pax.solaris ? "X" : "x", encodePax(m.pax)));
   out.push(encodeHeader(m.header));
   for (const d of m.data) {
     if ("hidden" in d) out.push(encodeHeader(d.hidden));
