@@ -38,8 +38,12 @@ export interface Sshd {
   stop(): Promise<void>;
 }
 
-/** Starts sshd on a free loopback port; ready when sshd says it listens. */
-export async function startSshd(): Promise<Sshd> {
+/**
+ * Starts sshd on a free port of `hostname` (default loopback; the WAN bench
+ * passes its namespace's address); ready when sshd says it listens.
+ */
+export async function startSshd(opts: { hostname?: string } = {}): Promise<Sshd> {
+  const hostname = opts.hostname ?? "127.0.0.1";
   await ensureOpenSsh();
   const dir = await Deno.makeTempDir({ prefix: "fv-sshd-" });
   await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/host_key`]);
@@ -47,14 +51,14 @@ export async function startSshd(): Promise<Sshd> {
   await Deno.copyFile(`${dir}/user_key.pub`, `${dir}/authorized_keys`);
   await Deno.chmod(dir, 0o700);
   await Deno.mkdir("/run/sshd", { recursive: true });
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const probe = Deno.listen({ hostname, port: 0 });
   const port = (probe.addr as Deno.NetAddr).port;
   probe.close();
   await Deno.writeTextFile(
     `${dir}/sshd_config`,
     [
       `Port ${port}`,
-      "ListenAddress 127.0.0.1",
+      `ListenAddress ${hostname}`,
       `HostKey ${dir}/host_key`,
       `AuthorizedKeysFile ${dir}/authorized_keys`,
       `PidFile ${dir}/sshd.pid`,
