@@ -69,6 +69,8 @@ tenant.command("create <id>")
   .option("--var <key=value>", "template variable (repeatable)", collect, [])
   .option("--dry-run", "print the rendered API requests as JSON; call nothing")
   .option("--json", "print the result as JSON")
+  .option("--org <slug>", "Fly org slug, for the client config printed (or FLY_ORG)")
+  .option("--proxy <host:port>", "vault-proxy's address users dial (or FLY_VAULT_PROXY)")
   .action((id: string, o) => run(() => createCommand(id, { ...globals(), ...o }))());
 
 tenant.command("list")

@@ -8,6 +8,9 @@ import { join } from "node:path";
 import type { SimMachine } from "../src/flysim/machines_api.ts";
 import { admin, APP, ROOT, startSim, template, tenantState, TOKEN } from "./admin_helpers.ts";
 
+/** An access token long enough for `tenant create` (32 characters at least). */
+const tokenOf = (tenant: string) => `tok-${tenant}-0123456789abcdef0123456789abcdef`;
+
 function expectedFact(m: SimMachine, sizes: Map<string, number>) {
   const last = (status: string) => {
     const ts = m.events.filter((e) => e.status === status).map((e) => e.timestamp);
@@ -49,7 +52,7 @@ Deno.test("two tenants: create, list, usage-facts, update-image, delete", async 
         "--template",
         tpl,
         "--access-token",
-        `tok-${tenant}`,
+        tokenOf(tenant),
         "--json",
       ]);
       assert.equal(r.code, 0, r.stderr);
@@ -61,7 +64,7 @@ Deno.test("two tenants: create, list, usage-facts, update-image, delete", async 
       assert.equal(volumes.length, 2);
       for (const m of machines) {
         assert.equal(m.state, "started");
-        assert.equal(m.config.env?.ACCESS_TOKEN, `tok-${tenant}`);
+        assert.equal(m.config.env?.ACCESS_TOKEN, tokenOf(tenant));
         const i = m.config.metadata?.fly_vault_index;
         assert.equal(m.name, `tenant-${tenant}-${i}`);
         const v = volumes.find((x) => x.attached_machine_id === m.id)!;
@@ -69,7 +72,7 @@ Deno.test("two tenants: create, list, usage-facts, update-image, delete", async 
         assert.equal(m.config.mounts?.[0].volume, v.id);
         sizes.set(v.id, v.size_gb);
       }
-      assert.ok(!r.stdout.includes(`tok-${tenant}`) && !r.stderr.includes(TOKEN));
+      assert.ok(!r.stdout.includes(tokenOf(tenant)) && !r.stderr.includes(TOKEN));
     }
 
     // Re-running create changes nothing.
@@ -80,7 +83,7 @@ Deno.test("two tenants: create, list, usage-facts, update-image, delete", async 
       "--template",
       tpl,
       "--access-token",
-      "x",
+      tokenOf("x"),
     ]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /0 created, 2 already there/);
@@ -264,7 +267,15 @@ Deno.test("usage-facts --listen: bearer in constant time, healthz, SIGTERM", asy
     const tpl = join(sim.dir, "t.toml");
     await Deno.writeTextFile(tpl, template(1));
     assert.equal(
-      (await admin(sim, ["tenant", "create", "acme", "--template", tpl, "--access-token", "a"]))
+      (await admin(sim, [
+        "tenant",
+        "create",
+        "acme",
+        "--template",
+        tpl,
+        "--access-token",
+        tokenOf("a"),
+      ]))
         .code,
       0,
     );
@@ -320,7 +331,7 @@ Deno.test("create --dry-run prints the rendered requests, redacted, and calls no
       "--template",
       tpl,
       "--access-token",
-      "very-secret",
+      "very-secret-0123456789abcdef0123456789",
       "--var",
       "region=fra",
       "--dry-run",
@@ -347,6 +358,89 @@ Deno.test("create --dry-run prints the rendered requests, redacted, and calls no
     const unknown = await admin(sim, ["tenant", "create", "acme", "--template", tpl, "--dry-run"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /line 7: unknown variable \{\{region\}\}/);
+  } finally {
+    await sim.close();
+  }
+});
+
+Deno.test("create refuses a short access token, and prints each machine's client config", async () => {
+  const sim = await startSim();
+  try {
+    const tpl = join(sim.dir, "t.toml");
+    await Deno.writeTextFile(tpl, template(2));
+    const weak = await admin(sim, [
+      "tenant",
+      "create",
+      "acme",
+      "--template",
+      tpl,
+      "--access-token",
+      "hunter2",
+    ]);
+    assert.equal(weak.code, 2, "bad usage");
+    assert.match(
+      weak.stderr,
+      /error\[admin\.weak_access_token\]: --access-token has 7 characters; at least 32 are required/,
+    );
+    assert.match(weak.stderr, /openssl rand -base64 32/);
+    assert.ok(!weak.stderr.includes("hunter2"), "the token is not echoed");
+    assert.equal(sim.requests.length, 0, "nothing was created");
+
+    const token = tokenOf("acme");
+    const r = await admin(sim, [
+      "tenant",
+      "create",
+      "acme",
+      "--template",
+      tpl,
+      "--access-token",
+      token,
+      "--org",
+      "my-org",
+      "--proxy",
+      "vault.example.com:443",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!r.stdout.includes(token), "the token is never printed");
+    const { machines } = tenantState(sim, "acme");
+    for (const m of machines) {
+      const i = m.config.metadata?.fly_vault_index;
+      assert.ok(
+        r.stdout.includes(
+          [
+            `[vault.acme-${i}]`,
+            `address = "vault.example.com:443"`,
+            `org = "my-org"`,
+            `app = "${APP}"`,
+            `machine_id = "${m.id}"`,
+            `access_token = "<from your admin>"`,
+          ].join("\n"),
+        ),
+        r.stdout,
+      );
+    }
+    // Scripts get the same tables in --json, and without --proxy each machine's 6PN address.
+    const json = await admin(sim, [
+      "tenant",
+      "create",
+      "acme",
+      "--template",
+      tpl,
+      "--access-token",
+      token,
+      "--json",
+    ], { FLY_ORG: "my-org" });
+    assert.equal(json.code, 0, json.stderr);
+    const out = JSON.parse(json.stdout);
+    assert.deepEqual(
+      out.vaults.map((v: { name: string; machine_id: string }) => [v.name, v.machine_id]),
+      out.machines.map((m: { index: number; id: string }) => [`acme-${m.index}`, m.id]),
+    );
+    for (const v of out.vaults) {
+      const m = machines.find((x) => x.id === v.machine_id)!;
+      assert.equal(v.address, `[${m.private_ip}]:8443`);
+      assert.equal(v.org, "my-org");
+    }
   } finally {
     await sim.close();
   }

@@ -19,7 +19,7 @@ Deno.test("update-image stops at the first failure with a summary; a re-run comp
       "--template",
       tpl,
       "--access-token",
-      "a",
+      "a-token-long-enough-0123456789abcdef",
       "--json",
     ]);
     assert.equal(made.code, 0, made.stderr);

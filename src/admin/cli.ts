@@ -6,10 +6,12 @@
  */
 import { VaultError } from "../errors/mod.ts";
 import { createFlyClient, DEFAULT_API_BASE, type FlyClient } from "./client.ts";
-import { machineRequest, parseVars, renderTemplate } from "./template.ts";
+import { checkAccessTokens, machineRequest, parseVars, renderTemplate } from "./template.ts";
 import {
+  clientVaults,
   createTenant,
   deleteTenant,
+  formatClientConfig,
   formatTenantTable,
   listTenants,
   updateImage,
@@ -122,6 +124,10 @@ export async function createCommand(
     var?: string[];
     dryRun?: boolean;
     json?: boolean;
+    /** The Fly org slug, for the client tables printed after a create. */
+    org?: string;
+    /** vault-proxy's public address, for the client tables (else each machine's 6PN). */
+    proxy?: string;
   },
 ): Promise<number> {
   const text = await readTemplate(o.template);
@@ -132,6 +138,8 @@ export async function createCommand(
     { tenantId: tenant, accessToken, vars: parseVars(o.var ?? []) },
     o.template,
   );
+  // Wherever the token comes from (--access-token, a --var, the template itself).
+  checkAccessTokens(plan, o.accessToken, REDACTED);
   if (o.dryRun) {
     const app = o.app || Deno.env.get("FLY_APP") || plan.app;
     if (!app) resolveConnection(o, undefined, { token: false });
@@ -147,9 +155,15 @@ export async function createCommand(
     print(redact({ tenant, app, machine_count: plan.machineCount, requests }, o.accessToken));
     return EXIT_OK;
   }
-  const result = await createTenant(clientFor(o), plan, { log: log(o) });
+  const client = clientFor(o);
+  const result = await createTenant(client, plan, { log: log(o) });
+  const where = {
+    app: client.app,
+    org: o.org || Deno.env.get("FLY_ORG") || undefined,
+    proxy: o.proxy || Deno.env.get("FLY_VAULT_PROXY") || undefined,
+  };
   if (o.json) {
-    print(result);
+    print({ ...result, vaults: clientVaults(result, where) });
   } else {
     const made = result.machines.filter((m) => m.created).length;
     console.log(
@@ -158,6 +172,10 @@ export async function createCommand(
       } already there; ${result.volumesCreated.length} volume(s) created`,
     );
     for (const m of result.machines) console.log(`  #${m.index} ${m.id} ${m.name} ${m.state}`);
+    console.log(
+      `\nfor each user's ~/.config/fly-vault/config.toml (hand the access token over separately):\n`,
+    );
+    console.log(formatClientConfig(result, where));
   }
   return EXIT_OK;
 }
@@ -285,6 +303,7 @@ const USAGE_CODES = [
   "admin.bad_var",
   "admin.bad_listen",
   "admin.template",
+  "admin.weak_access_token",
   "admin.template_unreadable",
   "admin.app_mismatch",
   "admin.confirm",

@@ -258,3 +258,55 @@ function substitute(value: unknown, values: Record<string, string>): unknown {
   }
   return value;
 }
+
+/**
+ * The shortest access token `tenant create` accepts. An online guesser gets
+ * at most thousands of tries a second (init answers a right token at once,
+ * so the handshake is what bounds it): 10⁴/s for a century is under 2⁴⁵
+ * guesses. 32 random base64 characters are 192 bits (`openssl rand -base64 32` gives 44)
+ * and keeps a hand-made token far out of reach even at 2–3 bits a character
+ * of human-chosen text; it is also the 256-bit floor common for shared secrets.
+ */
+export const MIN_ACCESS_TOKEN_LENGTH = 32;
+
+/**
+ * Refuses a plan whose machines would get an access token shorter than
+ * {@link MIN_ACCESS_TOKEN_LENGTH} (`env.ACCESS_TOKEN`, whether from
+ * `--access-token`, a `--var` or written in the template). `placeholder`
+ * (the dry run's stand-in) is not a token and is not checked.
+ */
+export function checkAccessTokens(
+  plan: TenantPlan,
+  accessToken: string | undefined,
+  placeholder?: string,
+): void {
+  const hint =
+    `make one with \`openssl rand -base64 32\` (44 characters, 256 random bits): whoever guesses it is root in the vault`;
+  if (accessToken !== undefined && accessToken !== placeholder) {
+    if ([...accessToken].length < MIN_ACCESS_TOKEN_LENGTH) {
+      throw new VaultError(
+        "admin.weak_access_token",
+        `--access-token has ${
+          [...accessToken].length
+        } characters; at least ${MIN_ACCESS_TOKEN_LENGTH} are required`,
+        hint,
+      );
+    }
+  }
+  for (const m of plan.machines) {
+    const token = m.request.config.env?.ACCESS_TOKEN;
+    if (token === undefined || token === placeholder || token.includes(placeholder ?? "\0")) {
+      continue;
+    }
+    const n = [...token].length;
+    if (n < MIN_ACCESS_TOKEN_LENGTH) {
+      throw new VaultError(
+        "admin.weak_access_token",
+        `machine #${m.index}'s ACCESS_TOKEN (from the template${
+          accessToken !== undefined && token.includes(accessToken) ? " and --access-token" : ""
+        }) has ${n} characters; at least ${MIN_ACCESS_TOKEN_LENGTH} are required`,
+        hint,
+      );
+    }
+  }
+}

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { isVaultError } from "../errors/mod.ts";
-import { machineRequest, parseVars, renderTemplate } from "./template.ts";
+import {
+  checkAccessTokens,
+  machineRequest,
+  MIN_ACCESS_TOKEN_LENGTH,
+  parseVars,
+  renderTemplate,
+} from "./template.ts";
 
 const README = `version = 1
 app = "vault-tenants"
@@ -135,4 +141,43 @@ Deno.test("bad templates, vars and tenant ids are refused with a reason", () => 
     "admin.template",
     /set by the admin/,
   );
+});
+
+Deno.test("access tokens shorter than 32 characters are refused, wherever they come from", () => {
+  const long = "0123456789abcdef0123456789abcdef";
+  assert.equal(MIN_ACCESS_TOKEN_LENGTH, 32);
+  const ok = renderTemplate(README, { tenantId: "acme", accessToken: long });
+  checkAccessTokens(ok, long);
+  // From --access-token.
+  const short = renderTemplate(README, { tenantId: "acme", accessToken: "s3cret" });
+  throwsCode(
+    () => checkAccessTokens(short, "s3cret"),
+    "admin.weak_access_token",
+    /--access-token has 6 characters; at least 32 are required/,
+  );
+  // From a --var, or written into the template: the machine's env is what counts.
+  const viaVar = renderTemplate(README.replace("{{access_token}}", "{{tok}}"), {
+    tenantId: "acme",
+    vars: parseVars(["tok=short-one"]),
+  });
+  throwsCode(
+    () => checkAccessTokens(viaVar, undefined),
+    "admin.weak_access_token",
+    /machine #1's ACCESS_TOKEN \(from the template\) has 9 characters/,
+  );
+  const literal = renderTemplate(README.replace("{{access_token}}", "hunter2"), {
+    tenantId: "acme",
+  });
+  assert.throws(() => checkAccessTokens(literal, undefined), /at least 32/);
+  // The error never quotes the token.
+  try {
+    checkAccessTokens(literal, undefined);
+  } catch (err) {
+    assert.ok(isVaultError(err));
+    assert.ok(!`${err.message} ${err.hint}`.includes("hunter2"));
+    assert.match(err.hint, /openssl rand -base64 32/);
+  }
+  // The dry run's placeholder is not a token.
+  const dry = renderTemplate(README, { tenantId: "acme", accessToken: "<redacted>" });
+  checkAccessTokens(dry, undefined, "<redacted>");
 });

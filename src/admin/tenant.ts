@@ -39,7 +39,14 @@ function isNameTaken(err: unknown): boolean {
 /** What `tenant create` did. */
 export interface CreateResult {
   tenant: string;
-  machines: Array<{ index: number; id: string; name: string; state: string; created: boolean }>;
+  machines: Array<{
+    index: number;
+    id: string;
+    name: string;
+    state: string;
+    created: boolean;
+    private_ip?: string;
+  }>;
   volumesCreated: string[];
   /** Orphaned duplicate volumes removed (left by lost replies). */
   volumesRemoved: string[];
@@ -93,6 +100,7 @@ export async function createTenant(
         name: have.name ?? "",
         state: have.state,
         created: false,
+        ...(have.private_ip ? { private_ip: have.private_ip } : {}),
       });
       continue;
     }
@@ -112,6 +120,7 @@ export async function createTenant(
       name: made.machine.name ?? "",
       state: made.machine.state,
       created: made.created,
+      ...(made.machine.private_ip ? { private_ip: made.machine.private_ip } : {}),
     });
     if (made.created) toWait.push(made.machine);
   }
@@ -259,6 +268,60 @@ export async function listTenants(client: FlyClient): Promise<TenantSummary[]> {
   const out = [...byTenant.values()].sort((a, b) => a.tenant.localeCompare(b.tenant));
   for (const t of out) t.machines.sort((a, b) => a.index - b.index);
   return out;
+}
+
+/** Where a user's client reaches a tenant's machines. */
+export interface ClientConfigInput {
+  app: string;
+  /** The Fly org slug; a placeholder is printed when unknown. */
+  org?: string;
+  /** vault-proxy's public `host:port`; without it, each machine's 6PN address (WireGuard). */
+  proxy?: string;
+}
+
+/** The port init listens on, which 6PN reaches directly. */
+export const INIT_PORT = 8443;
+
+/** A TOML basic string: JSON's escapes, plus DEL and C1 controls a terminal would act on. */
+function tomlString(value: string): string {
+  return JSON.stringify(value).replace(
+    /[\u007f-\u009f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/** One client table per machine: name, address, org, app, machine id. Never the token. */
+export function clientVaults(
+  result: CreateResult,
+  where: ClientConfigInput,
+): Array<{ name: string; address: string; org: string; app: string; machine_id: string }> {
+  const single = result.machines.length === 1;
+  return result.machines.map((m) => ({
+    name: single ? result.tenant : `${result.tenant}-${m.index}`,
+    address: where.proxy ??
+      (m.private_ip ? `[${m.private_ip}]:${INIT_PORT}` : `<machine ${m.id}'s 6PN address>:8443`),
+    org: where.org ?? "<your Fly org slug>",
+    app: where.app,
+    machine_id: m.id,
+  }));
+}
+
+/**
+ * The `[vault.NAME]` tables a user pastes into `~/.config/fly-vault/config.toml`,
+ * `machine_id` included so the first attestation pins that machine. The access
+ * token is never printed (the admin hands it over apart, as with every token).
+ */
+export function formatClientConfig(result: CreateResult, where: ClientConfigInput): string {
+  return clientVaults(result, where).map((v) =>
+    [
+      `[vault.${v.name}]`,
+      `address = ${tomlString(v.address)}`,
+      `org = ${tomlString(v.org)}`,
+      `app = ${tomlString(v.app)}`,
+      `machine_id = ${tomlString(v.machine_id)}`,
+      `access_token = "<from your admin>"`,
+    ].join("\n")
+  ).join("\n\n");
 }
 
 /** Renders `tenant list` as a table (one row per tenant, or per machine with `wide`). */
