@@ -40,7 +40,7 @@ const program = new Command("fly-vault-admin")
     "after",
     `
 Examples:
-  fly-vault-admin tenant create acme --template ./tenant.template.toml --access-token secret
+  fly-vault-admin tenant create acme --template ./tenant.template.toml --access-token "$(openssl rand -base64 32)" --org my-org
   fly-vault-admin tenant create acme --template ./tenant.template.toml --dry-run
   fly-vault-admin tenant list --wide
   fly-vault-admin tenant usage-facts --tenant acme
@@ -65,7 +65,7 @@ const tenant = program.command("tenant").description("manage tenants");
 tenant.command("create <id>")
   .description("create a tenant's volumes and machines (re-run completes a partial create)")
   .requiredOption("--template <file>", "tenant template (TOML)")
-  .option("--access-token <token>", "value of {{access_token}}")
+  .option("--access-token <token>", "value of {{access_token}} (at least 32 characters)")
   .option("--var <key=value>", "template variable (repeatable)", collect, [])
   .option("--dry-run", "print the rendered API requests as JSON; call nothing")
   .option("--json", "print the result as JSON")
