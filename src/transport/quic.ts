@@ -189,11 +189,13 @@ export function listenQuic(opts: {
             break;
           }
           if (opts.maxHandshakes !== undefined && handshaking >= opts.maxHandshakes) {
-            incoming.refuse();
-            opts.onRefused?.({
-              hostname: incoming.remoteAddr.hostname,
-              port: incoming.remoteAddr.port,
-            });
+            // Read the address first: refusing consumes the resource, and a throw here would
+            // end the accept loop (or the process) — exactly what a flood is after.
+            try {
+              const { hostname, port } = incoming.remoteAddr;
+              incoming.refuse();
+              opts.onRefused?.({ hostname, port });
+            } catch { /* gone already */ }
             continue;
           }
           handshaking++;
