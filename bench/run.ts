@@ -5,12 +5,14 @@
  *
  *   npm run bench            all benchmarks
  *   npm run bench -- exec    only those whose name contains "exec"
+ *   npm run bench -- wan --quick   further arguments go to the selected benches
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const filter = Deno.args[0] ?? "";
+const benchArgs = Deno.args.slice(1);
 const names = [...Deno.readDirSync(here)]
   .map((e) => e.name)
   .filter((n) => n.endsWith("_bench.ts") && n.includes(filter))
@@ -20,7 +22,7 @@ let failed = 0;
 for (const name of names) {
   console.error(`\n== ${name}`);
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", join(here, name)],
+    args: ["run", "-A", "--quiet", join(here, name), ...benchArgs],
     stdout: "piped",
     stderr: "inherit",
   }).output();
