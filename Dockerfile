@@ -25,7 +25,7 @@ RUN rm -f /etc/apt/sources.list.d/*.sources \
       "$DEBIAN_MIRROR" "$DEBIAN_MIRROR" "$DEBIAN_SECURITY_MIRROR" > /etc/apt/sources.list \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates nodejs npm python3 make g++ \
+      ca-certificates nodejs npm python3 make g++ patchelf \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -40,7 +40,10 @@ RUN --mount=type=secret,id=registry_ca \
  && cd node_modules/node-pty \
  && rm -rf prebuilds deps third_party src scripts node-addon-api binding.gyp \
  && find build -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} + \
- && find build/Release -mindepth 1 ! -name pty.node -exec rm -rf {} +
+ && find build/Release -mindepth 1 ! -name pty.node -exec rm -rf {} + \
+ # Debian's node-gyp links addons to its libnode; Deno provides Node-API itself.
+ && for lib in $(patchelf --print-needed build/Release/pty.node | grep '^libnode'); do \
+      patchelf --remove-needed "$lib" build/Release/pty.node; done
 COPY deno.json ./
 COPY bin ./bin
 COPY src ./src

@@ -149,6 +149,8 @@ export async function unpackImage(ref: string, cacheDir: string): Promise<Unpack
   const scratch = await Deno.makeTempDir({ dir: cacheDir, prefix: ".scratch-" });
   try {
     if (stored && await exists(join(cacheDir, stored.key, "rootfs"))) {
+      // Marks it used, so age-based pruning keeps what machines still boot.
+      await Deno.utime(join(cacheDir, stored.key), new Date(), new Date()).catch(() => {});
       return { ref, rootfs: join(cacheDir, stored.key, "rootfs"), ...stored };
     }
     const layout = await layoutOf(ref, scratch);
@@ -232,3 +234,50 @@ rmdir /.oldroot
 cd "$cwd"
 exec "$@"
 `;
+
+/** Where one boot of an image lives and what it is given. */
+export interface BootPlan {
+  image: UnpackedImage;
+  /** A fresh, empty directory for this boot's writable layer and mount point. */
+  bootDir: string;
+  /** The volume's directory. */
+  volumeDir: string;
+  /** Where the machine sees the volume (default /data). */
+  mountPath?: string;
+  /** Mounted at /.fly (the token socket is `api` in it). */
+  socketDir: string;
+  /** Replaces the image's Cmd (Entrypoint kept), as `config.init.cmd` does on Fly. */
+  cmd?: string[];
+}
+
+/**
+ * The argv (run as root, with the machine's env) that boots an image:
+ * `unshare --mount --propagation private` then {@link BOOT_SCRIPT}. Its pid
+ * ends up being the image's own process, so signals reach it directly.
+ */
+export async function bootArgv(plan: BootPlan): Promise<string[]> {
+  for (const sub of ["upper", "work", "root"]) {
+    await Deno.mkdir(join(plan.bootDir, sub), { recursive: true });
+  }
+  const config = plan.cmd ? { ...plan.image.config, Cmd: plan.cmd } : plan.image.config;
+  return [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "/bin/sh",
+    "-c",
+    BOOT_SCRIPT,
+    "flysim-boot",
+    plan.image.rootfs,
+    join(plan.bootDir, "upper"),
+    join(plan.bootDir, "work"),
+    join(plan.bootDir, "root"),
+    plan.volumeDir,
+    plan.mountPath ?? "/data",
+    plan.socketDir,
+    plan.image.config.WorkingDir ?? "/",
+    ...imageArgv(config),
+  ];
+}

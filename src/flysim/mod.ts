@@ -19,6 +19,8 @@ export {
 } from "./runner.ts";
 export {
   BOOT_SCRIPT,
+  bootArgv,
+  type BootPlan,
   imageArgv,
   imageEnv,
   isLocalImage,

@@ -17,7 +17,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serveTokenSocket } from "./token_socket.ts";
-import { BOOT_SCRIPT, imageArgv, imageEnv, isLocalImage, unpackImage } from "./image.ts";
+import { bootArgv, imageEnv, isLocalImage, unpackImage } from "./image.ts";
 import { VaultError } from "../errors/mod.ts";
 import type { startOidcIssuer } from "./oidc.ts";
 
@@ -93,6 +93,8 @@ export function createInitLauncher(opts: {
   imageCacheDir?: string;
 }): MachineLauncher {
   const allocateIp = opts.allocateIp ?? addressAllocator();
+  // A machine keeps its 6PN address across restarts and image updates, as on Fly.
+  const addresses = new Map<string, string>();
   return {
     async start(m) {
       const dir = join(opts.runDir, m.id);
@@ -130,7 +132,8 @@ export function createInitLauncher(opts: {
         },
         ...(opts.mint ? { mint: (aud: string) => opts.mint!(m, aud) } : {}),
       });
-      const privateIp = m.privateIp ?? allocateIp();
+      const privateIp = m.privateIp ?? addresses.get(m.id) ?? allocateIp();
+      addresses.set(m.id, privateIp);
       const address = `${privateIp}:${MACHINE_PORT}`;
       const volumeDir = m.volumeDir ?? join(dir, "volume");
       await Deno.mkdir(volumeDir, { recursive: true });
@@ -159,30 +162,13 @@ export function createInitLauncher(opts: {
             await Deno.remove(join(dir, e.name), { recursive: true }).catch(() => {});
           }
         }
-        const bootDir = join(dir, `boot-${boot}`);
-        for (const sub of ["upper", "work", "root"]) {
-          await Deno.mkdir(join(bootDir, sub), { recursive: true });
-        }
-        argv = [
-          "unshare",
-          "--mount",
-          "--propagation",
-          "private",
-          "--",
-          "/bin/sh",
-          "-c",
-          BOOT_SCRIPT,
-          "flysim-boot",
-          image.rootfs,
-          join(bootDir, "upper"),
-          join(bootDir, "work"),
-          join(bootDir, "root"),
+        argv = await bootArgv({
+          image,
+          bootDir: join(dir, `boot-${boot}`),
           volumeDir,
-          m.mountPath ?? "/data",
+          mountPath: m.mountPath,
           socketDir,
-          image.config.WorkingDir ?? "/",
-          ...imageArgv(image.config),
-        ];
+        });
         env = {
           PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
           ...imageEnv(image.config),
