@@ -9,6 +9,7 @@ import { dialQuic } from "../src/transport/mod.ts";
 import {
   ALPN,
   AuthReply,
+  ControlReply,
   encodeMessage,
   ErrorMessage,
   FrameReader,
@@ -144,6 +145,119 @@ Deno.test({
         } catch { /* gone */ }
       }
       for (const e of endpoints) e.close();
+      await sim.close();
+    }
+  },
+});
+
+/**
+ * A UDP relay in front of init that passes each client's datagrams only until
+ * init first answers it: the Initial with the ClientHello gets through (resent
+ * if lost), the client's Finished never does, and the handshake stays in flight
+ * until init's idle timeout. `answered` counts clients init has answered.
+ */
+function stallingRelay(target: { host: string; port: number }) {
+  const pub = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const upstreams = new Map<number, { up: Deno.DatagramConn; answered: boolean }>();
+  let answered = 0;
+  const serving = (async () => {
+    for await (const [data, from] of pub) {
+      const client = from as Deno.NetAddr;
+      let u = upstreams.get(client.port);
+      if (!u) {
+        const up = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+        const entry = { up, answered: false };
+        u = entry;
+        upstreams.set(client.port, entry);
+        (async () => {
+          for await (const [reply] of up) {
+            if (!entry.answered) answered++;
+            entry.answered = true;
+            await pub.send(reply, client).catch(() => {});
+          }
+        })().catch(() => {});
+      }
+      if (u.answered) continue;
+      await u.up.send(data, { transport: "udp", hostname: target.host, port: target.port });
+    }
+  })().catch(() => {});
+  return {
+    port: (pub.addr as Deno.NetAddr).port,
+    answered: () => answered,
+    async close() {
+      pub.close();
+      for (const u of upstreams.values()) u.up.close();
+      await serving;
+    },
+  };
+}
+
+Deno.test({
+  name: "handshakes that never finish: init refuses beyond its bound, stays up, memory bounded",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const sim = await startSim();
+    const endpoints: Deno.QuicEndpoint[] = [];
+    let relay: ReturnType<typeof stallingRelay> | undefined;
+    try {
+      const m = await sim.startMachine("pre0003");
+      // A user authenticated before the flood.
+      const conn = await dialQuic({
+        address: m.address,
+        serverName: serverNameFor("pre0003"),
+        caPem: BOOTSTRAP_CA_CERT_PEM,
+        timeoutMs: 5000,
+      });
+      const control = await conn.openStream(StreamTag.control);
+      const w = control.writable.getWriter();
+      await w.write(encodeMessage({ type: "hello", protocol: PROTOCOL_VERSION, client: "t" }));
+      await w.write(encodeMessage({ type: "auth", token: TOKEN }));
+      const replies = new FrameReader(control.readable);
+      assert.equal((await replies.message(AuthReply)).type, "auth_ok");
+
+      const before = rssKiB(m.pid);
+      relay = stallingRelay(splitHostPort(m.address)!);
+      const STALLED = PRE_AUTH_LIMITS.maxHandshakes + 100;
+      const refused = () => m.logs.filter((l) => l.includes('"preauth.handshake_refused"')).length;
+      // In batches (a burst of Initials would overflow loopback socket buffers), each batch
+      // answered by init — held in flight, or refused — before the next.
+      const deadline = Date.now() + 20_000;
+      for (let i = 0; i < STALLED; i++) {
+        const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1" });
+        endpoints.push(endpoint);
+        Deno.connectQuic<false>({
+          hostname: "127.0.0.1",
+          port: relay.port,
+          serverName: serverNameFor("pre0003"),
+          alpnProtocols: [ALPN],
+          caCerts: [BOOTSTRAP_CA_CERT_PEM],
+          endpoint,
+        }).catch(() => {});
+        if ((i + 1) % 25 !== 0 && i + 1 !== STALLED) continue;
+        while (relay.answered() < i + 1) {
+          assert.ok(
+            Date.now() < deadline,
+            `init answered ${relay.answered()} of ${i + 1}, refused ${refused()}`,
+          );
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      assert.ok(refused() >= 50, `init refused ${refused()} handshakes beyond its bound`);
+      const after = rssKiB(m.pid);
+      console.log(
+        `init RSS: ${before} KiB before, ${after} KiB with ${PRE_AUTH_LIMITS.maxHandshakes} ` +
+          `handshakes stalled; ${refused()} refused`,
+      );
+      assert.ok(after - before < 64 * 1024, `init grew ${after - before} KiB (bound: 64 MiB)`);
+      // init is alive and the user's connection still answers.
+      await w.write(encodeMessage({ type: "status" }));
+      const status = await replies.message(ControlReply);
+      assert.equal(status.type, "status");
+      await conn.close();
+    } finally {
+      for (const e of endpoints) e.close();
+      await relay?.close();
       await sim.close();
     }
   },

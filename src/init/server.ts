@@ -100,7 +100,7 @@ export interface PreAuthLimits {
   deadlineMs: number;
   /** Attest streams one connection may open (default 4). */
   maxAttestPerConnection: number;
-  /** QUIC idle timeout, which also ends a handshake left unfinished (default 15 s). */
+  /** QUIC idle timeout, which also ends a handshake left unfinished (default 10 s). */
   idleTimeoutMs: number;
 }
 
@@ -110,7 +110,7 @@ export const PRE_AUTH_LIMITS: PreAuthLimits = {
   maxUnauthenticated: 256,
   deadlineMs: 10_000,
   maxAttestPerConnection: 4,
-  idleTimeoutMs: 15_000,
+  idleTimeoutMs: 10_000,
 };
 
 /** A running server. */
@@ -180,7 +180,7 @@ export function startInitServer(opts: InitServerOptions): InitServer {
     certChainPem: opts.identity.chainPem,
     keyPem: opts.identity.leafKeyPem,
     // fly-vault clients idle out at 10 s with keep-alives every 2 s, so this changes nothing
-    // for them; a handshake a stranger never finishes is forgotten after 15 s, not 60.
+    // for them; a handshake a stranger never finishes is forgotten after 10 s, not 60.
     idleTimeoutMs: limits.idleTimeoutMs,
     maxHandshakes: limits.maxHandshakes,
     onRefused: () => log("preauth.handshake_refused", {}),

@@ -153,7 +153,7 @@ export function listenQuic(opts: {
    */
   maxHandshakes?: number;
   /** Called for each refused handshake (for the log). */
-  onRefused?: (from: PeerAddr) => void;
+  onRefused?: () => void;
 }): VaultListener {
   let endpoint: Deno.QuicEndpoint;
   try {
@@ -189,17 +189,17 @@ export function listenQuic(opts: {
             break;
           }
           if (opts.maxHandshakes !== undefined && handshaking >= opts.maxHandshakes) {
-            // Read the address first: refusing consumes the resource, and a throw here would
-            // end the accept loop (or the process) — exactly what a flood is after.
+            // Don't touch `remoteAddr` here: in Deno 2.9 reading it consumes the resource, and
+            // refuse() would then throw (which ended the accept loop: init crashed).
             try {
-              const { hostname, port } = incoming.remoteAddr;
               incoming.refuse();
-              opts.onRefused?.({ hostname, port });
             } catch { /* gone already */ }
+            opts.onRefused?.();
             continue;
           }
           handshaking++;
-          Promise.resolve(incoming.accept<false>()).then((c) => {
+          // A synchronous throw (a resource already gone) must not end the accept loop.
+          new Promise<Deno.QuicConn>((resolve) => resolve(incoming.accept<false>())).then((c) => {
             ready.push(wrap(c));
             wake?.();
           }, () => {}).finally(() => handshaking--);
