@@ -29,7 +29,14 @@ const signalNames = new Map<number, string>(
 /** Spawns `argv` on a new PTY of `cols`×`rows`, with exactly `env`. */
 export function spawnPty(
   argv: string[],
-  opts: { cols: number; rows: number; env: Record<string, string>; term: string },
+  opts: {
+    cols: number;
+    rows: number;
+    env: Record<string, string>;
+    term: string;
+    /** Where a signal for the program goes, given the PTY's child (default: that child). */
+    signalTarget?: (pid: number) => number;
+  },
 ): Pty {
   const p = pty.spawn(argv[0], argv.slice(1), {
     name: opts.term,
@@ -62,7 +69,7 @@ export function spawnPty(
     kill(signal = "SIGHUP") {
       if (exited) return;
       try {
-        Deno.kill(p.pid, signal as Deno.Signal);
+        Deno.kill(opts.signalTarget?.(p.pid) ?? p.pid, signal as Deno.Signal);
       } catch {
         // already gone
       }

@@ -1,5 +1,5 @@
 /**
- * Init side of the console: login shells on PTYs chrooted in the rootfs,
+ * Init side of the console: login shells on PTYs in the rootfs's vault namespace,
  * living in init beyond any one connection. A client attaches (new, by id,
  * or the most recent), gets the output it missed from a bounded replay
  * buffer, and detaches by going away; the session ends when its shell exits.
@@ -19,7 +19,7 @@ import {
   type SessionInfo,
   SessionInput,
 } from "../protocol/mod.ts";
-import { chrootArgv, detectSandbox, sandboxEnv } from "../init/sandbox.ts";
+import { ptyCommandInRootfs, sandboxEnv } from "../init/sandbox.ts";
 import { type Pty, spawnPty } from "./pty.ts";
 
 /** Bounded record of a session's most recent output, addressed by absolute offset. */
@@ -217,11 +217,10 @@ async function createSession(
   rootfsDir: string,
   req: ConsoleAttach,
 ): Promise<Session> {
-  await detectSandbox();
   const shell = await loginShell(rootfsDir);
-  const argv = chrootArgv(rootfsDir, [shell, "-l"], "/root");
+  const { argv, signalTarget } = await ptyCommandInRootfs(rootfsDir, [shell, "-l"], "/root");
   const env = sandboxEnv({ ...req.env, TERM: req.term, SHELL: shell, HOME: "/root" });
-  const pty = spawnPty(argv, { cols: req.cols, rows: req.rows, env, term: req.term });
+  const pty = spawnPty(argv, { cols: req.cols, rows: req.rows, env, term: req.term, signalTarget });
   let markExited!: () => void;
   const session: Session = {
     exitedPromise: new Promise<void>((r) => markExited = r),
@@ -369,7 +368,7 @@ export async function serveConsole(
 }
 
 /**
- * Serves `exec -t`: runs `req.argv` chrooted on its own PTY (stdout and
+ * Serves `exec -t`: runs `req.argv` in the vault on its own PTY (stdout and
  * stderr merged, as with `ssh -t`), relays input, resizes and signals, and
  * reports the exit status last. The caller has already read `req`.
  */
@@ -379,15 +378,20 @@ export async function serveExecTty(
   writer: FrameWriter,
   ctx: { rootfsDir: string },
 ): Promise<void> {
-  await detectSandbox();
   const term = req.term ?? "xterm-256color";
   let pty: Pty;
   try {
-    pty = spawnPty(chrootArgv(ctx.rootfsDir, req.argv, req.cwd ?? "/root"), {
+    const { argv, signalTarget } = await ptyCommandInRootfs(
+      ctx.rootfsDir,
+      req.argv,
+      req.cwd ?? "/root",
+    );
+    pty = spawnPty(argv, {
       cols: req.cols ?? 80,
       rows: req.rows ?? 24,
       term,
       env: sandboxEnv({ ...req.env, TERM: term }),
+      signalTarget,
     });
   } catch (err) {
     await writer.send({

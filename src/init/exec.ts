@@ -1,5 +1,5 @@
 /**
- * `exec` streams without a PTY: argv runs chrooted in the rootfs, stdin
+ * `exec` streams without a PTY: argv runs in the rootfs's vault namespace, stdin
  * streamed in, stdout and stderr kept apart as data channels 2 and 3, and
  * the exit code or signal reported last, after all output.
  *
@@ -11,7 +11,7 @@ import {
   type FrameWriter,
   SessionInput,
 } from "../protocol/mod.ts";
-import { chrootArgv, sandboxEnv } from "./sandbox.ts";
+import { sandboxEnv, spawnInRootfs } from "./sandbox.ts";
 import { log } from "./log.ts";
 
 async function pump(
@@ -33,17 +33,14 @@ export async function serveExec(
   writer: FrameWriter,
   ctx: { rootfsDir: string },
 ): Promise<void> {
-  const [cmd, ...args] = chrootArgv(ctx.rootfsDir, req.argv, req.cwd ?? "/root");
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(cmd, {
-      args,
+    child = await spawnInRootfs(ctx.rootfsDir, req.argv, req.cwd ?? "/root", {
       env: sandboxEnv(req.env),
-      clearEnv: true,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-    }).spawn();
+    });
   } catch (err) {
     await writer.send({
       type: "error",

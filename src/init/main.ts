@@ -18,7 +18,8 @@ import {
   type Workload,
 } from "../rootfs/mod.ts";
 import type { VaultStore } from "./server.ts";
-import { chrootArgv } from "./sandbox.ts";
+import { spawnInRootfs } from "./sandbox.ts";
+import { ensureNamespace, stopNamespace } from "./namespace.ts";
 import { endProcessesIn } from "./reap.ts";
 import { createInteractiveHandlers } from "../console/mod.ts";
 import { log } from "./log.ts";
@@ -96,7 +97,16 @@ export async function runInit(
   // rootfs believing it persists: a mount failure stops here, and status() says `failed`.
   const boot = async () => {
     if (!rootfs.mounted()) await rootfs.prepareMounts();
-    workload = await startWorkload(rootfs.rootfsDir, { wrap: chrootArgv }).catch((err) => {
+    // The vault namespace the workload, consoles and exec share (its /proc, /dev, persist
+    // binds are taken from the mounts just made).
+    if (mode === "root") {
+      await ensureNamespace(rootfs.rootfsDir).catch((err) => {
+        log("init.namespace_failed", { error: String((err as Error).message) });
+      });
+    }
+    workload = await startWorkload(rootfs.rootfsDir, {
+      spawn: (argv, cwd, o) => spawnInRootfs(rootfs.rootfsDir, argv, cwd, o),
+    }).catch((err) => {
       log("workload.error", { error: String((err as Error).message) });
       return null;
     });
@@ -117,8 +127,10 @@ export async function runInit(
       await deps.beforeSwap?.();
       await (workload as Workload | null)?.stop();
       workload = null;
-      // Whatever else still runs in the old rootfs (exec, exec -t, their children) ends too.
-      const ended = await endProcessesIn(rootfs.rootfsDir);
+      // Whatever else still runs in the old rootfs (exec, exec -t, their children) ends too:
+      // the vault namespace with everything in it, then anything rooted there outside it.
+      const ended = await stopNamespace(rootfs.rootfsDir) +
+        await endProcessesIn(rootfs.rootfsDir);
       if (ended) log("provision.ended_processes", { count: ended });
       if (rootfs.mounted()) await rootfs.releaseMounts();
     },

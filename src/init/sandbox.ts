@@ -1,14 +1,19 @@
 /**
  * How init runs a program inside the tenant's rootfs.
  *
- * On Fly and in CI init is root, so a plain `chroot` does. On a developer's
- * laptop running the demo it may not be: then the program enters an
- * unprivileged user namespace first (`unshare --user --map-root-user
- * --mount`, as rootless containers do), where it is root enough to chroot.
+ * On Fly and in CI init is root: every program runs in the vault, the
+ * rootfs's own mount and PID namespaces entered with `pivot_root`
+ * (namespace.ts), where neither init nor the machine's filesystem is
+ * reachable. On a developer's laptop running the demo init may not be root:
+ * then each program enters an unprivileged user namespace of its own
+ * (`unshare --user --map-root-user --mount --pid`, as rootless containers
+ * do), where it is root enough to chroot — a weaker fallback for a demo
+ * whose tenant is the developer.
  *
  * @module
  */
 import { VaultError } from "../errors/mod.ts";
+import { ensureNamespace, innerPid, type SpawnOptions } from "./namespace.ts";
 
 /** How to enter the rootfs: decided once per process by {@link detectSandbox}. */
 export type SandboxMode = "root" | "userns";
@@ -67,4 +72,49 @@ export function chrootArgv(rootfs: string, argv: string[], cwd = "/root"): strin
   return mode === "root"
     ? inner
     : ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", ...inner];
+}
+
+/** stdio and environment of a program started in the rootfs. */
+export type RootfsSpawnOptions = SpawnOptions;
+
+/**
+ * Starts `argv` in the rootfs's vault (its own mount and PID namespaces,
+ * shared with the workload and consoles) with working directory `cwd` and
+ * exactly `opts.env`. The returned child is the program itself. In the
+ * laptop's `userns` mode, each program gets its own namespaces instead.
+ */
+export async function spawnInRootfs(
+  rootfs: string,
+  argv: string[],
+  cwd: string,
+  opts: RootfsSpawnOptions,
+): Promise<Deno.ChildProcess> {
+  if (await detectSandbox() === "userns") {
+    const [cmd, ...args] = chrootArgv(rootfs, argv, cwd);
+    return new Deno.Command(cmd, {
+      args,
+      env: opts.env,
+      clearEnv: true,
+      stdin: opts.stdin ?? "null",
+      stdout: opts.stdout ?? "inherit",
+      stderr: opts.stderr ?? "inherit",
+    }).spawn();
+  }
+  return (await ensureNamespace(rootfs)).spawn(argv, cwd, opts);
+}
+
+/**
+ * What a PTY runs to start `argv` in the rootfs's vault, and where signals
+ * for it go: the PTY's own child stays outside (see namespace.ts), the
+ * program is its child.
+ */
+export async function ptyCommandInRootfs(
+  rootfs: string,
+  argv: string[],
+  cwd: string,
+): Promise<{ argv: string[]; signalTarget: (pid: number) => number }> {
+  if (await detectSandbox() === "userns") {
+    return { argv: chrootArgv(rootfs, argv, cwd), signalTarget: (pid) => pid };
+  }
+  return { argv: (await ensureNamespace(rootfs)).ptyArgv(argv, cwd), signalTarget: innerPid };
 }

@@ -64,6 +64,15 @@ export interface WorkloadOptions {
    * (user namespace on a non-root laptop).
    */
   wrap?: (rootfs: string, argv: string[], cwd: string) => string[];
+  /**
+   * Starts the workload instead of `wrap` + spawn: init passes its own, which
+   * runs it in the rootfs's vault namespace. Called at every (re)start.
+   */
+  spawn?: (
+    argv: string[],
+    cwd: string,
+    opts: { env: Record<string, string>; stdout: "piped" | "inherit"; stderr: "piped" | "inherit" },
+  ) => Promise<Deno.ChildProcess>;
   /** Where stdout and stderr go: a file path to append to, or "inherit" (default). */
   log?: string | "inherit";
   /** First restart delay (ms), doubled up to `maxBackoffMs`; default 1000. */
@@ -128,14 +137,17 @@ export async function startWorkload(
     while (!stopping) {
       const startedAt = Date.now();
       try {
-        child = new Deno.Command(hostArgv[0], {
-          args: hostArgv.slice(1),
-          env,
-          clearEnv: true,
-          stdin: "null",
-          stdout: logFile ? "piped" : "inherit",
-          stderr: logFile ? "piped" : "inherit",
-        }).spawn();
+        const stdio = logFile ? "piped" : "inherit";
+        child = opts.spawn
+          ? await opts.spawn(argv, cwd, { env, stdout: stdio, stderr: stdio })
+          : new Deno.Command(hostArgv[0], {
+            args: hostArgv.slice(1),
+            env,
+            clearEnv: true,
+            stdin: "null",
+            stdout: stdio,
+            stderr: stdio,
+          }).spawn();
       } catch {
         child = null;
       }

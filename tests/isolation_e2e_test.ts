@@ -1,0 +1,156 @@
+/**
+ * Issue 14.5 end to end: what a program in the vault can see. The real
+ * client runs commands through a real init under flysim; from inside, init,
+ * its environment and the machine's own filesystem must be out of reach,
+ * while the workload, consoles and execs share one PID namespace, like one
+ * machine. A reprovision ends the old vault and starts a fresh one.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { hostRootfsTemplate, ROOT, startSim, TOKEN, vaultFor } from "./harness.ts";
+import { outerTerminal } from "./console_term.ts";
+
+const PROMPT = /root@vault:[^\r\n]*[#$] $/;
+
+/** The template this file's machines start from declares a workload: `sleep 1001`. */
+async function withWorkload(): Promise<void> {
+  const dir = join(await hostRootfsTemplate(), ".fly-vault");
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(join(dir, "image.json"), JSON.stringify({ Cmd: ["sleep", "1001"] }));
+}
+
+/** Every command line visible under /proc inside, one per line. */
+const LIST_PROCS =
+  "for p in /proc/[0-9]*; do printf '%s ' \"${p#/proc/}\"; tr '\\0' ' ' < $p/cmdline; echo; done";
+
+Deno.test({
+  name: "from inside exec, init, its token and the machine's / are out of reach",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withWorkload();
+    const sim = await startSim();
+    try {
+      const m = await sim.startMachine("i0001");
+      await sim.writeConfig({ demo: vaultFor(sim, m) });
+      const exec = (script: string) => sim.client(["exec", "-n", "demo", "--", "sh", "-c", script]);
+      // A file on the machine outside the rootfs, as the developer's files are under flysim.
+      const marker = join(sim.dir, `host-marker-${crypto.randomUUID().slice(0, 8)}`);
+      await Deno.writeTextFile(marker, "machine secret\n");
+
+      const procs = await exec(LIST_PROCS);
+      assert.equal(procs.code, 0, procs.stderr);
+      const lines = procs.stdout.trim().split("\n").filter((l) => /^\d+ /.test(l));
+      assert.ok(!/deno|fly-vault-init/.test(procs.stdout), `init is visible:\n${procs.stdout}`);
+      assert.match(lines[0], /^1 /, "the vault's own PID 1 comes first");
+      assert.ok(lines.some((l) => /sleep 1001/.test(l)), "the workload runs in the same vault");
+      assert.ok(lines.length < 10, `only the vault's processes:\n${procs.stdout}`);
+      const initDir = await exec(`test -e /proc/${m.pid}/root${marker} && echo reachable`);
+      assert.equal(initDir.stdout, "");
+
+      // Not through any process's root or cwd, nor by climbing above /.
+      const climb = await exec(
+        `for p in /proc/[0-9]*; do cat $p/root${marker} $p/cwd${marker} 2>/dev/null; done; ` +
+          `cat /../../../..${marker} ${marker} 2>/dev/null; ` +
+          "mkdir -p /tmp/x && cd /tmp/x && cd ../../../../.. && pwd && ls",
+      );
+      assert.doesNotMatch(climb.stdout, /machine secret/);
+      const rootList = (await exec("ls /")).stdout;
+      assert.equal(climb.stdout, `/\n${rootList}`, "above / is / itself");
+      const mounts = await exec("cat /proc/self/mountinfo");
+      // Every mount point is inside the vault (the 4th field, a bind's source, may name the host path).
+      const points = mounts.stdout.trim().split("\n").map((l) => l.split(" ")[4]);
+      assert.ok(points.includes("/proc") && points.includes("/"), mounts.stdout);
+      assert.ok(!points.some((p) => p.includes(sim.dir)), `host mounts inside:\n${mounts.stdout}`);
+
+      // No environment a program inside can read holds the token.
+      const environ = await exec(
+        "cat /proc/1/environ; for p in /proc/[0-9]*; do cat $p/environ; done",
+      );
+      assert.equal(environ.code, 0, environ.stderr);
+      assert.ok(!environ.stdout.includes("ACCESS_TOKEN"), "ACCESS_TOKEN in an environ inside");
+      assert.ok(!environ.stdout.includes(TOKEN), "the token in an environ inside");
+
+      // Exit codes, signals and the working directory are as before.
+      assert.equal((await sim.client(["exec", "-n", "demo", "--", "sh", "-c", "exit 7"])).code, 7);
+      const killed = await exec("kill -TERM $$");
+      assert.equal(killed.code, 143);
+      const cwd = await sim.client(["exec", "-n", "-C", "/tmp", "demo", "--", "pwd"]);
+      assert.equal(cwd.stdout, "/tmp\n", cwd.stderr);
+    } finally {
+      await sim.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a console and an exec share the vault; ^C reaches the program; a reprovision starts a new vault",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withWorkload();
+    const sim = await startSim();
+    const t = outerTerminal({ FLY_VAULT_CONFIG_DIR: sim.configDir });
+    try {
+      const m = await sim.startMachine("i0002");
+      await sim.writeConfig({ demo: vaultFor(sim, m) });
+      const cli = `${Deno.execPath()} run -A --quiet ${join(ROOT, "bin", "fly-vault.ts")}`;
+      await t.waitFor(/outer\$ $/);
+      t.type(`${cli} connect demo\r`);
+      await t.waitFor(PROMPT, 60_000);
+      // The console sees the workload...
+      t.type(
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c 'slee[p] 1001'\r",
+      );
+      await t.waitFor(/\r\n1\r\n/);
+      await t.waitFor(PROMPT);
+      // ...and an exec sees the console's shell and what it runs.
+      t.type("sleep 4242\r");
+      let seen = "";
+      for (let i = 0; i < 50 && !/sleep 4242/.test(seen); i++) {
+        seen = (await sim.client(["exec", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
+      }
+      assert.match(seen, /sleep 4242/);
+      assert.match(seen, /\/bin\/bash -l/);
+      // ^C goes to the program on the terminal, and the shell lives on.
+      t.type("\x03");
+      await t.waitFor(PROMPT);
+      t.type("echo still-$((6*7))\r");
+      await t.waitFor(/still-42/);
+      await t.waitFor(PROMPT);
+      t.type("\r~.");
+      await t.waitFor(/outer\$ $/);
+
+      const startOf1 = async () =>
+        (await sim.client(["exec", "-n", "demo", "--", "cat", "/proc/1/stat"])).stdout.split(
+          " ",
+        )[21];
+      const before = await startOf1();
+      const image = join(sim.dir, "v2.tar.gz");
+      const tar = await new Deno.Command("tar", {
+        args: ["-czf", image, "--numeric-owner", "-C", await hostRootfsTemplate(), "."],
+      }).output();
+      assert.ok(tar.success);
+      await sim.writeConfig({ demo: vaultFor(sim, m, { rootfs: image }) });
+      const running = sim.client(["exec", "-n", "demo", "--", "sleep", "300"]);
+      // Wait until it runs in the vault before reprovisioning.
+      for (let i = 0; i < 50; i++) {
+        const list =
+          (await sim.client(["exec", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
+        if (/sleep 300/.test(list)) break;
+      }
+      const again = await sim.client(["connect", "demo", "--reprovision"]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.notEqual((await running).code, 0, "the old vault's process was ended by the swap");
+      const after = await startOf1();
+      assert.ok(before && after && before !== after, `a new vault: ${before} → ${after}`);
+      const procs = (await sim.client(["exec", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
+      assert.doesNotMatch(procs, /sleep 300|sleep 4242/);
+      assert.match(procs, /sleep 1001/, "the workload restarted in the new vault");
+    } finally {
+      t.pty.kill("SIGKILL");
+      await sim.close();
+    }
+  },
+});
