@@ -25,11 +25,26 @@ export type BuildSourceKind = "auto" | "dir" | "image" | "dockerfile";
 
 /** Progress of a build. */
 export interface BuildProgress {
-  phase: "scan" | "pack" | "engine";
+  /** `plan` comes first, before any work: what is built from what, and where it goes. */
+  phase: "plan" | "scan" | "pack" | "engine";
   /** Input bytes processed (uncompressed tar bytes for pack). */
   done: number;
   total?: number;
   note?: string;
+  /** With `plan`: the file the build writes. */
+  output?: string;
+  /** With `plan`: true when no output was asked for and {@link defaultOutput} is used. */
+  defaultOutput?: boolean;
+  /** With `plan`: the source and what it was taken for. */
+  source?: string;
+  kind?: Exclude<BuildSourceKind, "auto">;
+}
+
+/** Something the rootfs lacks that makes the vault fail later; the build still succeeds. */
+export interface BuildWarning {
+  code: string;
+  message: string;
+  hint: string;
 }
 
 /** Options of {@link buildRootfs}. */
@@ -56,6 +71,91 @@ export interface BuildResult {
   /** The workload argv recorded (Entrypoint + Cmd), when the image declares one. */
   workload?: string[];
   seconds: number;
+  /** What the vault will miss in this rootfs (empty when nothing). */
+  warnings: BuildWarning[];
+}
+
+/** What a path is inside a rootfs, without following a final symlink. */
+type Node = { type: "file" | "dir" | "other" } | { type: "symlink"; target: string };
+
+/**
+ * Resolves `path` inside a rootfs the way the kernel does after chroot:
+ * symlinks followed (absolute ones from the rootfs's root, `..` stopping at
+ * it), at most 40 of them. Returns the final node's type, or null.
+ */
+async function resolveIn(
+  lookup: (path: string) => Promise<Node | null>,
+  path: string,
+): Promise<Node["type"] | null> {
+  let todo = path.split("/").filter(Boolean);
+  let at: string[] = [];
+  let links = 0;
+  while (todo.length) {
+    const part = todo.shift()!;
+    if (part === ".") continue;
+    if (part === "..") {
+      at.pop();
+      continue;
+    }
+    const node = await lookup("/" + [...at, part].join("/"));
+    if (!node) return null;
+    if (node.type === "symlink") {
+      if (++links > 40) return null;
+      if (node.target.startsWith("/")) at = [];
+      todo = [...node.target.split("/").filter(Boolean), ...todo];
+      continue;
+    }
+    if (todo.length && node.type !== "dir") return null;
+    at.push(part);
+    if (!todo.length) return node.type;
+  }
+  return "dir";
+}
+
+/** The programs init runs every command through; a rootfs without them builds but cannot work. */
+async function checkRootfs(
+  lookup: (path: string) => Promise<Node | null>,
+): Promise<BuildWarning[]> {
+  const warnings: BuildWarning[] = [];
+  if (await resolveIn(lookup, "/usr/bin/env") !== "file") {
+    warnings.push({
+      code: "build.no_env",
+      message: "the rootfs has no /usr/bin/env: the vault starts every command through it, " +
+        "so console, exec and the workload will all fail",
+      hint: "build from an image with coreutils (debian, ubuntu) or busybox (alpine)",
+    });
+  }
+  if (await resolveIn(lookup, "/bin/sh") !== "file") {
+    warnings.push({
+      code: "build.no_shell",
+      message: "the rootfs has no shell at /bin/sh: the console and exec run one",
+      hint: "build from an image with a shell (debian, ubuntu, alpine) or add busybox",
+    });
+  }
+  return warnings;
+}
+
+/** Looks paths up in a rootfs directory on this machine. */
+function dirLookup(root: string): (path: string) => Promise<Node | null> {
+  return async (path) => {
+    try {
+      const st = await Deno.lstat(root + path);
+      if (st.isSymlink) return { type: "symlink", target: await Deno.readLink(root + path) };
+      return { type: st.isDirectory ? "dir" : st.isFile ? "file" : "other" };
+    } catch {
+      return null;
+    }
+  };
+}
+
+/** Looks paths up among the entries a merged image wrote (parents implied). */
+function entriesLookup(entries: Map<string, Node>): (path: string) => Promise<Node | null> {
+  const dirs = new Set<string>();
+  for (const p of entries.keys()) for (const a of ancestors(p)) dirs.add(a);
+  return (path) => {
+    const p = path.slice(1);
+    return Promise.resolve(entries.get(p) ?? (dirs.has(p) ? { type: "dir" } : null));
+  };
 }
 
 /** `$XDG_CONFIG_HOME/fly-vault/rootfs/dev-env.tar.gz` (or under `~/.config`). */
@@ -169,6 +269,8 @@ async function packDir(dir: string, sink: GzipSink, onProgress?: (p: BuildProgre
       onProgress?.({ phase: "pack", done: sink.uncompressed, total });
     }
   }
+  // The last chunk's progress may have been skipped by the throttle: end the bar where it ends.
+  onProgress?.({ phase: "pack", done: sink.uncompressed, total: sink.uncompressed });
   const st = await tar.status;
   if (!st.success) {
     throw new VaultError(
@@ -234,7 +336,8 @@ async function mergeLayers(
   layers: { path: string; size: number }[],
   sink: GzipSink,
   onProgress?: (p: BuildProgress) => void,
-) {
+): Promise<Map<string, Node>> {
+  const written = new Map<string, Node>();
   type LayerInfo = { paths: Map<string, boolean>; whiteouts: Set<string>; opaque: Set<string> };
   const infos: LayerInfo[] = [];
   const total = layers.reduce((n, l) => n + l.size, 0);
@@ -285,6 +388,12 @@ async function mergeLayers(
         await r.skip();
         continue;
       }
+      written.set(
+        e.path,
+        e.type === "2"
+          ? { type: "symlink", target: e.linkpath }
+          : { type: e.type === "5" ? "dir" : e.type === "0" || e.type === "1" ? "file" : "other" },
+      );
       for (const h of e.header) await sink.write(h);
       for await (const c of r.data()) await sink.write(c);
       const now = performance.now();
@@ -299,6 +408,8 @@ async function mergeLayers(
     }
     await r.cancel();
   }
+  onProgress?.({ phase: "pack", done: sink.uncompressed, note: `${layers.length} layers` });
+  return written;
 }
 
 async function isTarFile(path: string): Promise<"tar" | "gzip" | null> {
@@ -386,6 +497,14 @@ export async function buildRootfs(opts: BuildOptions): Promise<BuildResult> {
       kind = "dockerfile";
     } else kind = "image";
   }
+  opts.onProgress?.({
+    phase: "plan",
+    done: 0,
+    output,
+    defaultOutput: opts.output === undefined,
+    source: opts.source,
+    kind,
+  });
   const cleanup: string[] = [];
   try {
     let imagePath = opts.source;
@@ -407,6 +526,7 @@ export async function buildRootfs(opts: BuildOptions): Promise<BuildResult> {
         uncompressedBytes: r.uncompressed,
         kind: "dir",
         seconds: (performance.now() - started) / 1000,
+        warnings: await checkRootfs(dirLookup(opts.source)),
       };
     }
     let files: ImageFiles;
@@ -431,8 +551,9 @@ export async function buildRootfs(opts: BuildOptions): Promise<BuildResult> {
     }
     const image = await resolveImage(files);
     const argv = [...(image.config.Entrypoint ?? []), ...(image.config.Cmd ?? [])];
+    let written = new Map<string, Node>();
     const r = await withOutput(output, async (sink) => {
-      await mergeLayers(files, image.layers, sink, opts.onProgress);
+      written = await mergeLayers(files, image.layers, sink, opts.onProgress);
       for (const b of declarationEntries(image.config)) await sink.write(b);
       await sink.write(new Uint8Array(1024));
     });
@@ -444,6 +565,7 @@ export async function buildRootfs(opts: BuildOptions): Promise<BuildResult> {
       kind,
       workload: argv.length ? argv : undefined,
       seconds: (performance.now() - started) / 1000,
+      warnings: await checkRootfs(entriesLookup(written)),
     };
   } finally {
     for (const p of cleanup) await Deno.remove(p).catch(() => {});

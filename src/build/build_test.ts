@@ -46,7 +46,7 @@ Deno.test("build from a directory: GNU tar keeps setuid, owners, hardlinks, xatt
       onProgress: report.onProgress,
     });
     report.done(r);
-    assert.match(text, /^wrote .*rootfs\.tar\.gz .*\nsha256 [0-9a-f]{64}\n$/m);
+    assert.match(text, /^wrote .*rootfs\.tar\.gz .*\nsha256 [0-9a-f]{64}\n/m);
     assert.equal(r.kind, "dir");
     const bytes = await Deno.readFile(r.output);
     assert.equal(r.sha256, createHash("sha256").update(bytes).digest("hex"));
@@ -225,5 +225,169 @@ Deno.test("build from a Dockerfile: clear error without a working engine; works 
     });
     assert.equal(r.kind, "dockerfile");
     await expectMerged(r, dir);
+  });
+});
+
+/** A Writable collecting text; `isTTY` makes cli-progress draw as on a terminal. */
+function sink(tty = false) {
+  const w = new Writable({
+    write(chunk, _enc, cb) {
+      w.text += String(chunk);
+      cb();
+    },
+  }) as Writable & { text: string; isTTY?: boolean; columns?: number };
+  w.text = "";
+  if (tty) Object.assign(w, { isTTY: true, columns: 120 });
+  return w;
+}
+
+/** A rootfs directory with a shell and env the way Debian lays them out (merged /usr, links). */
+async function goodRootfs(root: string) {
+  await Deno.mkdir(`${root}/usr/bin`, { recursive: true });
+  await Deno.symlink("usr/bin", `${root}/bin`);
+  await Deno.writeTextFile(`${root}/usr/bin/dash`, "#!fake\n");
+  await Deno.symlink("dash", `${root}/usr/bin/sh`);
+  // An absolute link resolves inside the rootfs, not on this machine.
+  await Deno.writeTextFile(`${root}/usr/bin/coreutils`, "#!fake\n");
+  await Deno.symlink("/bin/coreutils", `${root}/usr/bin/env`);
+}
+
+const exists = (path: string) => {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+Deno.test("build says where it writes before building, naming the default output", async () => {
+  await withTemp(async (dir) => {
+    const src = `${dir}/src`;
+    await goodRootfs(src);
+    const xdg = Deno.env.get("XDG_CONFIG_HOME");
+    Deno.env.set("XDG_CONFIG_HOME", `${dir}/cfg`);
+    try {
+      const expected = `${dir}/cfg/fly-vault/rootfs/dev-env.tar.gz`;
+      const out = sink();
+      const report = buildReporter({ json: false, tty: false, out });
+      let linesAtPlan: string | undefined;
+      const r = await buildRootfs({
+        source: src,
+        onProgress: (p) => {
+          report.onProgress(p);
+          // Said first, before anything is written (not even the output's directory).
+          if (p.phase === "plan" && !exists(`${dir}/cfg`)) linesAtPlan = out.text;
+        },
+      });
+      report.done(r);
+      assert.equal(r.output, expected);
+      assert.equal(
+        linesAtPlan,
+        `building rootfs from ${src} (directory) into ${expected} (the default; -o FILE to choose)\n`,
+      );
+      assert.match(out.text, /\nwrote /);
+      assert.deepEqual(r.warnings, []);
+
+      // With -o, the line names that file and no default; --json carries it as the first event.
+      const json = sink();
+      const jr = buildReporter({ json: true, tty: false, out: json });
+      const r2 = await buildRootfs({
+        source: src,
+        output: `${dir}/o.tar.gz`,
+        onProgress: jr.onProgress,
+      });
+      jr.done(r2);
+      const events = json.text.trim().split("\n").map((l) => JSON.parse(l));
+      assert.deepEqual(events[0], {
+        event: "build",
+        phase: "plan",
+        done: 0,
+        output: `${dir}/o.tar.gz`,
+        defaultOutput: false,
+        source: src,
+        kind: "dir",
+      });
+      assert.equal(events.at(-1).event, "built");
+      assert.deepEqual(events.at(-1).warnings, []);
+    } finally {
+      if (xdg === undefined) Deno.env.delete("XDG_CONFIG_HOME");
+      else Deno.env.set("XDG_CONFIG_HOME", xdg);
+    }
+  });
+});
+
+Deno.test("build warns (line, hint, JSON field) when the rootfs has no /usr/bin/env or no /bin/sh", async () => {
+  await withTemp(async (dir) => {
+    // A directory with neither: both warnings, after "wrote", in the error style with hints.
+    const bare = `${dir}/bare`;
+    await Deno.mkdir(`${bare}/usr/bin`, { recursive: true });
+    await Deno.writeTextFile(`${bare}/usr/bin/app`, "x");
+    // A link that escapes the rootfs does not count, even if this machine has the target.
+    await Deno.symlink("../../../../../../../../bin/sh", `${bare}/usr/bin/sh`);
+    const out = sink();
+    const report = buildReporter({ json: false, tty: false, out });
+    const r = await buildRootfs({ source: bare, output: `${dir}/bare.tar.gz` });
+    report.done(r);
+    assert.deepEqual(r.warnings.map((w) => w.code), ["build.no_env", "build.no_shell"]);
+    assert.match(
+      out.text,
+      /\nwarning\[build\.no_env\]: the rootfs has no \/usr\/bin\/env: .*\nhint: .+\n/,
+    );
+    assert.match(out.text, /\nwarning\[build\.no_shell\]: .*\/bin\/sh.*\nhint: .+\n$/);
+    const json = sink();
+    const jr = buildReporter({ json: true, tty: false, out: json });
+    jr.done(r);
+    assert.deepEqual(
+      JSON.parse(json.text).warnings.map((w: { code: string }) => w.code),
+      ["build.no_env", "build.no_shell"],
+    );
+
+    // The test images have neither either; one with both (through links) has no warning.
+    const saved = await buildRootfs({ source: await dockerSave(dir), output: `${dir}/d.tar.gz` });
+    assert.deepEqual(saved.warnings.map((w) => w.code), ["build.no_env", "build.no_shell"]);
+    const layer = tarOf(
+      craft({ name: "bin", type: "2", linkname: "usr/bin" }),
+      craft({ name: "usr/bin/dash", data: enc.encode("#!fake\n"), mode: 0o755 }),
+      craft({ name: "usr/bin/sh", type: "2", linkname: "dash" }),
+      craft({ name: "usr/bin/coreutils", data: enc.encode("#!fake\n"), mode: 0o755 }),
+      craft({ name: "usr/bin/env", type: "2", linkname: "/bin/coreutils" }),
+    );
+    const save = `${dir}/save2`;
+    await Deno.mkdir(`${save}/a`, { recursive: true });
+    await Deno.writeFile(`${save}/a/layer.tar`, layer);
+    await Deno.writeTextFile(`${save}/cfg.json`, JSON.stringify(CONFIG));
+    await Deno.writeTextFile(
+      `${save}/manifest.json`,
+      JSON.stringify([{ Config: "cfg.json", RepoTags: ["y:latest"], Layers: ["a/layer.tar"] }]),
+    );
+    await sh("tar", ["-cf", `${dir}/saved2.tar`, "-C", save, "manifest.json", "cfg.json", "a"]);
+    const good = await buildRootfs({ source: `${dir}/saved2.tar`, output: `${dir}/g.tar.gz` });
+    assert.deepEqual(good.warnings, []);
+  });
+});
+
+Deno.test("build's progress bar on a terminal ends at 100% before 'wrote'", async () => {
+  await withTemp(async (dir) => {
+    const src = `${dir}/src`;
+    await goodRootfs(src);
+    // Enough bytes for several pipe chunks: the first progress event is a few percent.
+    const noise = new Uint8Array(4 << 20);
+    for (let i = 0; i < noise.length; i += 65536) {
+      crypto.getRandomValues(noise.subarray(i, i + 65536));
+    }
+    await Deno.writeFile(`${src}/noise`, noise);
+    const out = sink(true);
+    const report = buildReporter({ json: false, tty: true, out });
+    const r = await buildRootfs({
+      source: src,
+      output: `${dir}/o.tar.gz`,
+      onProgress: report.onProgress,
+    });
+    report.done(r);
+    const beforeWrote = out.text.slice(0, out.text.indexOf("wrote "));
+    const frames = [...beforeWrote.matchAll(/pack +\[[^\]]*\] (\d+)%/g)].map((m) => Number(m[1]));
+    assert.ok(frames.length > 0, JSON.stringify(beforeWrote));
+    assert.equal(frames.at(-1), 100, `last frame: ${JSON.stringify(beforeWrote.slice(-300))}`);
   });
 });

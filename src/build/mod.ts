@@ -12,7 +12,9 @@
  * applied, the config's Entrypoint/Cmd/Env/WorkingDir/User written to
  * `/.fly-vault/image.json` as the workload declaration), or a Dockerfile,
  * built and saved through docker or podman (`build.no_engine` when neither
- * works). Errors are VaultErrors with codes `build.*`.
+ * works). Errors are VaultErrors with codes `build.*`; a rootfs the vault
+ * cannot run commands in (no `/usr/bin/env`, no `/bin/sh`) builds with
+ * `warnings` (`build.no_env`, `build.no_shell`).
  *
  * @module
  */
@@ -22,6 +24,7 @@ export {
   type BuildResult,
   buildRootfs,
   type BuildSourceKind,
+  type BuildWarning,
   defaultOutput,
 } from "./build.ts";
 export { type ImageDeclaration, resolveImage } from "./image.ts";
