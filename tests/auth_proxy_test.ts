@@ -4,7 +4,8 @@
  * throttle keyed by address made a handful of guessing connections turn the
  * legitimate user away with `auth.busy`. Here 20 connections from 20 other
  * source addresses keep guessing wrong tokens through the proxy while a
- * legitimate client authenticates, each time within 1 s.
+ * legitimate client authenticates, each time within 1 s, and the real
+ * `fly-vault status` gets through too.
  */
 import assert from "node:assert/strict";
 import { BOOTSTRAP_CA_CERT_PEM, serverNameFor } from "../src/pki/mod.ts";
@@ -17,7 +18,7 @@ import {
   StreamTag,
 } from "../src/protocol/mod.ts";
 import { splitHostPort, startProxy } from "../src/proxy/mod.ts";
-import { startSim, TOKEN } from "./harness.ts";
+import { startSim, TOKEN, vaultFor } from "./harness.ts";
 
 const MACHINE = "authproxy01";
 
@@ -109,6 +110,21 @@ Deno.test({
         assert.equal(legit.reply, "auth_ok", `round ${round}: the right token got ${legit.reply}`);
         assert.ok(legit.ms < 1_000, `round ${round}: authenticated in ${legit.ms.toFixed(0)} ms`);
       }
+      // The real client, as a user runs it, through the proxy while the guessing goes on.
+      await sim.writeConfig({
+        viaproxy: vaultFor(sim, m, { address: `127.0.0.1:${proxy.port}`, machine_id: MACHINE }),
+      });
+      const status = await sim.client(["status", "--json", "viaproxy"]);
+      assert.equal(status.code, 0, status.stderr);
+      assert.equal(JSON.parse(status.stdout).machine_id, MACHINE);
+      const accepted = m.logs.filter((l) =>
+        l.includes('"auth.attempt"') && l.includes('"ok":true')
+      );
+      assert.ok(accepted.length >= 4);
+      assert.ok(
+        accepted.every((l) => l.includes('"delayed_ms":0')),
+        "the right token never waited",
+      );
       assert.ok(!replies.includes("auth_ok"), "no guess got in");
       assert.ok(!m.logs.some((l) => l.includes('"auth.busy"')), "nobody was told busy");
     } finally {
