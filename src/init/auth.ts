@@ -34,8 +34,8 @@
  * and holds their connection; the rate of an impatient guesser is bounded by
  * the handshake (one attempt per connection, a bounded number of
  * unauthenticated connections, the proxy's per-machine rate of new sessions).
- * What makes guessing hopeless is the token's length: admin-made tokens carry
- * 256 random bits and `tenant create` refuses hand-made ones shorter than 32
+ * What makes guessing hopeless is the token's length: `openssl rand -base64 32`
+ * gives 256 random bits, and `tenant create` refuses any token shorter than 32
  * characters — even 10⁴ guesses a second for a century is under 2⁴⁵ guesses.
  *
  * @module
