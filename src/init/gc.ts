@@ -12,8 +12,8 @@
 import v8 from "node:v8";
 import vm from "node:vm";
 
-/** Runs a full collection, or does nothing where the runtime won't expose one. */
-function loadGc(): () => void {
+/** V8's full collection, or undefined where the runtime won't expose it. */
+export function loadGc(): (() => void) | undefined {
   try {
     v8.setFlagsFromString("--expose-gc");
     const gc = vm.runInNewContext("gc") as unknown;
@@ -21,12 +21,12 @@ function loadGc(): () => void {
   } catch {
     // not available: fall back to V8's own schedule
   }
-  return () => {};
+  return undefined;
 }
 
 /** Counts closed connections; collects after every `every`, at most once per `minIntervalMs`. */
 export function createCollector(
-  { every = 32, minIntervalMs = 500, gc = loadGc() } = {},
+  { every = 32, minIntervalMs = 500, gc = loadGc() ?? (() => {}) } = {},
 ): { closed(): void; runs(): number } {
   let count = 0;
   let last = 0;
