@@ -75,6 +75,7 @@ access_token = "${ACCESS}"
 oidc_issuer = "${sim.issuer.baseUrl}"
 local_simulation = true
 `,
+        { mode: 0o600 }, // it holds an access token: the client refuses it readable by others
       );
       const cli = (args: string[]) =>
         new Deno.Command(Deno.execPath(), {
