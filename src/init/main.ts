@@ -100,6 +100,8 @@ export async function runInit(
     // The vault namespace the workload, consoles and exec share (its /proc, /dev, persist
     // binds are taken from the mounts just made).
     if (mode === "root") {
+      // One started in the swap window by an exec would hold the old tree: start afresh.
+      await stopNamespace(rootfs.rootfsDir);
       await ensureNamespace(rootfs.rootfsDir).catch((err) => {
         log("init.namespace_failed", { error: String((err as Error).message) });
       });

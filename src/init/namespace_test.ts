@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { buildHostRootfs } from "../flysim/mod.ts";
+import { ensureNamespace, stopNamespace } from "./namespace.ts";
+import { detectSandbox } from "./sandbox.ts";
+
+const text = async (child: Deno.ChildProcess) => {
+  const out = await child.output();
+  return { code: out.code, text: new TextDecoder().decode(out.stdout) };
+};
+
+Deno.test("the vault: own PIDs and /, exact signals and exit codes, everything ended by stop", async () => {
+  assert.equal(await detectSandbox(), "root", "these tests run as root, as CI does");
+  const dir = await Deno.makeTempDir({ prefix: "fv-ns-" });
+  const rootfs = `${dir}/rootfs`;
+  await buildHostRootfs(rootfs);
+  await Deno.writeTextFile(`${dir}/outside`, "machine file\n");
+  try {
+    const ns = await ensureNamespace(rootfs);
+    assert.equal(await ensureNamespace(rootfs), ns, "one vault per rootfs");
+    const sh = (script: string, cwd = "/") =>
+      ns.spawn(["sh", "-c", script], cwd, { env: { PATH: "/usr/bin:/bin" }, stdout: "piped" });
+
+    const seen = await text(sh("ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '; echo; pwd"));
+    const pids = seen.text.split("\n")[0].trim().split(" ").map(Number);
+    assert.ok(pids.includes(1) && !pids.includes(Deno.pid), seen.text);
+    // The holder, sh, ls, grep, tr.
+    assert.ok(pids.length <= 6, `only the vault's processes: ${seen.text}`);
+    assert.equal(seen.text.split("\n")[1], "/");
+    const tmp = await text(sh("pwd", "/tmp"));
+    assert.equal(tmp.text, "/tmp\n");
+
+    const escape = await text(
+      sh(`cat /proc/1/root/../outside ../outside /../outside ${dir}/outside 2>&1; ls /..`),
+    );
+    assert.doesNotMatch(escape.text, /machine file/);
+    assert.doesNotMatch(escape.text, /outside\n$/);
+
+    assert.equal((await sh("exit 7").status).code, 7);
+    const sleeper = ns.spawn(["sleep", "100"], "/", { env: {} });
+    sleeper.kill("SIGTERM"); // the spawned pid is the program itself
+    assert.equal((await sleeper.status).signal, "SIGTERM");
+
+    // Left behind: an orphan and a process that ignores SIGTERM. stop() ends them all.
+    const stubborn = sh("(sleep 300 &); trap '' TERM; echo up; while :; do sleep 1; done");
+    const r = stubborn.stdout.getReader();
+    await r.read();
+    r.releaseLock();
+    assert.ok((await ns.pids()).length >= 2, "the orphan and the shell");
+    const started = performance.now();
+    const found = await stopNamespace(rootfs, 300);
+    assert.ok(found >= 2, `found ${found}`);
+    assert.equal((await stubborn.status).signal, "SIGKILL");
+    assert.ok(performance.now() - started < 5000);
+    assert.deepEqual(await ns.pids(), [], "nothing left in the namespace");
+    await stubborn.stdout.cancel();
+
+    const fresh = await ensureNamespace(rootfs);
+    assert.notEqual(fresh.holderPid, ns.holderPid, "a new vault after stop");
+    assert.throws(() => ns.spawn(["true"], "/", { env: {} }), /has ended/);
+  } finally {
+    await stopNamespace(rootfs);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
