@@ -115,7 +115,8 @@ const PEER_TEXT_MAX = 200;
 
 /** An unverified peer's words, inert and short, quoted so they never read as ours. */
 function quotePeer(text: string): string {
-  return JSON.stringify(printable(text, { maxLength: PEER_TEXT_MAX }));
+  // Escaped quotes: the peer cannot end the quotation early and go on in our voice.
+  return `"${printable(text, { maxLength: PEER_TEXT_MAX }).replaceAll('"', '\\"')}"`;
 }
 
 function fromBase64(text: string): Uint8Array<ArrayBuffer> {
