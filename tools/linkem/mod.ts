@@ -59,6 +59,13 @@ export interface DirectionStats {
   queued_max: number;
 }
 
+/** What the link carried, and the emulator's CPU time (user + system, s). */
+export interface LinkStats {
+  client_to_server: DirectionStats;
+  server_to_client: DirectionStats;
+  cpu_s: number;
+}
+
 /** A running link between two fresh namespaces. */
 export interface Link {
   profile: LinkProfile;
@@ -71,7 +78,7 @@ export interface Link {
   /** `argv` prefixed to run in namespace `ns`. */
   inNs(ns: string, argv: string[]): string[];
   /** Stops the emulator and removes both namespaces (killing what still runs in them). */
-  close(): Promise<{ client_to_server: DirectionStats; server_to_client: DirectionStats }>;
+  close(): Promise<LinkStats>;
 }
 
 export const NS_PREFIX = "fvbench-";
@@ -275,7 +282,7 @@ export async function startLink(
           const text = (await tail).trim();
           await cleanup();
           const s = JSON.parse(text || "{}");
-          return { client_to_server: s.a_to_b, server_to_client: s.b_to_a };
+          return { client_to_server: s.a_to_b, server_to_client: s.b_to_a, cpu_s: s.cpu_s };
         })();
       },
     };
