@@ -78,6 +78,8 @@ export interface Deadline {
   remainingMs(): number;
   /** `work`, or `transport.timeout` naming `step` if the deadline passes first. */
   race<T>(work: Promise<T>, step: string): Promise<T>;
+  /** Throws `transport.timeout` naming `step` when no time is left for it. */
+  check(step: string): void;
 }
 
 /** Default bound on a whole connect, as ssh's ConnectTimeout would be. */
@@ -87,24 +89,26 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export function createDeadline(totalMs: number, address: string): Deadline {
   const end = performance.now() + totalMs;
   const remainingMs = () => Math.max(0, end - performance.now());
+  const expired = (step: string) =>
+    new VaultError(
+      "transport.timeout",
+      `${address} did not ${step} within ${totalMs / 1000} s`,
+      "--connect-timeout bounds the whole connect; raise it if the machine is just slow. " +
+        "Otherwise something that is not a working fly-vault machine answers at that address",
+    );
   return {
     totalMs,
     remainingMs,
     race<T>(work: Promise<T>, step: string): Promise<T> {
       work.catch(() => {}); // the loser's rejection (its connection closed) is nobody's business
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const expired = new Promise<never>((_, reject) => {
-        timer = setTimeout(() =>
-          reject(
-            new VaultError(
-              "transport.timeout",
-              `${address} did not ${step} within ${totalMs / 1000} s`,
-              "--connect-timeout bounds the whole connect; raise it if the machine is just slow. " +
-                "Otherwise something that is not a working fly-vault machine answers at that address",
-            ),
-          ), remainingMs());
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(expired(step)), remainingMs());
       });
-      return Promise.race([work, expired]).finally(() => clearTimeout(timer));
+      return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+    },
+    check(step: string) {
+      if (remainingMs() <= 0) throw expired(step);
     },
   };
 }
@@ -146,6 +150,7 @@ async function attest(
   deadline: Deadline,
   previous: KnownVault | undefined,
 ): Promise<{ identityDer: Uint8Array<ArrayBuffer>; machineId: string }> {
+  deadline.check("complete a handshake");
   const conn = await dialQuic({
     address: opts.address,
     serverName,
@@ -221,6 +226,7 @@ async function attest(
 
 /** Trusts only the pinned identity CA; rustls proves the server holds its key. */
 function pin(serverName: string, identityDer: Uint8Array, address: string, deadline: Deadline) {
+  deadline.check("complete the pinned handshake");
   return dialQuic({
     address,
     serverName,
