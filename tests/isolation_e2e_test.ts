@@ -103,7 +103,7 @@ Deno.test({
       t.type(
         "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c 'slee[p] 1001'\r",
       );
-      await t.waitFor(/\r\n1\r\n/);
+      await t.waitFor(/[\r\n]1\r\n/);
       await t.waitFor(PROMPT);
       // ...and an exec sees the console's shell and what it runs.
       t.type("sleep 4242\r");
