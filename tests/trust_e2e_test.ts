@@ -107,6 +107,8 @@ function impostor(opts: {
   hostname?: string;
   port?: number;
   attest: "hang" | Attestation | ErrorMessage;
+  /** What the control stream gets: a refusal (default), or nothing ever. */
+  control?: "refuse" | "hang";
 }) {
   const listener = listenQuic({
     hostname: opts.hostname ?? "127.0.0.1",
@@ -141,6 +143,7 @@ function impostor(opts: {
                 const f = await r.next().catch(() => null);
                 if (f?.kind === "message") seen.controlText += JSON.stringify(f.message);
               }
+              if (opts.control === "hang") return;
               await w.send({ type: "error", code: "auth.denied", message: "no" }).catch(() => {});
               await w.close().catch(() => {});
             })();
@@ -244,6 +247,7 @@ Deno.test("--connect-timeout bounds the whole connect: a server that never answe
     keyPem: identity.leafKeyPem,
     attest: "hang",
   });
+  const servers: { close(): void }[] = [silent];
   try {
     await sim.writeConfig({
       silent: {
@@ -265,8 +269,51 @@ Deno.test("--connect-timeout bounds the whole connect: a server that never answe
       /^error\[transport\.timeout\]: .* did not answer the attestation request within 2 s\nhint: --connect-timeout/,
     );
     assert.ok(r.ms < 8000, `gave up after ${Math.round(r.ms)} ms`);
+
+    // A machine that attests genuinely (its issuer signed its identity) but never answers
+    // authentication: the same deadline covers the attestation, the pinned handshake and the
+    // auth reply.
+    const hung = await createMachineIdentity({ machineId: "t2002" });
+    const token = await sim.issuer.mint({
+      org: "test-org",
+      app: "vault-tenants",
+      machine_id: "t2002",
+      aud: hung.audience,
+    });
+    const mute = impostor({
+      chainPem: hung.chainPem,
+      keyPem: hung.leafKeyPem,
+      attest: {
+        type: "attestation",
+        identity: btoa(String.fromCharCode(...hung.identityDer)),
+        token,
+      },
+      control: "hang",
+    });
+    servers.push(mute);
+    await sim.writeConfig({
+      mute: {
+        address: mute.address,
+        org: "test-org",
+        app: "vault-tenants",
+        machine_id: "t2002",
+        access_token: TOKEN,
+        oidc_issuer: sim.issuer.baseUrl,
+        local_simulation: true,
+      },
+    });
+    const m = await cli(sim, ["--connect-timeout", "2", "exec", "-v", "-n", "mute", "--", "true"], {
+      limitMs: 20_000,
+    });
+    assert.equal(m.code, 255, m.stderr);
+    assert.match(m.stderr, /fly-vault: attested: machine t2002/);
+    assert.match(
+      m.stderr,
+      /error\[transport\.timeout\]: .* did not answer authentication within 2 s\nhint: --connect-timeout/,
+    );
+    assert.ok(m.ms < 8000, `gave up after ${Math.round(m.ms)} ms`);
   } finally {
-    silent.close();
+    servers.forEach((s) => s.close());
     await sim.close();
   }
 });
