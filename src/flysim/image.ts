@@ -211,16 +211,19 @@ export function imageEnv(config: ImageDeclaration): Record<string, string> {
  * The shell script (run under `unshare --mount --propagation private`) that
  * boots a machine from an unpacked image as Fly's init does: a fresh
  * writable root over the image, /proc, /dev and /sys, the volume at its
- * mount path, the token socket's directory at /.fly, then `pivot_root` into
- * it and exec the image's command. Positional parameters:
+ * mount path, the token socket's directory at /.fly, then `pivot_root`
+ * into it and exec the image's command. Positional parameters:
  * `$1` lower, `$2` upper, `$3` work, `$4` merged root, `$5` volume dir,
  * `$6` mount path, `$7` socket dir, `$8` working dir, then the argv.
  */
 export const BOOT_SCRIPT = `set -eu
 lower=$1 upper=$2 work=$3 root=$4 volume=$5 mountpath=$6 sockdir=$7 cwd=$8
 shift 8
+# The host's tools do the mounting; the image's command gets the machine's PATH back.
+machine_path=$PATH
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$root"
-mkdir -p "$root/proc" "$root/dev" "$root/sys" "$root/tmp" "$root/.fly" "$root$mountpath" "$root/.oldroot"
+mkdir -p "$root/proc" "$root/dev" "$root/sys" "$root/tmp" "$root/.fly" "$root$mountpath"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount --rbind /sys "$root/sys"
@@ -228,10 +231,14 @@ mount --bind "$volume" "$root$mountpath"
 mount --bind "$sockdir" "$root/.fly"
 if [ -f /etc/resolv.conf ]; then cat /etc/resolv.conf > "$root/etc/resolv.conf" 2>/dev/null || true; fi
 cd "$root"
-pivot_root . .oldroot
-umount -l /.oldroot
-rmdir /.oldroot
+# The machine's root becomes the image's, as on a Fly VM (init's own vault namespace
+# pivot_roots again inside it). \`pivot_root . .\` stacks the host's root over the new one,
+# where no path lookup reaches it, so the image needs no tool of its own to boot.
+pivot_root . .
+cd /
 cd "$cwd"
+PATH=$machine_path
+export PATH
 exec "$@"
 `;
 
