@@ -201,6 +201,20 @@ Deno.test("a MITM whose CA is in DENO_CERT and the system store never gets the t
       assert.match(r.stderr, /error\[attest\.certificate\]: .*\nhint: /, `${denoFlags}`);
     }
 
+    // The npm launcher (npx fly-vault) hands the variables over privately instead.
+    const viaNpm = await new Deno.Command("node", {
+      args: [join(ROOT, "bin", "launch", "fly-vault.mjs"), "exec", "-n", "first", "--", "true"],
+      env: { FLY_VAULT_CONFIG_DIR: sim.configDir, NO_COLOR: "1", ...polluted },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    assert.ok(!mitm.seen.controlText.includes(TOKEN), "via npm: the MITM got the token");
+    assert.equal(mitm.seen.controlStreams, 0, "via npm: the MITM got a control stream");
+    assert.equal(viaNpm.code, 255);
+    assert.match(new TextDecoder().decode(viaNpm.stderr), /error\[attest\.certificate\]/);
+
     // A genuine first contact made in the same polluted environment pins the real identity...
     const ok = await cli(sim, ["exec", "-n", "pinned", "--", "echo", "hi"], { env: polluted });
     assert.equal(ok.code, 0, ok.stderr);
