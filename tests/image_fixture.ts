@@ -178,17 +178,23 @@ export function builtImages(): Promise<BuiltImages> {
 /** Where flysim unpacks images for the tests (kept between runs, pruned by age). */
 export const IMAGE_CACHE = join(CACHE_DIR, "flysim-images");
 
-/** Removes unpacked images not used for a day (each is a few hundred MB). */
-export async function pruneUnpacked(maxAgeMs = 24 * 3600_000): Promise<void> {
-  const entries: Deno.DirEntry[] = [];
+/**
+ * Removes unpacked images (a few hundred MB each; every source change makes
+ * new ones) beyond the `keep` most recently used, sparing any used in the
+ * last ten minutes (another test run may be booting it).
+ */
+export async function pruneUnpacked(keep = 4): Promise<void> {
+  const entries: { path: string; used: number }[] = [];
   try {
-    for await (const e of Deno.readDir(IMAGE_CACHE)) entries.push(e);
+    for await (const e of Deno.readDir(IMAGE_CACHE)) {
+      if (!e.isDirectory || e.name.startsWith(".")) continue;
+      const path = join(IMAGE_CACHE, e.name);
+      entries.push({ path, used: (await Deno.stat(path)).mtime?.getTime() ?? 0 });
+    }
   } catch { /* nothing unpacked yet */ }
-  for (const e of entries) {
-    if (!e.isDirectory || e.name.startsWith(".")) continue;
-    const path = join(IMAGE_CACHE, e.name);
-    const st = await Deno.stat(path);
-    if (Date.now() - (st.mtime?.getTime() ?? 0) > maxAgeMs) {
+  entries.sort((a, b) => b.used - a.used);
+  for (const { path, used } of entries.slice(keep)) {
+    if (Date.now() - used > 10 * 60_000) {
       await Deno.remove(path, { recursive: true }).catch(() => {});
     }
   }

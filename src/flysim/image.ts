@@ -177,6 +177,7 @@ export async function unpackImage(ref: string, cacheDir: string): Promise<Unpack
       await Deno.mkdir(join(cacheDir, key), { recursive: true });
       await Deno.rename(tmp, rootfs);
     }
+    await Deno.utime(join(cacheDir, key), new Date(), new Date()).catch(() => {});
     return { ref, key, rootfs, config: stored?.config ?? image.config };
   } finally {
     lock.close();
