@@ -201,6 +201,7 @@ const SSHD_CONFIG =
   `# fly-vault demo rootfs: reached through \`fly-vault pipe VAULT localhost:2222\`.
 Port 2222
 ListenAddress 127.0.0.1
+ListenAddress ::1
 HostKey /etc/ssh/ssh_host_ed25519_key
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
@@ -270,6 +271,14 @@ export async function buildHostRootfs(dir: string): Promise<void> {
   for (const f of await terminfoFiles([...HOST_ROOTFS_TERMINALS, ...(term ? [term] : [])])) {
     files.add(f);
   }
+  // vim sources $VIMRUNTIME/defaults.vim when there is no ~/.vimrc and fails without it
+  // (E1187); our /etc/vim/vimrc makes it return at once, so the rest of the runtime can stay out.
+  try {
+    for await (const e of Deno.readDir("/usr/share/vim")) {
+      const path = `/usr/share/vim/${e.name}/defaults.vim`;
+      if (/^vim\d+$/.test(e.name) && await exists(path)) files.add(path);
+    }
+  } catch { /* no vim */ }
   for (const file of files) await copyIn(file, dir);
 
   const etc = async (name: string, text: string, mode = 0o644) => {
