@@ -323,6 +323,19 @@ async function consoleFigure() {
 // ---------------------------------------------------------------- forwards
 
 async function iperf(host: string, port: number, reverse: boolean): Promise<number> {
+  // The server takes a moment to finish the last test after its client is done ("busy"):
+  // retry a bounded number of times.
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await iperfOnce(host, port, reverse);
+    } catch (err) {
+      if (!/busy/.test((err as Error).message) || attempt >= 50) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+async function iperfOnce(host: string, port: number, reverse: boolean): Promise<number> {
   const out = await new Deno.Command("iperf3", {
     args: [
       "-c",
