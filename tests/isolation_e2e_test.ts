@@ -148,6 +148,17 @@ Deno.test({
       const procs = (await sim.client(["exec", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
       assert.doesNotMatch(procs, /sleep 300|sleep 4242/);
       assert.match(procs, /sleep 1001/, "the workload restarted in the new vault");
+      // The old vault's holder is gone: init has one namespace holder left.
+      const holders = [];
+      for (
+        const task of (await Deno.readTextFile(`/proc/${m.pid}/task/${m.pid}/children`)).split(" ")
+      ) {
+        const cmd = await Deno.readTextFile(`/proc/${task}/cmdline`).catch(() => "");
+        if (cmd.startsWith("unshare\0--mount\0--pid") || cmd.includes("/unshare\0--mount\0--pid")) {
+          holders.push(task);
+        }
+      }
+      assert.equal(holders.length, 1, `holders: ${holders}`);
     } finally {
       t.pty.kill("SIGKILL");
       await sim.close();

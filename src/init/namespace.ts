@@ -122,6 +122,9 @@ export interface SpawnOptions {
   stderr?: "piped" | "null" | "inherit";
 }
 
+/** How long the holder may take to mount and pivot before init gives up on it. */
+const START_TIMEOUT_MS = 15_000;
+
 const HOST_ENV = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
 
 async function run(args: string[]): Promise<void> {
@@ -199,7 +202,13 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
       "init needs root, util-linux (unshare, nsenter, mount, umount, pivot_root) and bash",
     );
   };
-  const first = await Promise.race([lines.read(), status.then(() => null)]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const first = await Promise.race([
+    lines.read(),
+    status.then(() => null),
+    new Promise<null>((r) => timer = setTimeout(() => r(null), START_TIMEOUT_MS)),
+  ]);
+  clearTimeout(timer);
   if (!first || first.done || !first.value.includes("pivoted")) {
     return await failed("the holder did not start:");
   }
