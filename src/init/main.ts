@@ -102,9 +102,10 @@ export async function runInit(
     if (mode === "root") {
       // One started in the swap window by an exec would hold the old tree: start afresh.
       await stopNamespace(rootfs.rootfsDir);
-      await ensureNamespace(rootfs.rootfsDir).catch((err) => {
-        log("init.namespace_failed", { error: String((err as Error).message) });
-      });
+      await ensureNamespace(rootfs.rootfsDir).then(
+        (ns) => log("init.namespace", { holder_pid: ns.holderPid }),
+        (err) => log("init.namespace_failed", { error: String((err as Error).message) }),
+      );
     }
     workload = await startWorkload(rootfs.rootfsDir, {
       spawn: (argv, cwd, o) => spawnInRootfs(rootfs.rootfsDir, argv, cwd, o),

@@ -2,7 +2,9 @@
  * Ends every process running inside a rootfs, found the way the kernel sees
  * it: `/proc/<pid>/root` points at the rootfs. That covers exec, exec -t,
  * consoles, the workload and anything they started, without each having to
- * be registered somewhere.
+ * be registered somewhere. Since the vault has its own PID namespace
+ * (namespace.ts, ended as a whole before a swap), this catches what runs
+ * outside one: the laptop's `userns` mode, where each program has its own.
  *
  * @module
  */
