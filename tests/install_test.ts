@@ -38,7 +38,7 @@ function satisfies(v: Version, range: string): boolean {
   });
 }
 
-Deno.test("install: every dependency supports the Node version package.json's engines states", async () => {
+Deno.test("install: every dependency supports the Node version package.json's engines states; npm ci warns of nothing", async () => {
   const claimed = /^>=\s*(\d+(?:\.\d+){0,2})$/.exec(pkg.engines?.node ?? "");
   assert.ok(claimed, `package.json engines.node is a plain >= bound: ${pkg.engines?.node}`);
   const oldest = parseVersion(claimed[1]);
@@ -55,6 +55,26 @@ Deno.test("install: every dependency supports the Node version package.json's en
   const node = await new Deno.Command("node", { args: ["--version"], stdout: "piped" }).output();
   const running = parseVersion(new TextDecoder().decode(node.stdout).replace(/^v/, ""));
   assert.ok(cmp(running, oldest) >= 0, "this machine's Node is older than engines.node");
+
+  // What a newcomer runs first: `npm ci` (a dry run on a copy of the manifests) warns of nothing.
+  const tmp = await Deno.makeTempDir({ prefix: "fv-npm-ci-" });
+  try {
+    for (const f of ["package.json", "package-lock.json"]) {
+      await Deno.copyFile(join(ROOT, f), join(tmp, f));
+    }
+    const ci = await new Deno.Command("npm", {
+      args: ["ci", "--dry-run", "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund"],
+      cwd: tmp,
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const said = new TextDecoder().decode(ci.stdout) + new TextDecoder().decode(ci.stderr);
+    assert.equal(ci.code, 0, said);
+    assert.doesNotMatch(said, /EBADENGINE/, said);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
 });
 
 Deno.test({
@@ -67,9 +87,18 @@ Deno.test({
       const prefix = join(tmp, "prefix");
       const elsewhere = join(tmp, "elsewhere");
       await Deno.mkdir(elsewhere);
-      // A local folder installs as a link to it: no registry, dependencies from its node_modules.
+      // A local folder installs as a link to it: dependencies from its node_modules, no registry.
       const install = await new Deno.Command("npm", {
-        args: ["install", "-g", "--prefix", prefix, "--offline", "--no-audit", "--no-fund", ROOT],
+        args: [
+          "install",
+          "-g",
+          "--prefix",
+          prefix,
+          "--prefer-offline",
+          "--no-audit",
+          "--no-fund",
+          ROOT,
+        ],
         cwd: elsewhere,
         stdout: "piped",
         stderr: "piped",
