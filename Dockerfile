@@ -65,7 +65,11 @@ RUN rm -f /etc/apt/sources.list.d/*.sources \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 COPY --from=build /usr/local/bin/deno /usr/local/bin/deno
 COPY --from=build /app /app
-ENV DENO_DIR=/app/.deno DENO_NO_UPDATE_CHECK=1
+# DENO_TLS_CA_STORE=system: https (rootfs_url, the Machines API) trusts /etc/ssl/certs, so an
+# image built FROM this one with an extra CA (update-ca-certificates) is honoured.
+ENV DENO_DIR=/app/.deno DENO_NO_UPDATE_CHECK=1 DENO_TLS_CA_STORE=system
+LABEL org.opencontainers.image.title="fly-vault tenant machine (init)" \
+      org.opencontainers.image.licenses="MIT"
 WORKDIR /app
 EXPOSE 8443/udp
 ENTRYPOINT ["/usr/local/bin/deno", "run", "-A", "--unstable-net", "--quiet", "--cached-only", "--no-lock", "--config", "/app/deno.json", "/app/bin/fly-vault-init.ts"]

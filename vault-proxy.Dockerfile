@@ -53,7 +53,11 @@ RUN rm -f /etc/apt/sources.list.d/*.sources \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 COPY --from=build /usr/local/bin/deno /usr/local/bin/deno
 COPY --from=build /app /app
-ENV DENO_DIR=/app/.deno DENO_NO_UPDATE_CHECK=1
+# DENO_TLS_CA_STORE=system: https (rootfs_url, the Machines API) trusts /etc/ssl/certs, so an
+# image built FROM this one with an extra CA (update-ca-certificates) is honoured.
+ENV DENO_DIR=/app/.deno DENO_NO_UPDATE_CHECK=1 DENO_TLS_CA_STORE=system
+LABEL org.opencontainers.image.title="fly-vault vault-proxy" \
+      org.opencontainers.image.licenses="MIT"
 WORKDIR /app
 # Root only to bind the public port (443 by default); it reads no file but its own.
 EXPOSE 443/udp

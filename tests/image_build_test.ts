@@ -76,6 +76,10 @@ Deno.test({
       const r = image.rootfs;
       assert.deepEqual(image.config.Entrypoint?.slice(-1), [`/app/bin/${program}`]);
       assert.ok(image.config.Entrypoint?.includes("--cached-only"), "starts from the cache only");
+      assert.ok(
+        image.config.Env?.includes("DENO_TLS_CA_STORE=system"),
+        "https trusts the image's CAs",
+      );
 
       // One Deno, the one package.json pins, installed by the build from the npm registry.
       assert.ok(await exists(join(r, "usr/local/bin/deno")));

@@ -131,11 +131,18 @@ async function buildOne(dockerfile: string, repo: string): Promise<BuiltImage> {
         ".",
       ], ROOT);
       seconds = (performance.now() - started) / 1000;
-      // Older builds of this repo's tree: untag them so the store does not grow per change.
-      const names = await run("buildah", ["images", "--format", "{{.Name}}:{{.Tag}}"]);
-      for (const old of names.split("\n")) {
-        if (old.startsWith(`${repo}:src-`) && old !== name) {
-          await run("buildah", ["rmi", old]).catch(() => {});
+      // Older builds of this repo's tree: untag them so the store does not grow per change,
+      // once no test run still started before could be using them.
+      const stored = JSON.parse(await run("buildah", ["images", "--json"])) as {
+        names?: string[] | null;
+        created?: number;
+      }[];
+      for (const image of stored) {
+        const old = Date.now() / 1000 - (image.created ?? Infinity) > 3600;
+        for (const n of image.names ?? []) {
+          if (old && n.startsWith(`${repo}:src-`) && n !== name) {
+            await run("buildah", ["rmi", n]).catch(() => {});
+          }
         }
       }
     }
