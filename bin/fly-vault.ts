@@ -1,7 +1,7 @@
 /**
  * fly-vault: the client. Parses flags and calls src/client; nothing else.
  */
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import {
   buildCommand,
   connectCommand,
@@ -13,6 +13,7 @@ import {
   forgetCommand,
   forwardCommand,
   type GlobalFlags,
+  masterCommand,
   pipeCommand,
   reportError,
   sessionsCommand,
@@ -40,6 +41,7 @@ const program = new Command("fly-vault")
       return n;
     },
   )
+  .option("--no-persist", "neither use nor leave a master connection (config persist)")
   .exitOverride()
   .addHelpText(
     "after",
@@ -55,7 +57,8 @@ Examples:
 
 Exit status: the remote command's for exec; 2 bad usage; 255 fly-vault itself failed.
 Config: [vault.NAME] tables with address, org, app, machine_id, access_token, forward,
-rootfs, rootfs_url (see README). FLY_VAULT_CONFIG_DIR points at another config directory.
+rootfs, rootfs_url, persist (see README); persist = "10m" keeps a master connection that
+later commands share (fly-vault master NAME --status / --stop). FLY_VAULT_CONFIG_DIR points at another config directory.
 Console escapes (after a newline): ~. disconnect, ~? help, ~~ a literal ~.`,
   );
 
@@ -152,6 +155,16 @@ Example:
   )
   .action(async (vault: string) => {
     status = await forgetCommand(vault, globals());
+  });
+
+program.command("master")
+  .description("the vault's master connection (config persist): show it or stop it")
+  .argument("<vault>", "vault name from config.toml")
+  .option("--status", "say whether a master is running (exit 0) or not (exit 1), like ssh -O check")
+  .option("--stop", "end the master now, like ssh -O exit (commands in flight fail)")
+  .addOption(new Option("--serve", "run the master (started by other commands)").hideHelp())
+  .action(async (vault: string, opts) => {
+    status = await masterCommand(vault, { ...globals(), ...opts });
   });
 
 program.command("vaults")

@@ -11,7 +11,8 @@
 import { formatError, printable, VaultError } from "../errors/mod.ts";
 import { forgetKnownVault } from "../transport/mod.ts";
 import { StatusRequest, StreamTag } from "../protocol/mod.ts";
-import { getVault, loadConfig } from "./config.ts";
+import { getVault, loadConfig, persistMsOf, type VaultConfig } from "./config.ts";
+import type { DialEvent } from "../transport/mod.ts";
 import { connectVault, type VaultSession } from "./connect.ts";
 import { runExec } from "./exec.ts";
 
@@ -27,39 +28,105 @@ export interface GlobalFlags {
   json?: boolean;
   /** Seconds to wait for the machine to answer (like ssh's ConnectTimeout). */
   connectTimeout?: number;
+  /** False with `--no-persist`: neither use nor start a master. */
+  persist?: boolean;
 }
 
 function say(flags: GlobalFlags, line: string): void {
   if (flags.verbose) console.error(`fly-vault: ${line}`);
 }
 
-/** Connects with progress lines on stderr when verbose. */
-export async function openSession(name: string, flags: GlobalFlags): Promise<VaultSession> {
+/** How a command uses the vault's master (persistent client). */
+export interface SessionNeeds {
+  /** The vault's current state must be fresh (connect decides whether to provision). */
+  freshState?: boolean;
+  /** The command talks on the control stream (status, sessions, provisioning by URL). */
+  control?: boolean;
+  /** Never through a master (provisioning: Ctrl-C must cancel it on the vault). */
+  direct?: boolean;
+}
+
+/**
+ * Connects with progress lines on stderr when verbose. With `persist` on (and
+ * no `--no-persist`), goes through the vault's master when one is alive, and
+ * otherwise connects directly and leaves a master behind.
+ */
+export async function openSession(
+  name: string,
+  flags: GlobalFlags,
+  needs: SessionNeeds = {},
+): Promise<VaultSession> {
   const config = await loadConfig(flags.config);
   const vault = getVault(config, name);
-  return await connectVault(config, name, vault, {
-    timeoutMs: flags.connectTimeout ? flags.connectTimeout * 1000 : undefined,
-    onEvent: (e) => {
-      if (e.type === "attesting") {
-        say(
-          flags,
-          e.reason === "no-pin"
-            ? `attesting ${name} (first contact)…`
-            : e.reason === "config-changed"
-            ? `the pin for ${name} was made for another address, org, app, issuer or machine; attesting…`
-            : `pin for ${name} no longer matches (machine restarted?); attesting again…`,
-        );
-      } else if (e.type === "attested") {
-        say(
-          flags,
-          `attested: machine ${
-            printable(e.machineId, { maxLength: 64 })
-          } of ${vault.app} in org ${vault.org}, identity pinned`,
-        );
-      } else if (e.type === "pinned") say(flags, `pinned identity verified`);
-      else if (e.type === "authenticated") say(flags, `authenticated`);
-    },
+  const direct = () =>
+    connectVault(config, name, vault, {
+      timeoutMs: flags.connectTimeout ? flags.connectTimeout * 1000 : undefined,
+      onEvent: (e) => sayDialEvent(flags, name, vault, e),
+    });
+  if (needs.direct || flags.persist === false || persistMsOf(config, name, vault) === 0) {
+    return await direct();
+  }
+  const { useMaster } = await import("./master.ts");
+  return await useMaster({
+    config,
+    name,
+    vault,
+    direct,
+    say: (line) => say(flags, line),
+    freshState: needs.freshState,
+    control: needs.control,
+    masterArgs: [
+      "--config",
+      config.path,
+      ...(flags.connectTimeout ? ["--connect-timeout", String(flags.connectTimeout)] : []),
+    ],
   });
+}
+
+function sayDialEvent(
+  flags: GlobalFlags,
+  name: string,
+  vault: VaultConfig,
+  e: DialEvent | { type: "authenticated" },
+): void {
+  if (e.type === "attesting") {
+    say(
+      flags,
+      e.reason === "no-pin"
+        ? `attesting ${name} (first contact)…`
+        : e.reason === "config-changed"
+        ? `the pin for ${name} was made for another address, org, app, issuer or machine; attesting…`
+        : `pin for ${name} no longer matches (machine restarted?); attesting again…`,
+    );
+  } else if (e.type === "attested") {
+    say(
+      flags,
+      `attested: machine ${
+        printable(e.machineId, { maxLength: 64 })
+      } of ${vault.app} in org ${vault.org}, identity pinned`,
+    );
+  } else if (e.type === "pinned") say(flags, `pinned identity verified`);
+  else if (e.type === "authenticated") say(flags, `authenticated`);
+}
+
+/** `fly-vault master VAULT --status|--stop|--serve`. */
+export async function masterCommand(
+  name: string,
+  flags: GlobalFlags & { status?: boolean; stop?: boolean; serve?: boolean },
+): Promise<number> {
+  const master = await import("./master.ts");
+  if (flags.serve) {
+    return await master.serveMaster(
+      name,
+      flags,
+      (config, vault, onEvent) =>
+        connectVault(config, name, vault, {
+          timeoutMs: flags.connectTimeout ? flags.connectTimeout * 1000 : undefined,
+          onEvent,
+        }),
+    );
+  }
+  return await master.controlMaster(flags, name, flags.stop ? "stop" : "status");
 }
 
 /** Prints an error the way every command does and returns the failure status. */
@@ -131,7 +198,7 @@ export async function execCommand(
 
 /** `fly-vault status VAULT`: attest/pin/auth and show the provisioning state. */
 export async function statusCommand(name: string, flags: GlobalFlags): Promise<number> {
-  const session = await openSession(name, flags);
+  const session = await openSession(name, flags, { control: true });
   try {
     await session.control.writer.send(StatusRequest.parse({ type: "status" }));
     const frame = await session.control.reader.next();

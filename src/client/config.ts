@@ -36,10 +36,15 @@ export const VaultConfig = z.strictObject({
   rootfs_url: z.string().url().optional(),
   oidc_issuer: z.string().url().default(FLY_OIDC_ISSUER),
   local_simulation: z.boolean().default(false),
+  /** Keep a master connection this long after the last command ("10m", "30s", "no"). */
+  persist: z.union([z.string(), z.boolean()]).optional(),
 });
 export type VaultConfig = z.infer<typeof VaultConfig>;
 
-const ConfigFile = z.object({ vault: z.record(z.string(), z.unknown()).default({}) }).loose();
+const ConfigFile = z.object({
+  vault: z.record(z.string(), z.unknown()).default({}),
+  persist: z.union([z.string(), z.boolean()]).optional(),
+}).loose();
 
 /** A loaded configuration. */
 export interface ClientConfig {
@@ -49,6 +54,40 @@ export interface ClientConfig {
   dir: string;
   knownVaultsPath: string;
   vaults: Record<string, VaultConfig>;
+  /** The top-level `persist` (every vault's default). */
+  persist?: string | boolean;
+}
+
+/** How long a master lingers when `persist` is on without a duration (as ssh's ControlPersist=yes would be forever; we bound it). */
+export const DEFAULT_PERSIST_MS = 10 * 60_000;
+
+/**
+ * A `persist` value as milliseconds: 0 means off. Accepts `"no"`/`false`,
+ * `"yes"`/`true` (10 minutes), or a duration: `"90s"`, `"10m"`, `"2h"`, `"500ms"`, `"30"` (seconds).
+ */
+export function parsePersist(value: string | boolean | undefined, where = "persist"): number {
+  if (value === undefined || value === false) return 0;
+  if (value === true) return DEFAULT_PERSIST_MS;
+  const v = value.trim().toLowerCase();
+  if (["no", "off", "false", "0"].includes(v)) return 0;
+  if (["yes", "on", "true"].includes(v)) return DEFAULT_PERSIST_MS;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(v);
+  if (!m) {
+    throw new VaultError(
+      "config.bad_persist",
+      `${where} = "${value}" is not a duration`,
+      'write persist = "10m" (or "30s", "2h", "no")',
+    );
+  }
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? "s") as "ms" | "s" | "m" | "h"];
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** The persist time for `name`: its own key, else the top-level one, else off. */
+export function persistMsOf(config: ClientConfig, name: string, vault: VaultConfig): number {
+  return vault.persist !== undefined
+    ? parsePersist(vault.persist, `[vault.${name}] persist`)
+    : parsePersist(config.persist, "persist");
 }
 
 /** Where config.toml is, from the flag and the environment. */
@@ -109,7 +148,7 @@ export async function loadConfig(flag?: string): Promise<ClientConfig> {
         "config.invalid",
         `${path}: [vault.${name}] ${key}: ${issue.message}${unknown}`,
         "keys are address, org, app, machine_id, access_token, forward, rootfs, rootfs_url, " +
-          "oidc_issuer, local_simulation",
+          "oidc_issuer, local_simulation, persist",
       );
     }
     const v = parsed.data;
@@ -120,12 +159,14 @@ export async function loadConfig(flag?: string): Promise<ClientConfig> {
         "only a local simulation may use a plain-http issuer: add local_simulation = true",
       );
     }
+    parsePersist(v.persist, `${path}: [vault.${name}] persist`);
     vaults[name] = v;
   }
+  parsePersist(file.persist, `${path}: persist`);
   if (Object.values(vaults).some((v) => v.access_token !== undefined)) {
     await refuseLooseSecrets(path);
   }
-  return { path, dir, knownVaultsPath: join(dir, "known_vaults"), vaults };
+  return { path, dir, knownVaultsPath: join(dir, "known_vaults"), vaults, persist: file.persist };
 }
 
 /**

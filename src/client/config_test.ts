@@ -75,3 +75,37 @@ Deno.test("an unknown vault lists the configured ones", async () => {
     return true;
   });
 });
+
+Deno.test("persist: durations, yes/no, per vault over the top level, bad values refused", async () => {
+  const { parsePersist, persistMsOf } = await import("./config.ts");
+  assert.equal(parsePersist("10m"), 600_000);
+  assert.equal(parsePersist("90s"), 90_000);
+  assert.equal(parsePersist("30"), 30_000);
+  assert.equal(parsePersist("500ms"), 500);
+  assert.equal(parsePersist("2h"), 7_200_000);
+  assert.equal(parsePersist("no"), 0);
+  assert.equal(parsePersist(false), 0);
+  assert.equal(parsePersist(true), 600_000);
+  assert.equal(parsePersist(undefined), 0);
+  assert.throws(() => parsePersist("soon"), code("config.bad_persist"));
+  const path = await configWith(`persist = "5m"
+[vault.a]
+address = "h:1"
+org = "o"
+app = "a"
+[vault.b]
+address = "h:1"
+org = "o"
+app = "a"
+persist = "no"
+`);
+  const config = await loadConfig(path);
+  assert.equal(persistMsOf(config, "a", getVault(config, "a")), 300_000);
+  assert.equal(persistMsOf(config, "b", getVault(config, "b")), 0);
+  await assert.rejects(
+    loadConfig(
+      await configWith(`[vault.a]\naddress = "h:1"\norg = "o"\napp = "a"\npersist = "x"\n`),
+    ),
+    code("config.bad_persist"),
+  );
+});

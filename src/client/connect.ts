@@ -38,6 +38,8 @@ export interface VaultSession {
   welcome: AuthOk;
   /** True when this connect had to attest (first contact, or the machine restarted). */
   attested: boolean;
+  /** True when this session goes through the vault's master (persistent client). */
+  viaMaster?: boolean;
   /** The control stream, kept open for Status/Provision/Sessions. */
   control: { reader: FrameReader; writer: FrameWriter };
   openStream(tag: StreamTag): Promise<ByteStream>;

@@ -107,7 +107,7 @@ export async function connectCommand(
 ): Promise<number> {
   const config = await loadConfig(flags.config);
   const vault = getVault(config, name);
-  const first = await openSession(name, flags);
+  const first = await openSession(name, flags, { freshState: true });
   const live = reconnecting(first, () => openSession(name, flags));
   let forwards: ForwardHandle[] = [];
   try {
@@ -116,7 +116,13 @@ export async function connectCommand(
       if (!flags.reprovision && !flags.json) {
         console.error(`fly-vault: ${name} is ${state}; provisioning it`);
       }
-      await provision(first, vault, flags);
+      // Through a master, Ctrl-C could not cancel it on the vault: provision on our own connection.
+      const own = first.viaMaster ? await openSession(name, flags, { direct: true }) : first;
+      try {
+        await provision(own, vault, flags);
+      } finally {
+        if (own !== first) await own.close();
+      }
       if (flags.reprovision && !Deno.stdin.isTerminal()) return 0;
     }
     forwards = await startForwards([...vault.forward, ...(flags.forward ?? [])], live, flags);
@@ -209,7 +215,7 @@ export async function copyCommand(
 
 /** `fly-vault sessions VAULT`. */
 export async function sessionsCommand(name: string, flags: GlobalFlags): Promise<number> {
-  const session = await openSession(name, flags);
+  const session = await openSession(name, flags, { control: true });
   try {
     await session.control.writer.send(SessionsRequest.parse({ type: "sessions" }));
     const reply = await session.control.reader.message(ControlReply, "session list");

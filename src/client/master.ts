@@ -1,0 +1,805 @@
+/**
+ * The persistent client (ssh's ControlMaster/ControlPersist): the first
+ * command to a vault with `persist` on leaves a background process, the
+ * master, holding the pinned, authenticated QUIC connection. Later commands
+ * reach the vault through it over a unix socket: one unix connection per
+ * QUIC stream, the master opening the stream and piping bytes both ways, so
+ * exec/console/forward/cp code runs unchanged above `openStream`.
+ *
+ * Safety: the socket lives in a directory that is ours and mode 0700 (the
+ * first line of defence, checked by both sides); the socket file must be ours;
+ * and on Linux the master checks every accepted peer's uid (SO_PEERCRED) and
+ * drops the connection before reading a byte from it when any connected peer
+ * is another user. The socket's name is a hash of the vault's whole
+ * configuration (address, pins' file, token, …): a changed config never uses
+ * an old master.
+ *
+ * A master that is missing, dead, stale or refuses us is never an error: the
+ * command connects on its own (and starts a fresh master).
+ *
+ * Wire (unix socket): the client sends one message frame (the project's frame
+ * codec) `{op, …}`; the master answers one message frame `{ok: true, …}` or
+ * `{ok: false, code, message, hint}`; after an ok to `stream`, raw bytes flow.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { VaultError } from "../errors/mod.ts";
+import {
+  type AuthOk,
+  type ByteStream,
+  encodeMessage,
+  FrameReader,
+  FrameWriter,
+  isStreamTag,
+  StreamTag,
+} from "../protocol/mod.ts";
+import type { VaultConnection } from "../transport/mod.ts";
+import {
+  type ClientConfig,
+  DEFAULT_PERSIST_MS,
+  getVault,
+  loadConfig,
+  persistMsOf,
+  type VaultConfig,
+} from "./config.ts";
+import type { VaultSession } from "./connect.ts";
+
+/** Where a vault's master lives. */
+export interface MasterPaths {
+  dir: string;
+  socket: string;
+  log: string;
+  /** Present while a client is starting a master (so a second one doesn't). */
+  starting: string;
+}
+
+const LIMIT_HEADER = 64 * 1024;
+/** A master is local: a live one answers at once, even on a busy machine. */
+const HELLO_TIMEOUT_MS = 3_000;
+/** A "starting" marker older than this is from a master that never came up. */
+const STARTING_STALE_MS = 30_000;
+
+function runDirFor(config: ClientConfig): string {
+  const xdg = Deno.env.get("XDG_RUNTIME_DIR");
+  return xdg ? join(xdg, "fly-vault") : join(config.dir, "run");
+}
+
+/** Hex sha-256 of the vault's whole identity: anything that changes it makes a new master. */
+async function identityHash(config: ClientConfig, name: string, vault: VaultConfig) {
+  const token = Deno.env.get("FLY_VAULT_ACCESS_TOKEN") ?? vault.access_token ?? "";
+  const text = JSON.stringify([
+    Deno.uid(),
+    config.path,
+    config.knownVaultsPath,
+    name,
+    vault,
+    token,
+  ]);
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Makes sure `dir` exists, is a real directory, ours, and closed to others
+ * (tightening it if it is ours). False when it cannot be made safe.
+ */
+export function ensurePrivateDir(dir: string): boolean {
+  try {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = Deno.lstatSync(dir);
+    if (!st.isDirectory || st.isSymlink) return false;
+    if (st.uid !== Deno.uid()) return false;
+    if (((st.mode ?? 0) & 0o077) !== 0) Deno.chmodSync(dir, 0o700);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The master's paths for `name`, or null when no private run directory can be had. */
+export async function masterPaths(
+  config: ClientConfig,
+  name: string,
+  vault: VaultConfig,
+): Promise<MasterPaths | null> {
+  const hash = (await identityHash(config, name, vault)).slice(0, 24);
+  let dir = runDirFor(config);
+  // sun_path holds 108 bytes: a deep config directory falls back to a short private one.
+  if (join(dir, `${hash}.sock.0000000`).length > 100) dir = `/tmp/fly-vault-${Deno.uid()}`;
+  if (!ensurePrivateDir(dir)) return null;
+  const base = join(dir, hash);
+  return {
+    dir,
+    socket: `${base}.sock`,
+    log: `${base}.log`,
+    starting: `${base}.starting`,
+  };
+}
+
+// ---------------------------------------------------------------- unix plumbing
+
+/** Reads exactly `n` bytes, or null at end of stream before the first byte. */
+async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array | null> {
+  const out = new Uint8Array(n);
+  let off = 0;
+  while (off < n) {
+    const got = await conn.read(out.subarray(off));
+    if (got === null) {
+      if (off === 0) return null;
+      throw new VaultError("master.truncated", "the master connection ended mid-message", "");
+    }
+    off += got;
+  }
+  return out;
+}
+
+/** One message frame read byte-exactly, so what follows stays on the connection. */
+async function readMessage(conn: Deno.Conn): Promise<Record<string, unknown> | null> {
+  const head = await readExactly(conn, 5);
+  if (!head) return null;
+  const length = new DataView(head.buffer).getUint32(0);
+  if (head[4] !== 0 || length < 1 || length > LIMIT_HEADER) {
+    throw new VaultError("master.bad_message", "the master connection sent a bad header", "");
+  }
+  const body = await readExactly(conn, length - 1);
+  const value = JSON.parse(new TextDecoder().decode(body ?? new Uint8Array(0)));
+  if (typeof value !== "object" || value === null) {
+    throw new VaultError("master.bad_message", "the master connection sent a bad header", "");
+  }
+  return value as Record<string, unknown>;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+}
+
+/**
+ * A unix connection as a byte stream with real half-close (Deno's own
+ * `conn.readable`/`writable` close the whole socket at either end, which
+ * would cut a forward whose local side stopped sending).
+ */
+function connStream(conn: Deno.Conn, onClosed?: () => void): ByteStream & { close(): void } {
+  let readDone = false;
+  let writeDone = false;
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    try {
+      conn.close();
+    } catch { /* already */ }
+    onClosed?.();
+  };
+  const finish = () => {
+    if (readDone && writeDone) close();
+  };
+  const readable = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      const buf = new Uint8Array(64 * 1024);
+      let n: number | null;
+      try {
+        n = await conn.read(buf);
+      } catch (err) {
+        readDone = true;
+        if (closed) return c.close();
+        c.error(err);
+        close();
+        return;
+      }
+      if (n === null) {
+        readDone = true;
+        c.close();
+        finish();
+      } else c.enqueue(buf.subarray(0, n));
+    },
+    cancel() {
+      readDone = true;
+      finish();
+    },
+  }, { highWaterMark: 0 });
+  const writable = new WritableStream<Uint8Array>({
+    write: (chunk) => writeAll(conn, chunk),
+    async close() {
+      writeDone = true;
+      try {
+        await conn.closeWrite();
+      } catch { /* gone */ }
+      finish();
+    },
+    abort() {
+      writeDone = true;
+      close();
+    },
+  });
+  return { readable, writable, close };
+}
+
+/** Connects, sends `request`, reads the answer; throws on anything but ok. */
+async function ask(
+  socket: string,
+  request: Record<string, unknown>,
+): Promise<{ conn: Deno.UnixConn; reply: Record<string, unknown> }> {
+  const conn = await Deno.connect({ transport: "unix", path: socket });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const reply = await Promise.race([
+      (async () => {
+        await writeAll(conn, encodeMessage(request));
+        return await readMessage(conn);
+      })(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new VaultError("master.timeout", "the master did not answer", "")),
+          HELLO_TIMEOUT_MS,
+        );
+      }),
+    ]);
+    if (!reply) throw new VaultError("master.gone", "the master closed the connection", "");
+    if (reply.ok !== true) {
+      throw new VaultError(
+        String(reply.code ?? "master.refused"),
+        String(reply.message ?? "the master refused"),
+        String(reply.hint ?? ""),
+      );
+    }
+    return { conn, reply };
+  } catch (err) {
+    try {
+      conn.close();
+    } catch { /* already */ }
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The socket file is ours and a socket (a stranger's file in our directory is not trusted). */
+function socketIsOurs(socket: string): boolean {
+  try {
+    const st = Deno.lstatSync(socket);
+    return st.isSocket === true && st.uid === Deno.uid();
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- client side
+
+/** Options for {@link useMaster}. */
+export interface UseMasterOptions {
+  config: ClientConfig;
+  name: string;
+  vault: VaultConfig;
+  /** Connects on our own (the fallback, and the first command's own connection). */
+  direct: () => Promise<VaultSession>;
+  /** A progress line (shown with -v). */
+  say: (line: string) => void;
+  /** Ask the master to refresh the vault's state (connect decides whether to provision). */
+  freshState?: boolean;
+  /** Open the control relay now (status, sessions): a failure then still falls back. */
+  control?: boolean;
+  /** How to start a master: the global flags to pass on. */
+  masterArgs: string[];
+}
+
+/**
+ * A session through the vault's master when one is alive; otherwise a direct
+ * session, after which a master is started in the background.
+ */
+export async function useMaster(opts: UseMasterOptions): Promise<VaultSession> {
+  const paths = await masterPaths(opts.config, opts.name, opts.vault);
+  if (!paths) {
+    opts.say("no private run directory for a master; connecting directly");
+    return await opts.direct();
+  }
+  const viaMaster = await masterSession(paths, opts).catch(() => null);
+  if (viaMaster) return viaMaster;
+  const session = await opts.direct();
+  startMaster(paths, opts);
+  return session;
+}
+
+async function masterSession(
+  paths: MasterPaths,
+  opts: UseMasterOptions,
+): Promise<VaultSession | null> {
+  if (!socketIsOurs(paths.socket)) return null;
+  let hello: Awaited<ReturnType<typeof ask>>;
+  try {
+    hello = await ask(paths.socket, { op: "hello", fresh: !!opts.freshState });
+  } catch (err) {
+    // A socket nobody listens on is a dead master's: clear it so the next master can bind.
+    if (err instanceof Deno.errors.ConnectionRefused) {
+      await Deno.remove(paths.socket).catch(() => {});
+    }
+    opts.say(`master for ${opts.name} not usable (${(err as Error).message}); connecting directly`);
+    return null;
+  }
+  let control: { reader: FrameReader; writer: FrameWriter } | undefined;
+  if (opts.control) {
+    try {
+      const { conn } = await ask(paths.socket, { op: "control" });
+      const s = connStream(conn);
+      control = { reader: new FrameReader(s.readable), writer: new FrameWriter(s.writable) };
+    } catch {
+      hello.conn.close();
+      return null;
+    }
+  }
+  opts.say(`using the master for ${opts.name} (pid ${hello.reply.pid})`);
+  const open = new Set<{ close(): void }>();
+  const helloStream = connStream(hello.conn);
+  // The hello connection stays open: it ends when the master goes, which is how we learn it.
+  const closed = (async () => {
+    const r = helloStream.readable.getReader();
+    while (!(await r.read().catch(() => ({ done: true }))).done) { /* nothing is sent */ }
+    return { code: 0, reason: "master gone" };
+  })();
+  let direct: Promise<VaultSession> | undefined;
+  const openStream = async (tag: StreamTag): Promise<ByteStream> => {
+    if (direct) return (await direct).openStream(tag);
+    let conn: Deno.UnixConn;
+    try {
+      conn = (await ask(paths.socket, { op: "stream", tag })).conn;
+    } catch (err) {
+      // Nothing was sent on the vault's side yet: going direct is invisible to the command.
+      opts.say(`master for ${opts.name} failed (${(err as Error).message}); connecting directly`);
+      direct ??= opts.direct();
+      return (await direct).openStream(tag);
+    }
+    const s = connStream(conn, () => open.delete(s));
+    open.add(s);
+    return s;
+  };
+  const conn: VaultConnection = {
+    remoteAddr: { hostname: paths.socket, port: 0 },
+    openStream,
+    async *incoming() {},
+    async close() {
+      for (const s of open) s.close();
+      helloStream.close();
+      if (direct) await (await direct.catch(() => null))?.close();
+    },
+    closed,
+  };
+  return {
+    name: opts.name,
+    conn,
+    welcome: hello.reply.welcome as AuthOk,
+    attested: false,
+    viaMaster: true,
+    get control() {
+      if (!control) {
+        throw new VaultError("master.no_control", "this session has no control stream", "");
+      }
+      return control;
+    },
+    openStream,
+    close: async () => {
+      await control?.writer.close();
+      await conn.close();
+    },
+  };
+}
+
+/** Spawns `fly-vault master NAME --serve` detached, unless another client just did. */
+function startMaster(paths: MasterPaths, opts: UseMasterOptions): void {
+  try {
+    const st = Deno.statSync(paths.starting);
+    if (Date.now() - (st.mtime?.getTime() ?? 0) < STARTING_STALE_MS) return;
+    Deno.removeSync(paths.starting);
+  } catch { /* none */ }
+  try {
+    Deno.writeTextFileSync(paths.starting, `${Deno.pid}\n`, { createNew: true, mode: 0o600 });
+  } catch {
+    return; // another client won the race
+  }
+  const argv = ownArgv();
+  if (!argv) {
+    Deno.removeSync(paths.starting);
+    return;
+  }
+  try {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [...argv.denoFlags, argv.script, ...opts.masterArgs, "master", opts.name, "--serve"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+      detached: true,
+    }).spawn();
+    child.unref();
+    opts.say(`started a master for ${opts.name} (pid ${child.pid})`);
+  } catch {
+    Deno.removeSync(paths.starting);
+  }
+}
+
+/** This program's command line, split at the script (see transport's ownDenoArgv). */
+function ownArgv(): { denoFlags: string[]; script: string } | undefined {
+  let raw: string;
+  try {
+    raw = Deno.readTextFileSync("/proc/self/cmdline");
+  } catch {
+    return undefined;
+  }
+  const argv = raw.split("\0");
+  if (argv.at(-1) === "") argv.pop();
+  const scriptAt = argv.length - Deno.args.length - 1;
+  if (scriptAt < 1) return undefined;
+  return { denoFlags: argv.slice(1, scriptAt), script: argv[scriptAt] };
+}
+
+/** `fly-vault master NAME --status|--stop`: what ssh -O check / -O exit do. */
+export async function controlMaster(
+  flags: { config?: string; json?: boolean },
+  name: string,
+  op: "status" | "stop",
+): Promise<number> {
+  const config = await loadConfig(flags.config);
+  const vault = getVault(config, name);
+  const paths = await masterPaths(config, name, vault);
+  let reply: Record<string, unknown> | undefined;
+  if (paths && socketIsOurs(paths.socket)) {
+    try {
+      const r = await ask(paths.socket, { op });
+      reply = r.reply;
+      if (op === "stop") await r.conn.read(new Uint8Array(1)).catch(() => null);
+      r.conn.close();
+    } catch { /* not running */ }
+  }
+  if (!reply) {
+    if (flags.json) console.log(JSON.stringify({ vault: name, running: false }));
+    else console.error(`fly-vault: no master running for ${name}`);
+    return 1;
+  }
+  const { ok: _, ...info } = reply;
+  if (flags.json) console.log(JSON.stringify({ vault: name, running: op === "status", ...info }));
+  else if (op === "stop") console.error(`fly-vault: master for ${name} (pid ${info.pid}) stopped`);
+  else {
+    console.log(
+      `master for ${name} running (pid ${info.pid}), ${info.clients} client(s), ` +
+        `${info.streams} stream(s) so far, exits after ${
+          Math.round(Number(info.persist_ms) / 1000)
+        } s idle; log ${info.log}`,
+    );
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- master side
+
+/** Tells uids of connected unix peers apart (Linux: SO_PEERCRED through libc). */
+interface PeerCheck {
+  /** Shuts down every accepted socket whose peer is another uid; true if there was one. */
+  strangers(): number[];
+}
+
+function linuxPeerCheck(
+  log: (event: string, f?: Record<string, unknown>) => void,
+): PeerCheck | null {
+  if (Deno.build.os !== "linux") return null;
+  let lib: Deno.DynamicLibrary<{
+    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"]; result: "i32" };
+    shutdown: { parameters: ["i32", "i32"]; result: "i32" };
+  }>;
+  try {
+    lib = Deno.dlopen("libc.so.6", {
+      getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+      shutdown: { parameters: ["i32", "i32"], result: "i32" },
+    });
+  } catch (err) {
+    log("master.no_peer_check", { error: String((err as Error).message) });
+    return null;
+  }
+  const SOL_SOCKET = 1, SO_PEERCRED = 17, SO_DOMAIN = 39, AF_UNIX = 1, SHUT_RDWR = 2;
+  const uid = Deno.uid();
+  return {
+    strangers() {
+      const found: number[] = [];
+      for (const e of Deno.readDirSync("/proc/self/fd")) {
+        const fd = Number(e.name);
+        let target: string;
+        try {
+          target = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          continue;
+        }
+        if (!target.startsWith("socket:")) continue;
+        const int = new Uint8Array(4);
+        const len = new Uint32Array([4]);
+        const lenBuf = new Uint8Array(len.buffer);
+        if (lib.symbols.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, int, lenBuf) !== 0) continue;
+        if (new DataView(int.buffer).getInt32(0, true) !== AF_UNIX) continue;
+        // A peer that already exited still has its uid here (its pid reads 0): judge by uid only.
+        const cred = new Uint8Array(12);
+        len[0] = 12;
+        if (lib.symbols.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, lenBuf) !== 0) continue;
+        const peerUid = new DataView(cred.buffer).getUint32(4, true);
+        if (peerUid !== uid) {
+          lib.symbols.shutdown(fd, SHUT_RDWR);
+          found.push(peerUid);
+        }
+      }
+      return found;
+    },
+  };
+}
+
+/**
+ * Runs the master for `name` (the hidden `fly-vault master NAME --serve`):
+ * connect, listen, relay, and exit after `persist` without clients, when the
+ * vault connection dies, on `--stop`, or on SIGTERM/SIGINT/SIGHUP.
+ */
+export async function serveMaster(
+  name: string,
+  flags: { config?: string; connectTimeout?: number },
+  connect: (
+    config: ClientConfig,
+    vault: VaultConfig,
+    onEvent: (e: { type: string }) => void,
+  ) => Promise<VaultSession>,
+): Promise<number> {
+  const config = await loadConfig(flags.config);
+  const vault = getVault(config, name);
+  const persistMs = persistMsOf(config, name, vault) || DEFAULT_PERSIST_MS;
+  const paths = await masterPaths(config, name, vault);
+  if (!paths) return 255;
+  const logFile = Deno.openSync(paths.log, { append: true, create: true, mode: 0o600 });
+  const log = (event: string, fields: Record<string, unknown> = {}) => {
+    const line = JSON.stringify({ ts: new Date().toISOString(), event, ...fields }) + "\n";
+    try {
+      logFile.writeSync(new TextEncoder().encode(line));
+    } catch { /* disk full: carry on */ }
+  };
+  const dropStarting = () => Deno.remove(paths.starting).catch(() => {});
+  log("master.starting", { vault: name, pid: Deno.pid, persist_ms: persistMs });
+  let session: VaultSession;
+  try {
+    session = await connect(config, vault, (e) => log(`dial.${e.type}`, { ...e, type: undefined }));
+  } catch (err) {
+    log("master.connect_failed", { error: String((err as Error).message) });
+    await dropStarting();
+    return 255;
+  }
+  // Someone else's master already serves this socket (a race between two first commands).
+  if (socketIsOurs(paths.socket)) {
+    try {
+      const r = await ask(paths.socket, { op: "status" });
+      r.conn.close();
+      log("master.already_running", { pid: r.reply.pid });
+      await session.close();
+      await dropStarting();
+      return 0;
+    } catch {
+      await Deno.remove(paths.socket).catch(() => {});
+    }
+  }
+  const tmp = `${paths.socket}.${Deno.pid}`;
+  await Deno.remove(tmp).catch(() => {});
+  const listener = Deno.listen({ transport: "unix", path: tmp });
+  Deno.chmodSync(tmp, 0o600);
+  Deno.renameSync(tmp, paths.socket);
+  const ino = Deno.lstatSync(paths.socket).ino;
+  await dropStarting();
+  const peers = linuxPeerCheck(log);
+  log("master.listening", { socket: paths.socket, peer_check: !!peers });
+
+  const started = Date.now();
+  let clients = 0;
+  let streams = 0;
+  let lastIdle = Date.now();
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  const hellos = new Set<Deno.Conn>();
+  let stopping = false;
+  let controlBusy: Promise<void> = Promise.resolve();
+
+  const shutdown = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    clearTimeout(idleTimer);
+    try {
+      if (Deno.lstatSync(paths.socket).ino === ino) Deno.removeSync(paths.socket);
+    } catch { /* gone */ }
+    try {
+      listener.close();
+    } catch { /* already */ }
+    // Logged once the socket is gone: whoever reads this line finds no stale socket.
+    log("master.exit", { why, streams });
+    for (const c of hellos) {
+      try {
+        c.close();
+      } catch { /* already */ }
+    }
+    await session.close().catch(() => {});
+    logFile.close();
+    Deno.exit(0);
+  };
+  const armIdle = () => {
+    clearTimeout(idleTimer);
+    lastIdle = Date.now();
+    idleTimer = setTimeout(() => clients === 0 && shutdown("idle"), persistMs);
+  };
+  const busy = () => {
+    clients++;
+    clearTimeout(idleTimer);
+  };
+  const done = () => {
+    if (--clients === 0 && !stopping) armIdle();
+  };
+  armIdle();
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    Deno.addSignalListener(sig, () => void shutdown(sig));
+  }
+  session.conn.closed.then((c) => shutdown(`connection lost: ${c.reason}`));
+
+  const reply = (conn: Deno.Conn, msg: Record<string, unknown>) =>
+    writeAll(conn, encodeMessage(msg));
+  const refuse = (conn: Deno.Conn, code: string, message: string) =>
+    reply(conn, { ok: false, code, message, hint: "" }).catch(() => {});
+
+  const serve = async (conn: Deno.UnixConn) => {
+    const req = await readMessage(conn);
+    if (!req) return conn.close();
+    const op = String(req.op);
+    if (op === "status") {
+      await reply(conn, {
+        ok: true,
+        pid: Deno.pid,
+        clients,
+        streams,
+        started_at: new Date(started).toISOString(),
+        idle_ms: clients === 0 ? Date.now() - lastIdle : 0,
+        persist_ms: persistMs,
+        log: paths.log,
+      });
+      return conn.close();
+    }
+    if (op === "stop") {
+      await reply(conn, { ok: true, pid: Deno.pid });
+      return void await shutdown("stop");
+    }
+    busy();
+    try {
+      if (op === "hello") {
+        let welcome = session.welcome;
+        if (req.fresh) {
+          const status = await withControl(async () => {
+            await session.control.writer.send({ type: "status" });
+            const frame = await session.control.reader.next();
+            return frame?.kind === "message" ? frame.message as Record<string, unknown> : null;
+          });
+          if (status?.type === "status") {
+            welcome = { ...welcome, state: status.state as AuthOk["state"] };
+            if (typeof status.reason === "string") welcome.reason = status.reason;
+            else delete welcome.reason;
+          }
+        }
+        hellos.add(conn);
+        await reply(conn, { ok: true, pid: Deno.pid, welcome });
+        // Held open until the client goes: its end is one client fewer.
+        await conn.read(new Uint8Array(1)).catch(() => null);
+        hellos.delete(conn);
+        return conn.close();
+      }
+      if (op === "stream") {
+        const tag = Number(req.tag);
+        if (!isStreamTag(tag) || tag === StreamTag.control || tag === StreamTag.attest) {
+          return void await refuse(conn, "master.bad_tag", `stream tag ${tag} cannot be relayed`);
+        }
+        let stream: ByteStream;
+        try {
+          stream = await session.openStream(tag);
+        } catch (err) {
+          await refuse(conn, "master.stream_failed", String((err as Error).message));
+          return conn.close();
+        }
+        streams++;
+        log("master.stream", { tag, n: streams });
+        await reply(conn, { ok: true });
+        await relay(conn, stream);
+        return;
+      }
+      if (op === "control") {
+        await withControl(async () => {
+          await reply(conn, { ok: true });
+          await relayControl(conn, session);
+        });
+        return;
+      }
+      await refuse(conn, "master.bad_op", `unknown op ${op}`);
+      conn.close();
+    } finally {
+      done();
+    }
+  };
+  // One user of the vault's control stream at a time.
+  const withControl = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = controlBusy.then(fn);
+    controlBusy = run.then(() => {}, () => {});
+    return run;
+  };
+
+  for await (const conn of listener) {
+    const strangers = peers?.strangers() ?? [];
+    if (strangers.length) {
+      // Some connected peer is another user (their fds were just shut down). We cannot tell
+      // which Deno connection is theirs, so this one is dropped unread too; ours fall back.
+      log("master.peer_refused", { uids: strangers });
+      try {
+        conn.close();
+      } catch { /* already */ }
+      continue;
+    }
+    serve(conn as Deno.UnixConn).catch((err) => {
+      log("master.client_error", { error: String((err as Error).message) });
+      try {
+        conn.close();
+      } catch { /* already */ }
+    });
+  }
+  return 0;
+}
+
+/** Pipes a unix connection and a vault stream both ways, half-closes passing through. */
+async function relay(conn: Deno.UnixConn, stream: ByteStream): Promise<void> {
+  const local = connStream(conn);
+  const up = local.readable.pipeTo(stream.writable).catch(() => {
+    // The client vanished mid-stream: the vault's side is reset, as a dropped connection would be.
+    stream.readable.cancel().catch(() => {});
+    local.close();
+  });
+  const down = stream.readable.pipeTo(local.writable).catch(() => {
+    // The vault's side ended abruptly (reset, or the connection died): the client hears EOF.
+    stream.writable.abort().catch(() => {});
+    local.close();
+  });
+  await Promise.all([up, down]);
+}
+
+/**
+ * Relays control frames between a client and the vault's control stream.
+ * Each request gets replies until one that is not `progress`; when the client
+ * leaves early, its outstanding replies are read and dropped so the next
+ * client's first reply is its own.
+ */
+async function relayControl(conn: Deno.UnixConn, session: VaultSession): Promise<void> {
+  const local = connStream(conn);
+  const reader = new FrameReader(local.readable);
+  const writer = new FrameWriter(local.writable);
+  let outstanding = 0;
+  let clientGone = false;
+  let wake: (() => void) | undefined;
+  const requests = (async () => {
+    try {
+      while (true) {
+        const frame = await reader.next();
+        if (frame === null) break;
+        if (frame.kind !== "message") continue;
+        outstanding++;
+        wake?.();
+        await session.control.writer.send(frame.message);
+      }
+    } catch { /* client gone */ }
+    clientGone = true;
+    wake?.();
+  })();
+  while (true) {
+    if (outstanding === 0) {
+      if (clientGone) break;
+      await new Promise<void>((r) => wake = r);
+      wake = undefined;
+      continue;
+    }
+    const frame = await session.control.reader.next();
+    if (frame === null) break;
+    if (frame.kind !== "message") continue;
+    const msg = frame.message as { type?: string };
+    if (msg?.type !== "progress") outstanding--;
+    if (!clientGone) await writer.send(msg).catch(() => {});
+  }
+  await requests;
+  await writer.close();
+  local.close();
+}

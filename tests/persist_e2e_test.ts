@@ -1,0 +1,296 @@
+/**
+ * Issue 10 item 2 end to end: the persistent client (ssh's ControlMaster /
+ * ControlPersist) with the real client binary against real init under flysim.
+ * Commands share one master; output, exit codes and signals are the same with
+ * and without it; a master killed mid-command fails that command cleanly and
+ * the next one connects on its own; another uid cannot use the socket; an
+ * idle master exits.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ROOT, type Sim, startSim, vaultFor } from "./harness.ts";
+
+const events = (lines: string[], event: string) =>
+  lines.filter((l) => l.includes(`"event":"${event}"`)).map((l) => JSON.parse(l));
+
+/** Waits (on file-system events in `dir`, never by sleeping) until `ready()` holds. */
+async function until<T>(
+  dir: string,
+  ready: () => T | undefined | false,
+  what: string,
+  ms = 20_000,
+): Promise<T> {
+  const first = ready();
+  if (first) return first;
+  const watcher = Deno.watchFs(dir);
+  const timer = setTimeout(() => watcher.close(), ms);
+  try {
+    for await (const _ of watcher) {
+      const v = ready();
+      if (v) return v;
+    }
+    const v = ready();
+    if (v) return v;
+    throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+  } finally {
+    clearTimeout(timer);
+    try {
+      watcher.close();
+    } catch { /* already */ }
+  }
+}
+
+/** The run directory (XDG_RUNTIME_DIR/fly-vault) and what is in it. */
+function runDir(xdg: string) {
+  const dir = join(xdg, "fly-vault");
+  const files = () => {
+    try {
+      return [...Deno.readDirSync(dir)].map((e) => e.name);
+    } catch {
+      return [];
+    }
+  };
+  const socket = () => files().find((f) => f.endsWith(".sock"));
+  const logLines = () => {
+    const log = files().find((f) => f.endsWith(".log"));
+    return log ? Deno.readTextFileSync(join(dir, log)).split("\n").filter(Boolean) : [];
+  };
+  return { dir, files, socket, logLines };
+}
+
+async function setup(persist: string) {
+  const sim = await startSim();
+  const m = await sim.startMachine(`p${crypto.randomUUID().slice(0, 8).replace(/-/g, "")}`);
+  await sim.writeConfig({ demo: vaultFor(sim, m, { persist }) });
+  const xdg = join(sim.dir, "xdg");
+  await Deno.mkdir(xdg, { mode: 0o700 });
+  const env = { XDG_RUNTIME_DIR: xdg };
+  const run = (args: string[], o: { stdin?: string } = {}) => sim.client(args, { ...o, env });
+  return { sim, m, xdg, env, run, rd: runDir(xdg) };
+}
+
+async function stopMaster(sim: Sim, env: Record<string, string>) {
+  await sim.client(["master", "demo", "--stop"], { env });
+}
+
+Deno.test("persist: two commands share one master; output, exit codes and signals as without it", async () => {
+  const { sim, m, env, run, rd } = await setup("1m");
+  try {
+    const cases: Array<{ argv: string[]; stdin?: string }> = [
+      { argv: ["exec", "demo", "--", "sh", "-c", "echo out; echo err >&2; exit 3"] },
+      { argv: ["exec", "demo", "--", "cat"], stdin: "through stdin\n" },
+      { argv: ["exec", "-n", "demo", "--", "sh", "-c", "kill -9 $$"] },
+      { argv: ["exec", "-n", "demo", "--", "sh", "-c", "kill -TERM $$"] },
+      { argv: ["exec", "-n", "demo", "--", "/no/such/program"] },
+    ];
+    const direct = [];
+    for (const c of cases) direct.push(await run(["--no-persist", ...c.argv], c));
+    assert.equal(rd.files().length, 0, "--no-persist leaves no master");
+    assert.equal(events(m.logs, "auth.attempt").length, cases.length);
+
+    // The first command with persist on connects on its own and leaves a master.
+    const first = await run(["-v", "exec", "-n", "demo", "--", "true"]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /started a master for demo/);
+    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    const authsBefore = events(m.logs, "auth.attempt").length;
+    assert.equal(authsBefore, cases.length + 2, "the first command and its master");
+
+    // Two client processes at once, through the master: no new connection, no new auth.
+    const [a, b] = await Promise.all([
+      run(["-v", "exec", "-n", "demo", "--", "echo", "a"]),
+      run(["-v", "exec", "-n", "demo", "--", "echo", "b"]),
+    ]);
+    assert.deepEqual([a.code, a.stdout, b.code, b.stdout], [0, "a\n", 0, "b\n"]);
+    assert.match(a.stderr, /using the master for demo \(pid \d+\)/);
+    assert.match(b.stderr, /using the master for demo \(pid \d+\)/);
+    assert.doesNotMatch(a.stderr + b.stderr, /attesting|pinned identity verified/);
+    assert.equal(events(m.logs, "auth.attempt").length, authsBefore, "no new authentication");
+    assert.equal(events(rd.logLines(), "master.stream").length, 2);
+
+    // Same bytes and statuses as without the master.
+    for (const [i, c] of cases.entries()) {
+      const via = await run(c.argv, c);
+      assert.deepEqual(
+        { code: via.code, stdout: via.stdout, stderr: via.stderr },
+        { code: direct[i].code, stdout: direct[i].stdout, stderr: direct[i].stderr },
+        `case ${c.argv.join(" ")}`,
+      );
+    }
+    assert.equal(events(m.logs, "auth.attempt").length, authsBefore, "all through the master");
+    assert.equal(direct[0].code, 3);
+    assert.equal(direct[2].code, 137);
+    assert.equal(direct[3].code, 143);
+
+    // status (control stream through the master) and the master's own status / stop.
+    const status = await run(["--json", "status", "demo"]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.equal(JSON.parse(status.stdout).state, "ready");
+    const check = await run(["--json", "master", "demo", "--status"]);
+    assert.equal(check.code, 0, check.stderr);
+    const info = JSON.parse(check.stdout);
+    assert.equal(info.running, true);
+    assert.equal(events(m.logs, "auth.attempt").length, authsBefore);
+    const stop = await run(["master", "demo", "--stop"]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.match(stop.stderr, new RegExp(`master for demo \\(pid ${info.pid}\\) stopped`));
+    await until(rd.dir, () => !rd.socket() && "gone", "socket removed");
+    const after = await run(["master", "demo", "--status"]);
+    assert.equal(after.code, 1);
+    assert.match(after.stderr, /no master running for demo/);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
+
+Deno.test("persist: a master killed mid-command fails it cleanly; the next command connects on its own", async () => {
+  const { sim, env, run, rd } = await setup("1m");
+  try {
+    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
+    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    const pid = JSON.parse((await run(["--json", "master", "demo", "--status"])).stdout).pid;
+
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        join(ROOT, "bin", "fly-vault.ts"),
+        "-v",
+        "exec",
+        "-n",
+        "demo",
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 60",
+      ],
+      env: { FLY_VAULT_CONFIG_DIR: sim.configDir, NO_COLOR: "1", ...env },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const out = child.stdout.getReader();
+    const first = await out.read();
+    assert.equal(new TextDecoder().decode(first.value), "started\n");
+    const started = performance.now();
+    Deno.kill(pid, "SIGKILL");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const [status, stderr] = await Promise.all([
+      child.status,
+      new Response(child.stderr).text(),
+      (async () => {
+        while (!(await out.read()).done) { /* drain */ }
+      })(),
+    ]);
+    clearTimeout(timer);
+    assert.equal(status.code, 255, stderr);
+    assert.match(stderr, /error\[exec\.lost\]/);
+    assert.ok(performance.now() - started < 5_000, "failed at once, no hang");
+
+    // The dead master's socket is still there; the next command connects on its own.
+    const next = await run(["-v", "exec", "-n", "demo", "--", "echo", "ok"]);
+    assert.equal(next.code, 0, next.stderr);
+    assert.equal(next.stdout, "ok\n");
+    assert.match(next.stderr, /master for demo not usable/);
+    assert.match(next.stderr, /started a master for demo/);
+    await until(rd.dir, () => events(rd.logLines(), "master.listening").length === 2, "new master");
+    const again = await run(["-v", "exec", "-n", "demo", "--", "echo", "again"]);
+    assert.equal(again.stdout, "again\n");
+    assert.match(again.stderr, /using the master for demo/);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
+
+Deno.test("persist: another uid cannot use the master's socket, even with the directory opened", async () => {
+  const { sim, xdg, env, run, rd } = await setup("1m");
+  try {
+    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
+    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    const socket = join(rd.dir, rd.socket()!);
+    assert.equal(Deno.statSync(rd.dir).mode! & 0o777, 0o700);
+    assert.equal(Deno.statSync(socket).mode! & 0o777, 0o600);
+    // nobody needs to reach the socket's directory at all for the second half of the test.
+    await Deno.chmod(sim.dir, 0o711);
+    await Deno.chmod(xdg, 0o711);
+    const asNobody = async () => {
+      const probe = `
+        const path = Deno.args[0];
+        let conn;
+        try { conn = await Deno.connect({ transport: "unix", path }); }
+        catch (e) { console.log("connect:" + e.name); Deno.exit(0); }
+        // A hello frame; a master that served us would answer.
+        const body = new TextEncoder().encode(JSON.stringify({ op: "status" }));
+        const head = new Uint8Array(5); new DataView(head.buffer).setUint32(0, body.length + 1);
+        try { await conn.write(head); await conn.write(body); } catch (e) { console.log("write:" + e.name); Deno.exit(0); }
+        const buf = new Uint8Array(4096);
+        const n = await conn.read(buf).catch((e) => { console.log("read:" + e.name); Deno.exit(0); });
+        console.log(n === null ? "eof" : "answered:" + new TextDecoder().decode(buf.subarray(5, n)));
+      `;
+      const out = await new Deno.Command("setpriv", {
+        args: [
+          "--reuid=65534",
+          "--regid=65534",
+          "--clear-groups",
+          Deno.execPath(),
+          "eval",
+          "--quiet",
+          probe,
+          socket,
+        ],
+        env: {
+          DENO_DIR: join(sim.dir, "nobody-deno"),
+          HOME: "/nonexistent",
+          DENO_NO_UPDATE_CHECK: "1",
+        },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      return new TextDecoder().decode(out.stdout).trim() + new TextDecoder().decode(out.stderr);
+    };
+    await Deno.mkdir(join(sim.dir, "nobody-deno"), { mode: 0o777 });
+    await Deno.chmod(join(sim.dir, "nobody-deno"), 0o777);
+    // The 0700 directory is the first line of defence.
+    assert.equal(await asNobody(), "connect:PermissionDenied");
+    // Opened up by mistake (directory and socket), the master still checks the peer's uid.
+    await Deno.chmod(rd.dir, 0o711);
+    await Deno.chmod(socket, 0o666);
+    const opened = await asNobody();
+    assert.ok(/^(eof|read:|write:)/.test(opened), opened);
+    assert.deepEqual(events(rd.logLines(), "master.peer_refused").at(-1)?.uids, [65534]);
+    // Our own commands still go through it, and a client tightens the directory again.
+    const ours = await run(["-v", "exec", "-n", "demo", "--", "echo", "mine"]);
+    assert.equal(ours.stdout, "mine\n");
+    assert.match(ours.stderr, /using the master for demo/);
+    assert.equal(Deno.statSync(rd.dir).mode! & 0o777, 0o700);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
+
+Deno.test("persist: the master exits after its idle time, counted from the last client", async () => {
+  const { sim, m, env, run, rd } = await setup("2s");
+  try {
+    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
+    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    const t0 = performance.now();
+    const via = await run(["-v", "exec", "-n", "demo", "--", "sh", "-c", "sleep 3; echo slept"]);
+    assert.equal(via.stdout, "slept\n", via.stderr);
+    assert.match(via.stderr, /using the master/, "a 3 s command outlives the 2 s idle time");
+    const exit = await until(
+      rd.dir,
+      () => events(rd.logLines(), "master.exit")[0],
+      "idle exit",
+    );
+    assert.equal(exit.why, "idle");
+    assert.ok(performance.now() - t0 >= 5_000, "idle counted from the last stream closed");
+    assert.equal(rd.socket(), undefined, "its socket is gone");
+    assert.ok(events(m.logs, "auth.attempt").length === 2);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
