@@ -111,13 +111,16 @@ function progressSender(
     // A frame that cannot be sent means the client is gone: nobody waits for this provision.
     chain = chain.then(() => send(m)).catch((err) => onGone?.(err));
   };
-  // While nothing moves (a stalled server), repeat the last frame now and then: a client
-  // that left is noticed by the failed send, not only by the idle bound.
-  const heartbeat = setInterval(() => {
-    if (lastFrame?.type === "progress" && performance.now() - lastSent >= HEARTBEAT_MS) {
-      queue(lastFrame);
-    }
-  }, HEARTBEAT_MS);
+  // While a download does not move (a stalled server), repeat the last frame now and then:
+  // a client that left is noticed by the failed send, not only by the idle bound. (An
+  // upload needs none: its own stream breaks when the client goes.)
+  const heartbeat = transferPhase === "download"
+    ? setInterval(() => {
+      if (lastFrame?.type === "progress" && performance.now() - lastSent >= HEARTBEAT_MS) {
+        queue(lastFrame);
+      }
+    }, HEARTBEAT_MS)
+    : undefined;
   return {
     onProgress(p: ProvisionProgress) {
       const now = performance.now();
