@@ -2,10 +2,11 @@
  * Container images as flysim machines run them: a machine whose
  * `config.image` is a locally built image — `oci:DIR[:TAG]` (an OCI image
  * layout) or `containers-storage:NAME` (buildah's or podman's store; no
- * registry needed) — gets that image unpacked once (layers merged with
- * whiteouts applied by `fly-vault build`'s reader, cached by the layers'
- * digests) and is booted on a fresh copy-on-write root each start, as Fly
- * boots a fresh root filesystem from the image each time.
+ * registry needed) — gets that image unpacked once (an OCI layout's layers
+ * merged with whiteouts applied by `fly-vault build`'s reader; a stored
+ * image copied from buildah's mount of it; cached by the layers' digests)
+ * and is booted on a fresh copy-on-write root each start, as Fly boots a
+ * fresh root filesystem from the image each time.
  *
  * @module
  */
@@ -79,18 +80,8 @@ async function narrowLayout(src: string, tag: string, dir: string): Promise<void
   await Deno.writeTextFile(join(dir, "index.json"), JSON.stringify({ ...index, manifests: hit }));
 }
 
-/**
- * The OCI layout for `ref`, exporting from containers-storage when needed
- * (`buildah push NAME oci:DIR`). `scratch` is a private, empty directory.
- */
+/** The OCI layout an `oci:` ref names (narrowed to its tag). `scratch` is private and empty. */
 async function layoutOf(ref: string, scratch: string): Promise<string> {
-  if (ref.startsWith("containers-storage:")) {
-    const name = ref.slice("containers-storage:".length);
-    const dir = join(scratch, "layout");
-    // Uncompressed: flysim unpacks it right away, compressing would only cost time.
-    await run("buildah", ["push", "--quiet", "--disable-compression", name, `oci:${dir}`]);
-    return dir;
-  }
   const spec = ref.slice("oci:".length);
   // oci:DIR or oci:DIR:TAG (a tag has no slash; a directory may contain colons only before one).
   const colon = spec.lastIndexOf(":");
@@ -126,11 +117,26 @@ function layersKey(layers: string[]): string {
   return createHash("sha256").update(layers.join("\n")).digest("hex");
 }
 
+/** Copies an image's root out of containers-storage (a throwaway working container's mount). */
+async function copyFromStore(ref: string, dest: string): Promise<void> {
+  const name = ref.slice("containers-storage:".length);
+  const ctr = await run("buildah", ["from", "--pull=never", "--quiet", name]);
+  try {
+    const mnt = await run("buildah", ["mount", ctr.trim()]);
+    // cp -a keeps owners, modes, links, hard links and xattrs (file capabilities included).
+    await run("cp", ["-a", `${mnt.trim()}/.`, dest]);
+  } finally {
+    await run("buildah", ["rm", ctr.trim()]).catch(() => {});
+  }
+}
+
 /**
  * Unpacks `ref` under `cacheDir` (once per distinct layer set; concurrent
  * callers, even in other processes, wait for the one unpacking) and returns
- * it. An image in containers-storage whose layers are already unpacked is
- * not even exported, so a retag or a label change boots at once.
+ * it. An image in containers-storage is copied from buildah's mount of it
+ * (and not at all when its layers are unpacked already: a retag or a label
+ * change boots at once); an OCI layout goes through `fly-vault build`'s
+ * layer merging.
  */
 export async function unpackImage(ref: string, cacheDir: string): Promise<UnpackedImage> {
   if (!isLocalImage(ref)) {
@@ -148,37 +154,44 @@ export async function unpackImage(ref: string, cacheDir: string): Promise<Unpack
   await lock.lock(true);
   const scratch = await Deno.makeTempDir({ dir: cacheDir, prefix: ".scratch-" });
   try {
-    if (stored && await exists(join(cacheDir, stored.key, "rootfs"))) {
-      // Marks it used, so age-based pruning keeps what machines still boot.
-      await Deno.utime(join(cacheDir, stored.key), new Date(), new Date()).catch(() => {});
-      return { ref, rootfs: join(cacheDir, stored.key, "rootfs"), ...stored };
+    const tmp = join(scratch, "rootfs");
+    let key: string;
+    let config: ImageDeclaration;
+    if (stored) {
+      ({ key, config } = stored);
+      // buildah's own mount of the image is the merged root already: a copy is the unpacking.
+      if (!await exists(join(cacheDir, key, "rootfs"))) await copyFromStore(ref, tmp);
+    } else {
+      const layout = await layoutOf(ref, scratch);
+      const image = await resolveImage(layoutFiles(layout));
+      key = layersKey(image.layers.map((l) => l.path));
+      config = image.config;
+      if (!await exists(join(cacheDir, key, "rootfs"))) {
+        // fly-vault build merges the layers (whiteouts, numeric owners, xattrs) into one tar.
+        const tar = join(scratch, "rootfs.tar.gz");
+        await buildRootfs({ source: layout, kind: "image", output: tar });
+        await Deno.mkdir(tmp);
+        await run("tar", [
+          "--numeric-owner",
+          "--xattrs",
+          "--xattrs-include=*",
+          "-xpzf",
+          tar,
+          "-C",
+          tmp,
+        ]);
+        // The build records the workload declaration for tenant rootfs; a machine root has none.
+        await Deno.remove(join(tmp, ".fly-vault"), { recursive: true }).catch(() => {});
+      }
     }
-    const layout = await layoutOf(ref, scratch);
-    const image = await resolveImage(layoutFiles(layout));
-    const key = stored?.key ?? layersKey(image.layers.map((l) => l.path));
     const rootfs = join(cacheDir, key, "rootfs");
-    if (!await exists(rootfs)) {
-      // fly-vault build merges the layers (whiteouts, numeric owners, xattrs) into one tar.
-      const tar = join(scratch, "rootfs.tar.gz");
-      await buildRootfs({ source: layout, kind: "image", output: tar });
-      const tmp = join(scratch, "rootfs");
-      await Deno.mkdir(tmp);
-      await run("tar", [
-        "--numeric-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "-xpzf",
-        tar,
-        "-C",
-        tmp,
-      ]);
-      // The build records the workload declaration for tenant rootfs; a machine root has none.
-      await Deno.remove(join(tmp, ".fly-vault"), { recursive: true }).catch(() => {});
+    if (await exists(tmp)) {
       await Deno.mkdir(join(cacheDir, key), { recursive: true });
       await Deno.rename(tmp, rootfs);
     }
+    // Marks it used, so pruning by use keeps what machines still boot.
     await Deno.utime(join(cacheDir, key), new Date(), new Date()).catch(() => {});
-    return { ref, key, rootfs, config: stored?.config ?? image.config };
+    return { ref, key, rootfs, config };
   } finally {
     lock.close();
     await Deno.remove(scratch, { recursive: true }).catch(() => {});
