@@ -1,0 +1,311 @@
+/**
+ * The client's command line. `fly-vault exec` in its usual shapes is parsed
+ * by a small exact parser and runs without loading commander (and the Node
+ * compatibility modules it pulls in) or the modules of other commands; every
+ * other command line, and anything the fast parser is not sure of (help,
+ * unknown or combined flags, a value that looks like a flag), goes to
+ * commander. `cli_test.ts` checks both parse every accepted shape alike.
+ *
+ * @module
+ */
+import type { GlobalFlags } from "./commands.ts";
+
+/** One `fly-vault exec`, as both parsers produce it. */
+export interface ExecInvocation {
+  globals: GlobalFlags;
+  vault: string;
+  argv: string[];
+  tty: boolean;
+  noStdin: boolean;
+  env?: string[];
+  cwd?: string;
+}
+
+const GLOBAL_VALUE: Record<string, "config" | "connectTimeout"> = {
+  "-c": "config",
+  "--config": "config",
+  "--connect-timeout": "connectTimeout",
+};
+const GLOBAL_BOOL: Record<string, "verbose" | "json"> = {
+  "-v": "verbose",
+  "--verbose": "verbose",
+  "--json": "json",
+};
+const EXEC_VALUE: Record<string, "env" | "cwd"> = {
+  "-e": "env",
+  "--env": "env",
+  "-C": "cwd",
+  "--cwd": "cwd",
+};
+
+/**
+ * `[globals…] exec [exec options…] VAULT [--] COMMAND…` without commander, or
+ * null when the command line is anything else or anything unusual.
+ */
+export function fastExecArgv(args: string[]): ExecInvocation | null {
+  const globals: GlobalFlags = { persist: true };
+  const inv = { vault: "", argv: [] as string[], tty: false, noStdin: false } as ExecInvocation;
+  const seen = new Set<string>();
+  let i = 0;
+  const value = (flag: string): string | null => {
+    const eq = flag.indexOf("=");
+    if (flag.startsWith("--") && eq > 0) return flag.slice(eq + 1);
+    const v = args[++i];
+    return v === undefined || v.startsWith("-") ? null : v;
+  };
+  const name = (flag: string) => flag.startsWith("--") ? flag.split("=")[0] : flag;
+  // Global options, up to the subcommand.
+  for (; i < args.length && args[i] !== "exec"; i++) {
+    const flag = name(args[i]);
+    if (seen.has(flag)) return null;
+    seen.add(flag);
+    if (GLOBAL_BOOL[flag] && flag === args[i]) globals[GLOBAL_BOOL[flag]] = true;
+    else if (flag === "--no-persist" && flag === args[i]) globals.persist = false;
+    else if (GLOBAL_VALUE[flag]) {
+      const v = value(args[i]);
+      if (v === null || v === "") return null;
+      if (GLOBAL_VALUE[flag] === "config") globals.config = v;
+      else {
+        const n = Number(v);
+        if (!(n > 0)) return null;
+        globals.connectTimeout = n;
+      }
+    } else return null;
+  }
+  if (args[i++] !== "exec") return null;
+  // exec's own options, up to the vault.
+  for (; i < args.length && args[i].startsWith("-"); i++) {
+    const flag = name(args[i]);
+    if (flag === "-t" || flag === "--tty") {
+      if (flag !== args[i] || inv.tty) return null;
+      inv.tty = true;
+    } else if (flag === "-n" || flag === "--no-stdin") {
+      if (flag !== args[i] || inv.noStdin) return null;
+      inv.noStdin = true;
+    } else if (EXEC_VALUE[flag]) {
+      const v = value(args[i]);
+      if (v === null) return null;
+      if (EXEC_VALUE[flag] === "env") inv.env = [...inv.env ?? [], v];
+      else if (inv.cwd !== undefined) return null;
+      else inv.cwd = v;
+    } else return null;
+  }
+  const vault = args[i++];
+  if (vault === undefined || vault.startsWith("-")) return null;
+  let rest = args.slice(i);
+  if (rest[0] === "--") rest = rest.slice(1);
+  else if (rest.some((a) => a.startsWith("-"))) return null;
+  if (rest.length === 0) return null;
+  return { ...inv, globals, vault, argv: rest };
+}
+
+/** Runs one exec invocation; resolves to the exit status. */
+export async function runExecInvocation(inv: ExecInvocation): Promise<number> {
+  const flags = { ...inv.globals, cwd: inv.cwd };
+  if (inv.tty) {
+    const { execTtyCommand } = await import("./interactive.ts");
+    return await execTtyCommand(inv.vault, inv.argv, { ...flags, env: inv.env });
+  }
+  const { execCommand } = await import("./commands.ts");
+  return await execCommand(inv.vault, inv.argv, { ...flags, noStdin: inv.noStdin, env: inv.env });
+}
+
+/** The full command line, with commander. `c` is the client module. */
+export async function buildProgram(
+  c: typeof import("./mod.ts"),
+  runExecInvocation: (inv: ExecInvocation) => Promise<number>,
+  setStatus: (n: number) => void,
+) {
+  const { Command, CommanderError, Option } = await import("commander");
+  const program = new Command("fly-vault")
+    .description(
+      "Reach your Fly.io development VM without trusting the network: every connection checks a " +
+        "Fly-signed attestation bound to the machine's TLS key before your access token is sent.",
+    )
+    .option("-c, --config <file>", "config file (default ~/.config/fly-vault/config.toml)")
+    .option("-v, --verbose", "say what happens: attesting, pinning, authenticating")
+    .option("--json", "machine-readable output where a command has any")
+    .option(
+      "--connect-timeout <seconds>",
+      "bound the whole connect (handshakes, attestation, authentication) to this long (default 10)",
+      (v: string) => {
+        const n = Number(v);
+        if (!(n > 0)) throw new CommanderError(2, "usage", `--connect-timeout ${v} is not seconds`);
+        return n;
+      },
+    )
+    .option("--no-persist", "neither use nor leave a master connection (config persist)")
+    .exitOverride()
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault connect my-dev                        console (provisions first if needed)
+  fly-vault connect my-dev --forward 3000:localhost:3000
+  fly-vault connect my-dev --reprovision          send a new rootfs; /root and /home are kept
+  fly-vault exec my-dev -- ls -lash /             one command; its exit status is ours
+  fly-vault exec -t my-dev -- htop                one interactive command on a PTY
+  fly-vault cp -r ./src my-dev:/root/src          copy files (vault:/path is the remote side)
+  ssh -o ProxyCommand='fly-vault pipe my-dev localhost:2222' root@vault
+
+Exit status: the remote command's for exec; 2 bad usage; 255 fly-vault itself failed.
+Config: [vault.NAME] tables with address, org, app, machine_id, access_token, forward,
+rootfs, rootfs_url, persist (see README); persist = "10m" keeps a master connection that
+later commands share (fly-vault master NAME --status / --stop). FLY_VAULT_CONFIG_DIR points
+at another config directory.
+Console escapes (after a newline): ~. disconnect, ~? help, ~~ a literal ~.`,
+    );
+
+  const globals = () => program.opts<GlobalFlags>();
+  const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+  program.command("connect")
+    .description("open a console in the vault; provision it first when it has no rootfs")
+    .argument("<vault>", "vault name from config.toml")
+    .option("-L, --forward <spec>", "forward LPORT:HOST:RPORT or BIND:LPORT:HOST:RPORT", collect)
+    .option("--reprovision", "send a new rootfs (rootfs or rootfs_url); /root and /home are kept")
+    .option("--new", "start a new console session instead of re-attaching")
+    .option("--session <id>", "attach to this session (see `fly-vault sessions`)")
+    .action(async (vault: string, opts) => {
+      setStatus(await c.connectCommand(vault, { ...globals(), ...opts }));
+    });
+
+  program.command("exec")
+    .description("run a command in the vault (stdin, stdout, stderr and exit status pass through)")
+    .argument("<vault>", "vault name from config.toml")
+    .argument("<command...>", "the command and its arguments (put -- before them)")
+    .option("-t, --tty", "run it on a PTY, for interactive programs (like ssh -t)")
+    .option("-n, --no-stdin", "do not read stdin (like ssh -n)")
+    .option("-e, --env <KEY=VALUE>", "environment for the command (repeatable)", collect)
+    .option("-C, --cwd <dir>", "working directory in the vault (default /root)")
+    .action(async (vault: string, argv: string[], opts) => {
+      setStatus(
+        await runExecInvocation({
+          globals: globals(),
+          vault,
+          argv,
+          tty: !!opts.tty,
+          noStdin: opts.stdin === false,
+          env: opts.env,
+          cwd: opts.cwd,
+        }),
+      );
+    });
+
+  program.command("forward")
+    .description("forward local ports into the vault without a console, until Ctrl-C")
+    .argument("<vault>", "vault name from config.toml")
+    .argument("<spec...>", "LPORT:HOST:RPORT or BIND:LPORT:HOST:RPORT")
+    .action(async (vault: string, specs: string[]) => {
+      setStatus(await c.forwardCommand(vault, specs, globals()));
+    });
+
+  program.command("pipe")
+    .description("join stdin/stdout to a TCP connection made from the vault (ssh ProxyCommand)")
+    .argument("<vault>", "vault name from config.toml")
+    .argument("<host:port>", "where to connect, as seen from the vault")
+    .action(async (vault: string, target: string) => {
+      setStatus(await c.pipeCommand(vault, target, globals()));
+    });
+
+  program.command("cp")
+    .description("copy files to or from the vault; vault:/path names the remote side")
+    .argument("<paths...>", "SRC… DEST")
+    .option("-r, --recursive", "copy directories")
+    .action(async (paths: string[], opts) => {
+      setStatus(await c.copyCommand(paths, { ...globals(), recursive: opts.recursive }));
+    });
+
+  program.command("sessions")
+    .description("list the vault's console sessions (they survive disconnects)")
+    .argument("<vault>", "vault name from config.toml")
+    .action(async (vault: string) => {
+      setStatus(await c.sessionsCommand(vault, globals()));
+    });
+
+  program.command("status")
+    .description("attest, authenticate and show the vault's provisioning state")
+    .argument("<vault>", "vault name from config.toml")
+    .action(async (vault: string) => {
+      setStatus(await c.statusCommand(vault, globals()));
+    });
+
+  program.command("build")
+    .description(
+      "build the rootfs tar.gz from a directory, an OCI/docker-save image or a Dockerfile",
+    )
+    .argument(
+      "[source]",
+      "DIR, OCI layout, docker-save tarball or Dockerfile (default ./Dockerfile)",
+    )
+    .option("-o, --output <file>", "where to write (default the vault's rootfs, else ~/.config/…)")
+    .option("--vault <name>", "write to this vault's configured rootfs path")
+    .option("--engine <docker|podman>", "container engine for a Dockerfile")
+    .action(async (source: string | undefined, opts) => {
+      setStatus(await c.buildCommand(source, { ...globals(), ...opts }));
+    });
+
+  program.command("forget")
+    .description("drop a vault's pinned identity and machine; the next connect attests again")
+    .argument("<vault>", "vault name")
+    .addHelpText(
+      "after",
+      `
+Use it when a vault was recreated (a new machine under the same name): fly-vault refuses a
+different machine than the one it first attested (error attest.machine_changed), as ssh
+refuses a changed host key.
+
+Example:
+  fly-vault forget my-dev && fly-vault status my-dev`,
+    )
+    .action(async (vault: string) => {
+      setStatus(await c.forgetCommand(vault, globals()));
+    });
+
+  program.command("master")
+    .description("the vault's master connection (config persist): show it or stop it")
+    .argument("<vault>", "vault name from config.toml")
+    .option(
+      "--status",
+      "say whether a master is running (exit 0) or not (exit 1), like ssh -O check",
+    )
+    .option("--stop", "end the master now, like ssh -O exit (commands in flight fail)")
+    .addOption(new Option("--serve", "run the master (started by other commands)").hideHelp())
+    .action(async (vault: string, opts) => {
+      setStatus(await c.masterCommand(vault, { ...globals(), ...opts }));
+    });
+
+  program.command("vaults")
+    .description("list the vaults in config.toml")
+    .action(async () => {
+      setStatus(await c.vaultsCommand(globals()));
+    });
+  return { program, CommanderError };
+}
+
+/** Parses `args` and runs the command; resolves to the process exit status. */
+export async function main(args: string[]): Promise<number> {
+  const fast = fastExecArgv(args);
+  if (fast) {
+    try {
+      return await runExecInvocation(fast);
+    } catch (err) {
+      const { reportError } = await import("./commands.ts");
+      return reportError(err);
+    }
+  }
+  const c = await import("./mod.ts");
+  let status = 0;
+  const { program, CommanderError } = await buildProgram(c, runExecInvocation, (n) => status = n);
+  try {
+    await program.parseAsync(args, { from: "user" });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === "usage") console.error(`error: ${err.message}`);
+      status = err.exitCode === 0 ? 0 : c.EXIT_USAGE;
+    } else {
+      status = c.reportError(err);
+    }
+  }
+  return status;
+}
