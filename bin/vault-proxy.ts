@@ -36,7 +36,11 @@ const program = new Command("vault-proxy")
   .option("--app <name>", "with --machines-api: the app machines must belong to")
   .option("--admin <host:port>", "serve /healthz and /metrics here (e.g. 0.0.0.0:9090)")
   .option("--udp <impl>", "UDP implementation: deno or node", "deno")
-  .option("--max-sessions <n>", "sessions at once", String(DEFAULT_LIMITS.maxSessions))
+  .option(
+    "--max-sessions <n>",
+    "sessions at once (lowered to fit the open-file limit: one socket each)",
+    String(DEFAULT_LIMITS.maxSessions),
+  )
   .option(
     "--idle-timeout <ms>",
     "close a silent session after",
@@ -46,6 +50,16 @@ const program = new Command("vault-proxy")
     "--initial-rate <n>",
     "new-client Initial packets per second per source IP",
     String(DEFAULT_LIMITS.initialsPerSecond),
+  )
+  .option(
+    "--max-per-source <n>",
+    "sessions at once from one source address (a /24 or /56 gets 8 times this)",
+    String(DEFAULT_LIMITS.maxSessionsPerSource),
+  )
+  .option(
+    "--machine-rate <n>",
+    "new sessions per second to one machine (burst 4 times this); beyond, refused",
+    String(DEFAULT_LIMITS.machineSessionsPerSecond),
   )
   .option("--cache-ttl <ms>", "how long a machine's address is cached", "30000")
   .addHelpText(
@@ -67,6 +81,8 @@ const o = program.opts<{
   maxSessions: string;
   idleTimeout: string;
   initialRate: string;
+  maxPerSource: string;
+  machineRate: string;
   cacheTtl: string;
 }>();
 
@@ -120,6 +136,10 @@ try {
       idleTimeoutMs: count("--idle-timeout", o.idleTimeout),
       initialsPerSecond: count("--initial-rate", o.initialRate),
       initialBurst: 2 * count("--initial-rate", o.initialRate),
+      maxSessionsPerSource: count("--max-per-source", o.maxPerSource),
+      maxSessionsPerPrefix: 8 * count("--max-per-source", o.maxPerSource),
+      machineSessionsPerSecond: count("--machine-rate", o.machineRate),
+      machineSessionBurst: 4 * count("--machine-rate", o.machineRate),
     },
   });
   Deno.exit(code);

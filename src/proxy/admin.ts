@@ -21,6 +21,11 @@ export function startAdmin(
     const server = Deno.serve({
       hostname: listen.hostname,
       port: listen.port,
+      // A failing scrape is counted and answered 500; it never ends the server.
+      onError(err) {
+        proxy.stats.errors["proxy.admin"] = (proxy.stats.errors["proxy.admin"] ?? 0) + 1;
+        return new Response(`error: ${String(err)}\n`, { status: 500 });
+      },
       onListen(addr) {
         resolve({
           hostname: addr.hostname,
@@ -34,7 +39,9 @@ export function startAdmin(
         return Response.json({
           ok: true,
           sessions: proxy.stats.sessions,
+          max_sessions: proxy.limits.maxSessions,
           pending: proxy.stats.pending,
+          refusals: proxy.stats.refusals,
         });
       }
       if (path === "/metrics") {

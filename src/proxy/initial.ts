@@ -336,8 +336,16 @@ export interface AssemblyLimits {
   maxPackets: number;
 }
 
-/** Default: a ClientHello up to 16 KiB over up to 16 Initial packets. */
-export const DEFAULT_ASSEMBLY_LIMITS: AssemblyLimits = { maxBytes: 16_384, maxPackets: 16 };
+/**
+ * Default: a ClientHello up to 64 KiB over up to 80 Initial packets. Today's ClientHellos are
+ * 0.3–2 KiB, but post-quantum hybrid key shares grow them (X25519MLKEM768 adds ~1.2 KiB, an
+ * MLKEM1024 hybrid ~1.6 KiB; a client offering several, plus PSK tickets, ECH and certificate
+ * authorities, passes 16 KiB). 64 KiB is four times the old 16 KiB bound, and 80 packets carry it
+ * in 1000-byte chunks with room for retransmits. A pending client's memory is counted against
+ * the proxy's overall pending budget ({@link CryptoAssembler.allocated}), so the larger bound
+ * does not let a flood of incomplete ClientHellos grow memory.
+ */
+export const DEFAULT_ASSEMBLY_LIMITS: AssemblyLimits = { maxBytes: 65_536, maxPackets: 80 };
 
 /** Gathers CRYPTO data by offset until the ClientHello is whole. Bounded by {@link AssemblyLimits}. */
 export class CryptoAssembler {
@@ -351,6 +359,11 @@ export class CryptoAssembler {
     // Grown on demand up to maxBytes: a flood of tiny pending clients must stay tiny.
     this.#buf = new Uint8Array(0);
     this.#have = new Uint8Array(0);
+  }
+
+  /** Bytes held (data and the have-map), for the proxy's pending memory budget. */
+  get allocated(): number {
+    return this.#buf.length + this.#have.length;
   }
 
   /** Packets added so far. */

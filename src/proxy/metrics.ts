@@ -11,6 +11,8 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 export interface ProxyStats {
   sessions: number;
   pending: number;
+  /** Bytes pending clients hold (datagrams and reassembly), against maxPendingBytes. */
+  pendingBytes: number;
   opened: number;
   closed: Record<string, number>;
   packetsToMachine: number;
@@ -20,6 +22,8 @@ export interface ProxyStats {
   drops: Record<string, number>;
   refusals: Record<string, number>;
   resolves: Record<string, number>;
+  /** Errors the proxy survived, by code (proxy.recv, proxy.unhandled, ...). */
+  errors: Record<string, number>;
 }
 
 /** A zeroed {@link ProxyStats}. */
@@ -27,6 +31,7 @@ export function newStats(): ProxyStats {
   return {
     sessions: 0,
     pending: 0,
+    pendingBytes: 0,
     opened: 0,
     closed: {},
     packetsToMachine: 0,
@@ -36,6 +41,7 @@ export function newStats(): ProxyStats {
     drops: {},
     refusals: {},
     resolves: {},
+    errors: {},
   };
 }
 
@@ -92,6 +98,20 @@ export function createMetrics(stats: ProxyStats): ProxyMetrics {
       this.set(stats.pending);
     },
   });
+  new Gauge({
+    name: "vault_proxy_pending_bytes",
+    help: "Bytes held for pending clients (datagrams and ClientHello reassembly)",
+    registers,
+    collect() {
+      this.set(stats.pendingBytes);
+    },
+  });
+  synced(
+    "vault_proxy_errors_total",
+    "Errors the proxy logged and survived, by code",
+    "code",
+    () => stats.errors,
+  );
   synced(
     "vault_proxy_sessions_opened_total",
     "Sessions created",
@@ -119,7 +139,8 @@ export function createMetrics(stats: ProxyStats): ProxyMetrics {
   synced("vault_proxy_drops_total", "Datagrams dropped, by reason", "reason", () => stats.drops);
   synced(
     "vault_proxy_refusals_total",
-    "Clients answered with an Initial CONNECTION_CLOSE, by reason",
+    "Clients answered with an Initial CONNECTION_CLOSE, by reason (full, source_full, " +
+      "prefix_full, machine_rate, exhausted, resolve_busy, unknown_machine, ...)",
     "reason",
     () => stats.refusals,
   );

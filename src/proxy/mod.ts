@@ -25,11 +25,15 @@ export {
   templateResolver,
 } from "./resolver.ts";
 export {
+  answersHandshake,
   DEFAULT_LIMITS,
   type LogEvent,
+  openFileLimit,
   type Proxy,
   type ProxyLimits,
   type ProxyOptions,
+  sessionBudget,
+  sourcePrefix,
   startProxy,
 } from "./proxy.ts";
 export type { ProxyStats } from "./metrics.ts";

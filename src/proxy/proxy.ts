@@ -9,6 +9,32 @@
  * counted; a client whose Initial was readable but unroutable gets an Initial
  * CONNECTION_CLOSE so it fails at once.
  *
+ * Flood policy (issue 14). Anyone who knows a machine id can send well-formed Initials from
+ * many addresses, so every table is bounded and no bound lets one party lock others out:
+ *
+ * - Pending clients (ClientHello incomplete): at most `maxPendingPerSource` (8) per address,
+ *   `maxPendingPerPrefix` (500) per /24 or /56, `maxPending` (2,000) and `maxPendingBytes`
+ *   (32 MiB; datagrams plus reassembly buffers, each entry charged as it grows) in all, each
+ *   forgotten after `pendingTimeoutMs` (3 s). When the table or the byte budget is full, a
+ *   newcomer evicts the OLDEST entry of the prefix holding the MOST entries. A flood therefore
+ *   evicts itself: a new client from another network holds one entry, which is never chosen
+ *   while any flooding prefix holds more, and a real client's ClientHello completes within a
+ *   round trip (usually one datagram), long before it could age out.
+ * - Sessions: each is one upstream socket (one file descriptor), so `maxSessions` is lowered to
+ *   {@link sessionBudget} of the process's open-file limit, with headroom for the rest of the
+ *   process. Per address `maxSessionsPerSource` (64), per /24 or /56 `maxSessionsPerPrefix`
+ *   (512): one network cannot take the table. A socket that still cannot be opened (EMFILE,
+ *   ENOBUFS...) refuses that client ("exhausted"); the proxy keeps serving.
+ * - Machines: new sessions to one machine are a token bucket (`machineSessionsPerSecond` 10,
+ *   burst 40); beyond, new clients are refused ("machine_rate") and existing sessions carry on.
+ *   A session whose client never answers the machine's first flight (sends only Initials) is
+ *   closed after `handshakeTimeoutMs` (10 s). So a handshake flood reaches a machine at 10
+ *   handshakes a second, not at the attacker's rate, and init's memory stays bounded.
+ * - Machine lookups in flight: `maxResolving` (64), so random machine ids cannot open
+ *   unbounded Machines API or DNS requests (file descriptors again).
+ * - Logs: refusals and session open/close are logged at most 20 a second, the rest counted in
+ *   the next line's `suppressed`; every refusal is counted in `vault_proxy_refusals_total`.
+ *
  * @module
  */
 import { VaultError } from "../errors/mod.ts";
@@ -19,18 +45,43 @@ import {
   DEFAULT_ASSEMBLY_LIMITS,
   type DropReason,
   readClientInitials,
+  splitDatagram,
   TransportError,
 } from "./initial.ts";
 import { bump, createMetrics, newStats, type ProxyMetrics, type ProxyStats } from "./metrics.ts";
 import { type Backend, machineIdFromSni, type Resolver } from "./resolver.ts";
 import { bindUdp, type UdpImpl, type UdpSocket } from "./udp.ts";
 
-/** Bounds that keep the proxy's memory and work finite whatever arrives. */
+/** Bounds that keep the proxy's memory, file descriptors and work finite whatever arrives. */
 export interface ProxyLimits {
-  /** Sessions at once; a client beyond is refused ("full"). */
+  /**
+   * Sessions at once; a client beyond is refused ("full"). Each session holds one upstream
+   * socket, so the proxy lowers this below its open-file limit ({@link sessionBudget}).
+   */
   maxSessions: number;
+  /** Sessions at once from one source address ("source_full"). */
+  maxSessionsPerSource: number;
+  /** Sessions at once from one source prefix, /24 or /56 ("prefix_full"). */
+  maxSessionsPerPrefix: number;
+  /** New sessions per second to one machine, sustained ("machine_rate"). */
+  machineSessionsPerSecond: number;
+  /** Burst allowance for the above. */
+  machineSessionBurst: number;
+  /**
+   * A session whose client has sent nothing but Initial packets (it never answered the
+   * machine's handshake) is closed after this long ("handshake_timeout").
+   */
+  handshakeTimeoutMs: number;
   /** Clients pending (ClientHello incomplete or being resolved) at once. */
   maxPending: number;
+  /** Bytes the pending clients may hold in all (datagrams and reassembly buffers). */
+  maxPendingBytes: number;
+  /** Pending clients from one source address; beyond, its new ones are dropped. */
+  maxPendingPerSource: number;
+  /** Pending clients from one source prefix; beyond, the prefix's oldest is evicted. */
+  maxPendingPerPrefix: number;
+  /** Machine lookups in flight at once ("resolve_busy" beyond). */
+  maxResolving: number;
   /** A session with no datagram either way for this long is closed. */
   idleTimeoutMs: number;
   /** A pending client that has not completed its ClientHello in this time is forgotten. */
@@ -43,10 +94,19 @@ export interface ProxyLimits {
   assembly: AssemblyLimits;
 }
 
-/** Defaults: generous for people, tight for floods. */
+/** Defaults: generous for people, tight for floods (the module JSDoc says why). */
 export const DEFAULT_LIMITS: ProxyLimits = {
   maxSessions: 20_000,
+  maxSessionsPerSource: 64,
+  maxSessionsPerPrefix: 512,
+  machineSessionsPerSecond: 10,
+  machineSessionBurst: 40,
+  handshakeTimeoutMs: 10_000,
   maxPending: 2_000,
+  maxPendingBytes: 32 * 1024 * 1024,
+  maxPendingPerSource: 8,
+  maxPendingPerPrefix: 500,
+  maxResolving: 64,
   // Above init's 60 s server idle timeout, so QUIC, not the proxy, decides when a path is dead.
   idleTimeoutMs: 120_000,
   pendingTimeoutMs: 3_000,
@@ -54,6 +114,45 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   initialBurst: 40,
   assembly: DEFAULT_ASSEMBLY_LIMITS,
 };
+
+/**
+ * Sessions the proxy may hold under an open-file limit of `nofile`: each session is one
+ * upstream socket, and the rest of the process (Deno's runtime, the public socket, the admin
+ * server's connections, Machines API and DNS lookups, logs) needs the remainder. The reserve is
+ * large on purpose: Deno 2.9 can panic, not throw, when a file descriptor cannot be had (seen on
+ * an HTTP accept at the limit), so the proxy must stay well clear of the limit, not catch it.
+ */
+export function sessionBudget(nofile: number): number {
+  const reserve = Math.min(Math.floor(nofile / 2), Math.max(96, Math.floor(nofile / 8)));
+  return Math.max(0, nofile - reserve);
+}
+
+/** The soft open-file limit of this process (Linux `/proc/self/limits`), or undefined. */
+export function openFileLimit(): number | undefined {
+  try {
+    const text = Deno.readTextFileSync("/proc/self/limits");
+    const m = text.match(/^Max open files\s+(\d+|unlimited)/m);
+    if (!m || m[1] === "unlimited") return undefined;
+    return Number(m[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The prefix a source address is bounded by: /24 for IPv4 (and v4-mapped), /56 for IPv6. */
+export function sourcePrefix(host: string): string {
+  const v4 = host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
+  if (!v4.includes(":")) return v4.slice(0, v4.lastIndexOf(".")) + ".0/24";
+  // Expand "::" so the first 56 bits are the first three groups and the high byte of the fourth.
+  const [head, tail = ""] = v4.split("::");
+  const h = head ? head.split(":") : [];
+  const t = v4.includes("::") && tail ? tail.split(":") : [];
+  const groups = v4.includes("::") ? [...h, ...Array(8 - h.length - t.length).fill("0"), ...t] : h;
+  const g = groups.map((x) => parseInt(x || "0", 16) || 0);
+  return `${g.slice(0, 3).map((x) => x.toString(16)).join(":")}:${
+    ((g[3] ?? 0) & 0xff00).toString(16)
+  }::/56`;
+}
 
 /** One structured log event. */
 export type LogEvent = Record<string, unknown> & { event: string };
@@ -76,6 +175,8 @@ export interface Proxy {
   port: number;
   stats: ProxyStats;
   metrics: ProxyMetrics;
+  /** The limits in force (maxSessions lowered to fit the open-file limit). */
+  limits: ProxyLimits;
   /** Stops receiving, closes every session. */
   close(): Promise<void>;
 }
@@ -84,26 +185,45 @@ interface Session {
   key: string;
   clientHost: string;
   clientPort: number;
+  prefix: string;
   backend: Backend;
   up: UdpSocket;
+  opened: number;
   lastSeen: number;
   machineId: string;
+  /** The client sent something beyond Initials: it answered the machine's first flight. */
+  confirmed: boolean;
 }
 
 interface Pending {
   key: string;
+  host: string;
+  prefix: string;
   dcid: Uint8Array;
   scid: Uint8Array;
   asm: CryptoAssembler;
   buffered: Uint8Array[];
+  /** What this entry counts against maxPendingBytes. */
+  bytes: number;
   started: number;
   resolving: boolean;
   done: boolean;
 }
 
+/** What an empty pending entry costs besides its buffers (objects, map slots, keys). */
+const PENDING_OVERHEAD = 512;
+
+/** Error codes that mean the machine is out of a resource: refuse the session, keep serving. */
+const EXHAUSTION =
+  /EMFILE|ENFILE|ENOBUFS|ENOMEM|Too many open files|No buffer space|Cannot allocate memory/i;
+
 /** Starts a proxy. Resolves once the public socket is bound. */
 export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const limits: ProxyLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const nofile = openFileLimit();
+  if (nofile !== undefined) {
+    limits.maxSessions = Math.min(limits.maxSessions, sessionBudget(nofile));
+  }
   const impl = opts.udp ?? "deno";
   const log = opts.log ??
     ((e) => console.log(JSON.stringify({ t: new Date().toISOString(), ...e })));
@@ -111,8 +231,16 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const stats = newStats();
   const metrics = createMetrics(stats);
   const sessions = new Map<string, Session>();
+  const sessionsBySource = new Map<string, number>();
+  const sessionsByPrefix = new Map<string, number>();
   const pendings = new Map<string, Pending>();
+  const pendingBySource = new Map<string, number>();
+  /** Per prefix, its pending clients oldest first (Map keeps insertion order). */
+  const pendingByPrefix = new Map<string, Map<string, Pending>>();
+  let pendingBytes = 0;
+  let resolving = 0;
   const buckets = new Map<string, { tokens: number; at: number }>();
+  const machineBuckets = new Map<string, { tokens: number; at: number }>();
   let closing = false;
 
   const onDrop = opts.onDrop;
@@ -120,10 +248,30 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     bump(stats.drops, reason);
     onDrop?.(reason);
   };
+  // Refusals are logged, but a flood must not turn into a flood of log lines: at most
+  // REFUSAL_LOGS_PER_SECOND, the rest counted and reported with the next one logged.
+  let logWindow = 0;
+  let logged = 0;
+  let suppressed = 0;
+  const logRefusal = (e: LogEvent) => {
+    const t = now();
+    if (t - logWindow >= 1000) {
+      logWindow = t;
+      logged = 0;
+    }
+    if (++logged > REFUSAL_LOGS_PER_SECOND) {
+      suppressed++;
+      return;
+    }
+    log(suppressed ? { ...e, suppressed } : e);
+    suppressed = 0;
+  };
 
   let front: UdpSocket;
   try {
-    front = await bindUdp(impl, opts.listen.hostname, opts.listen.port, onClient);
+    front = await bindUdp(impl, opts.listen.hostname, opts.listen.port, onClient, {
+      onError: (err) => internalError("proxy.recv", err),
+    });
   } catch (err) {
     throw new VaultError(
       "proxy.listen",
@@ -132,11 +280,17 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     );
   }
 
+  function internalError(code: string, err: unknown) {
+    bump(stats.errors, code);
+    logRefusal({ event: "error", code, error: String(err) });
+  }
+
   function onClient(data: Uint8Array, host: string, port: number) {
     const key = `${host}|${port}`;
     const s = sessions.get(key);
     if (s) {
       s.lastSeen = now();
+      if (!s.confirmed && answersHandshake(data)) s.confirmed = true;
       if (s.up.send(data, s.backend.hostname, s.backend.port)) {
         stats.packetsToMachine++;
         stats.bytesToMachine += data.length;
@@ -151,21 +305,35 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       return drop(data.length < 7 ? "short" : "short_header");
     }
     if (!allowInitial(host)) return drop("rate");
-    if (pendings.size >= limits.maxPending) return drop("pending_full");
+    if ((pendingBySource.get(host) ?? 0) >= limits.maxPendingPerSource) {
+      return drop("pending_source");
+    }
     const r = readClientInitials(data);
     if (!r.ok) return drop(r.reason);
+    const prefix = sourcePrefix(host);
     const fresh: Pending = {
       key,
+      host,
+      prefix,
       dcid: r.value.dcid,
       scid: r.value.scid,
       asm: new CryptoAssembler(limits.assembly),
       buffered: [],
+      bytes: PENDING_OVERHEAD,
       started: now(),
       resolving: false,
       done: false,
     };
-    pendings.set(key, fresh);
-    stats.pending = pendings.size;
+    // Room for the newcomer: a prefix at its quota gives up its own oldest; a full table gives
+    // up the oldest entry of the heaviest prefix, so a flood evicts itself, not other people.
+    const own = pendingByPrefix.get(prefix);
+    if (own && own.size >= limits.maxPendingPerPrefix) evict(own.values().next().value!);
+    while (
+      pendings.size > 0 &&
+      (pendings.size >= limits.maxPending ||
+        pendingBytes + fresh.bytes + data.length > limits.maxPendingBytes)
+    ) evict(heaviest());
+    addPending(fresh);
     onFrames(fresh, r.value.frames, data, host, port);
   }
 
@@ -173,13 +341,27 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     if (p.buffered.length >= limits.assembly.maxPackets) return drop("pending_buffer");
     if (p.resolving) {
       // ClientHello already read: keep the datagram for the session (retransmits, 0-RTT).
-      p.buffered.push(new Uint8Array(data));
+      keep(p, data);
       return;
     }
     if (!allowInitial(host)) return drop("rate");
     const r = readClientInitials(data, p.dcid);
     if (!r.ok) return drop(r.reason);
     onFrames(p, r.value.frames, data, host, port);
+  }
+
+  /** Buffers a copy of `data` for `p`, charging it to the pending budget. */
+  function keep(p: Pending, data: Uint8Array) {
+    p.buffered.push(new Uint8Array(data));
+    charge(p, data.length);
+  }
+
+  function charge(p: Pending, n: number) {
+    p.bytes += n;
+    pendingBytes += n;
+    stats.pendingBytes = pendingBytes;
+    // Over budget: the heaviest prefix pays (possibly `p` itself).
+    while (pendingBytes > limits.maxPendingBytes && pendings.size > 0) evict(heaviest());
   }
 
   function onFrames(
@@ -193,11 +375,15 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       forget(p);
       return drop("client_closed");
     }
+    const before = p.asm.allocated;
     for (const f of frames) {
       const a = p.asm.add(f.crypto);
       if (!a.ok) return refuse(p, host, port, a.reason, "ClientHello too large");
     }
-    p.buffered.push(new Uint8Array(data));
+    if (p.asm.allocated !== before) charge(p, p.asm.allocated - before);
+    if (p.done) return; // evicted to pay for its own growth
+    keep(p, data);
+    if (p.done) return;
     const hello = p.asm.sni();
     if (!hello.ok) {
       if (hello.reason === "incomplete") return;
@@ -219,20 +405,24 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         `server name ${hello.value.sni} is not <machine_id>.vault.internal`,
       );
     }
+    if (resolving >= limits.maxResolving) {
+      return refuse(p, host, port, "resolve_busy", "proxy is busy; retry shortly");
+    }
     p.resolving = true;
     void route(p, id, host, port);
   }
 
   async function route(p: Pending, id: string, host: string, port: number) {
+    resolving++;
     const r = await opts.resolver(id).catch((err) => ({
       ok: false as const,
       reason: "error" as const,
       detail: String(err),
-    }));
+    })).finally(() => resolving--);
     if (p.done || closing) return;
     bump(stats.resolves, r.ok ? "ok" : r.reason);
     if (!r.ok) {
-      log({
+      logRefusal({
         event: "refused",
         client: `${host}:${port}`,
         machine: id,
@@ -249,6 +439,21 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       );
     }
     if (sessions.size >= limits.maxSessions) return refuse(p, host, port, "full", "proxy is full");
+    if ((sessionsBySource.get(host) ?? 0) >= limits.maxSessionsPerSource) {
+      return refuse(p, host, port, "source_full", "too many connections from your address");
+    }
+    if ((sessionsByPrefix.get(p.prefix) ?? 0) >= limits.maxSessionsPerPrefix) {
+      return refuse(p, host, port, "prefix_full", "too many connections from your network");
+    }
+    if (!allowMachine(id)) {
+      return refuse(
+        p,
+        host,
+        port,
+        "machine_rate",
+        `too many new connections to machine ${id}; retry in a few seconds`,
+      );
+    }
     const backend = r.backend;
     const key = p.key;
     let up: UdpSocket;
@@ -265,38 +470,61 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
           stats.packetsToClient++;
           stats.bytesToClient += reply.length;
         } else drop("send_queue");
-      }, { recvBuffer: UPSTREAM_RECV_BUFFER });
+      }, {
+        recvBuffer: UPSTREAM_RECV_BUFFER,
+        onError: (err) => internalError("proxy.upstream_recv", err),
+      });
     } catch (err) {
-      log({ event: "upstream_bind_failed", machine: id, error: String(err) });
-      return refuse(p, host, port, "upstream_bind", `proxy cannot reach machine ${id}`, true);
+      const exhausted = EXHAUSTION.test(String(err));
+      logRefusal({
+        event: "upstream_bind_failed",
+        machine: id,
+        code: exhausted ? "proxy.exhausted" : "proxy.upstream_bind",
+        error: String(err),
+      });
+      return refuse(
+        p,
+        host,
+        port,
+        exhausted ? "exhausted" : "upstream_bind",
+        exhausted ? "proxy is out of resources; retry shortly" : `proxy cannot reach machine ${id}`,
+        true,
+      );
     }
     if (p.done || closing) {
       up.close();
       return;
     }
+    const t = now();
     const s: Session = {
       key,
       clientHost: host,
       clientPort: port,
+      prefix: p.prefix,
       backend,
       up,
-      lastSeen: now(),
+      opened: t,
+      lastSeen: t,
       machineId: id,
+      confirmed: false,
     };
     forget(p);
     sessions.set(key, s);
+    inc(sessionsBySource, host, 1);
+    inc(sessionsByPrefix, p.prefix, 1);
     stats.sessions = sessions.size;
     stats.opened++;
     for (const d of p.buffered) {
+      if (!s.confirmed && answersHandshake(d)) s.confirmed = true;
       if (up.send(d, backend.hostname, backend.port)) {
         stats.packetsToMachine++;
         stats.bytesToMachine += d.length;
       }
     }
     p.buffered = [];
-    const secs = (now() - p.started) / 1000;
+    const secs = (t - p.started) / 1000;
     metrics.routingSeconds.observe(secs);
-    log({
+    logRefusal({
       event: "session_open",
       client: `${host}:${port}`,
       machine: id,
@@ -323,42 +551,84 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       reason: message,
     });
     front.send(close, host, port);
-    if (!logged) log({ event: "refused", client: `${host}:${port}`, reason, detail: message });
+    if (!logged) {
+      logRefusal({ event: "refused", client: `${host}:${port}`, reason, detail: message });
+    }
+  }
+
+  function addPending(p: Pending) {
+    pendings.set(p.key, p);
+    inc(pendingBySource, p.host, 1);
+    let m = pendingByPrefix.get(p.prefix);
+    if (!m) pendingByPrefix.set(p.prefix, m = new Map());
+    m.set(p.key, p);
+    pendingBytes += p.bytes;
+    stats.pending = pendings.size;
+    stats.pendingBytes = pendingBytes;
   }
 
   function forget(p: Pending) {
+    if (p.done) return;
     p.done = true;
     if (pendings.get(p.key) === p) pendings.delete(p.key);
+    inc(pendingBySource, p.host, -1);
+    const m = pendingByPrefix.get(p.prefix);
+    m?.delete(p.key);
+    if (m && m.size === 0) pendingByPrefix.delete(p.prefix);
+    pendingBytes -= p.bytes;
     stats.pending = pendings.size;
+    stats.pendingBytes = pendingBytes;
+  }
+
+  function evict(p: Pending) {
+    forget(p);
+    drop("pending_evicted");
+  }
+
+  /** The oldest pending client of the prefix with the most pending clients. */
+  function heaviest(): Pending {
+    let best: Map<string, Pending> | undefined;
+    for (const m of pendingByPrefix.values()) if (!best || m.size > best.size) best = m;
+    return best!.values().next().value!;
   }
 
   function allowInitial(host: string): boolean {
     const t = now();
     let b = buckets.get(host);
     if (!b) {
-      // Bounded: under a spoofed-source flood, new sources are refused rather than remembered.
-      if (buckets.size >= limits.maxPending * 16) return false;
+      // Bounded: the oldest-created bucket makes room, so a spoofed-source flood cannot fill the
+      // table and lock new sources out (it only resets buckets it could have had anyway).
+      if (buckets.size >= limits.maxPending * 16) buckets.delete(buckets.keys().next().value!);
       b = { tokens: limits.initialBurst, at: t };
       buckets.set(host, b);
     }
-    b.tokens = Math.min(
-      limits.initialBurst,
-      b.tokens + ((t - b.at) / 1000) * limits.initialsPerSecond,
-    );
-    b.at = t;
-    if (b.tokens < 1) return false;
-    b.tokens--;
-    return true;
+    return take(b, t, limits.initialsPerSecond, limits.initialBurst);
+  }
+
+  function allowMachine(id: string): boolean {
+    const t = now();
+    let b = machineBuckets.get(id);
+    if (!b) {
+      // Only resolved (existing) machines get here, so this stays as small as the fleet.
+      if (machineBuckets.size >= 100_000) {
+        machineBuckets.delete(machineBuckets.keys().next().value!);
+      }
+      b = { tokens: limits.machineSessionBurst, at: t };
+      machineBuckets.set(id, b);
+    }
+    return take(b, t, limits.machineSessionsPerSecond, limits.machineSessionBurst);
   }
 
   function closeSession(s: Session, reason: string) {
     if (sessions.get(s.key) !== s) return;
     sessions.delete(s.key);
+    inc(sessionsBySource, s.clientHost, -1);
+    inc(sessionsByPrefix, s.prefix, -1);
     s.up.close();
     stats.sessions = sessions.size;
     bump(stats.closed, reason);
     if (reason !== "shutdown") {
-      log({
+      logRefusal({
         event: "session_close",
         client: `${s.clientHost}:${s.clientPort}`,
         machine: s.machineId,
@@ -375,6 +645,9 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     const t = now();
     for (const s of sessions.values()) {
       if (t - s.lastSeen > limits.idleTimeoutMs) closeSession(s, "idle");
+      else if (!s.confirmed && t - s.opened > limits.handshakeTimeoutMs) {
+        closeSession(s, "handshake_timeout");
+      }
     }
     for (const p of pendings.values()) {
       if (!p.resolving && t - p.started > limits.pendingTimeoutMs) {
@@ -387,15 +660,26 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         buckets.delete(h);
       }
     }
+    for (const [id, b] of machineBuckets) {
+      const full = b.tokens + ((t - b.at) / 1000) * limits.machineSessionsPerSecond;
+      if (full >= limits.machineSessionBurst) machineBuckets.delete(id);
+    }
   }, sweepEvery);
 
-  log({ event: "listening", address: `${front.hostname}:${front.port}`, udp: impl });
+  log({
+    event: "listening",
+    address: `${front.hostname}:${front.port}`,
+    udp: impl,
+    max_sessions: limits.maxSessions,
+    open_file_limit: nofile ?? null,
+  });
 
   return {
     hostname: front.hostname,
     port: front.port,
     stats,
     metrics,
+    limits,
     async close() {
       if (closing) return;
       closing = true;
@@ -407,6 +691,42 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       log({ event: "stopped" });
     },
   };
+}
+
+/** Refusal, open and close log lines per second at most; the rest are counted ("suppressed"). */
+const REFUSAL_LOGS_PER_SECOND = 20;
+
+function take(
+  b: { tokens: number; at: number },
+  t: number,
+  perSecond: number,
+  burst: number,
+): boolean {
+  b.tokens = Math.min(burst, b.tokens + ((t - b.at) / 1000) * perSecond);
+  b.at = t;
+  if (b.tokens < 1) return false;
+  b.tokens--;
+  return true;
+}
+
+function inc(m: Map<string, number>, k: string, d: number) {
+  const n = (m.get(k) ?? 0) + d;
+  if (n <= 0) m.delete(k);
+  else m.set(k, n);
+}
+
+/**
+ * True when a client datagram carries a Handshake packet or a 1-RTT packet: the client has
+ * keys only the machine's first flight gives, so it is a real peer, not an Initial sprayer.
+ */
+export function answersHandshake(data: Uint8Array): boolean {
+  const split = splitDatagram(data);
+  if (!split.ok) return split.reason === "short_header";
+  if (split.value.some((h) => h.type === 2)) return true;
+  const last = split.value[split.value.length - 1];
+  // A short-header packet coalesced after the long ones.
+  return last !== undefined && last.end < data.length && !(data[last.end] & 0x80) &&
+    data.length - last.end >= 7 && (data[last.end] & 0x40) !== 0;
 }
 
 /**

@@ -9,6 +9,7 @@ import { isIP } from "node:net";
 import { VaultError } from "../errors/mod.ts";
 import { startAdmin } from "./admin.ts";
 import { type LogEvent, type ProxyLimits, startProxy } from "./proxy.ts";
+import type { ProxyStats } from "./metrics.ts";
 import { cachedResolver, type Resolver } from "./resolver.ts";
 import type { UdpImpl } from "./udp.ts";
 
@@ -25,6 +26,31 @@ export interface RunProxyOptions {
 /** Runs until SIGTERM or SIGINT; resolves with the exit code. */
 export async function runProxy(opts: RunProxyOptions): Promise<number> {
   const log = (e: LogEvent) => console.log(JSON.stringify({ t: new Date().toISOString(), ...e }));
+  // One tenant's traffic must never take every tenant offline: an error no code path caught (an
+  // HTTP accept failing under EMFILE, a rejected promise in a library) is logged with a code and
+  // counted in vault_proxy_errors_total, and the relay keeps serving. Not silent: each is a bug
+  // or an exhaustion worth a look.
+  const errors: Record<string, number> = {};
+  const running: { stats?: ProxyStats } = {};
+  const survived = (code: string, err: unknown) => {
+    errors[code] = (errors[code] ?? 0) + 1;
+    if (running.stats) running.stats.errors[code] = (running.stats.errors[code] ?? 0) + 1;
+    log({
+      event: "error",
+      code,
+      error: err instanceof Error ? err.stack ?? err.message : String(err),
+    });
+  };
+  const onRejection = (e: PromiseRejectionEvent) => {
+    e.preventDefault();
+    survived("proxy.unhandled_rejection", e.reason);
+  };
+  const onUncaught = (e: ErrorEvent) => {
+    e.preventDefault();
+    survived("proxy.uncaught", e.error ?? e.message);
+  };
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  globalThis.addEventListener("error", onUncaught);
   // fly-global-services is an /etc/hosts name, so getaddrinfo, not DNS; Fly's public UDP is IPv4.
   let hostname = opts.listen.hostname;
   if (!isIP(hostname)) {
@@ -45,6 +71,8 @@ export async function runProxy(opts: RunProxyOptions): Promise<number> {
     limits: opts.limits,
     log,
   });
+  for (const [code, n] of Object.entries(errors)) proxy.stats.errors[code] = n;
+  running.stats = proxy.stats;
   const admin = opts.admin ? await startAdmin(proxy, opts.admin) : undefined;
   if (admin) log({ event: "admin_listening", address: `${admin.hostname}:${admin.port}` });
   const { promise: stop, resolve } = Promise.withResolvers<string>();
@@ -57,5 +85,7 @@ export async function runProxy(opts: RunProxyOptions): Promise<number> {
   Deno.removeSignalListener("SIGINT", onInt);
   log({ event: "stopping", signal, sessions: proxy.stats.sessions });
   await Promise.all([proxy.close(), admin?.close()]);
+  globalThis.removeEventListener("unhandledrejection", onRejection);
+  globalThis.removeEventListener("error", onUncaught);
   return 0;
 }

@@ -34,12 +34,16 @@ export function bindUdp(
   hostname: string,
   port: number,
   onDatagram: OnDatagram,
-  /** recvBuffer: the largest datagram received whole (default 4096; QUIC stays ≤ 1452). */
-  opts: { recvBuffer?: number } = {},
+  /**
+   * recvBuffer: the largest datagram received whole (default 4096; QUIC stays ≤ 1452).
+   * onError: a receive error that did not close the socket (ENOBUFS, ENOMEM...); the socket
+   * keeps receiving.
+   */
+  opts: { recvBuffer?: number; onError?: (err: unknown) => void } = {},
 ): Promise<UdpSocket> {
   return impl === "deno"
-    ? bindDeno(hostname, port, onDatagram, opts.recvBuffer ?? 4096)
-    : bindNode(hostname, port, onDatagram);
+    ? bindDeno(hostname, port, onDatagram, opts.recvBuffer ?? 4096, opts.onError)
+    : bindNode(hostname, port, onDatagram, opts.onError);
 }
 
 function bindDeno(
@@ -47,23 +51,39 @@ function bindDeno(
   port: number,
   on: OnDatagram,
   recvBuffer: number,
+  onError?: (err: unknown) => void,
 ): Promise<UdpSocket> {
   const conn = Deno.listenDatagram({ transport: "udp", hostname, port });
   const addr = conn.addr as Deno.NetAddr;
   let closed = false;
   let inFlight = 0;
   const done = (async () => {
-    try {
-      while (!closed) {
+    let failures = 0;
+    while (!closed) {
+      let got: [Uint8Array, Deno.Addr];
+      try {
         // Deno's default is a fresh 64 KiB buffer per pending receive: 64 KiB per idle session,
         // and zeroing 64 KiB per datagram roughly halved relay throughput in the bench. A fresh
         // buffer each time (not one reused) because a send holds a view until it completes.
-        const [data, from] = await conn.receive(new Uint8Array(recvBuffer));
-        const a = from as Deno.NetAddr;
-        on(data, a.hostname, a.port);
+        got = await conn.receive(new Uint8Array(recvBuffer));
+      } catch (err) {
+        // A closed socket ends the loop; anything else (ENOBUFS, ENOMEM, an ICMP error) must
+        // not silently stop the proxy's public socket: report it and receive again, pausing
+        // briefly when errors repeat so a persistent one cannot spin a core.
+        if (
+          closed || err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted
+        ) break;
+        onError?.(err);
+        if (++failures > 3) await new Promise((r) => setTimeout(r, Math.min(1000, failures * 10)));
+        continue;
       }
-    } catch {
-      // closed
+      failures = 0;
+      const a = got[1] as Deno.NetAddr;
+      try {
+        on(got[0], a.hostname, a.port);
+      } catch (err) {
+        onError?.(err); // a bug in the handler is reported, and the socket keeps serving
+      }
     }
   })();
   return Promise.resolve({
@@ -91,7 +111,12 @@ function bindDeno(
   });
 }
 
-function bindNode(hostname: string, port: number, on: OnDatagram): Promise<UdpSocket> {
+function bindNode(
+  hostname: string,
+  port: number,
+  on: OnDatagram,
+  onError?: (err: unknown) => void,
+): Promise<UdpSocket> {
   const v6 = isIPv6(hostname) || hostname === "::";
   const sock = dgram.createSocket({ type: v6 ? "udp6" : "udp4", ipv6Only: false });
   let closed = false;
@@ -106,7 +131,8 @@ function bindNode(hostname: string, port: number, on: OnDatagram): Promise<UdpSo
     sock.once("error", reject);
     sock.bind(port, hostname, () => {
       sock.off("error", reject);
-      sock.on("error", () => {}); // per-send errors (ICMP unreachable) are not fatal
+      // Per-send errors (ICMP unreachable) and resource errors are not fatal.
+      sock.on("error", (err: unknown) => onError?.(err));
       const a = sock.address();
       resolve({
         hostname: a.address,
