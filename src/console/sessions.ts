@@ -218,8 +218,12 @@ async function createSession(
   req: ConsoleAttach,
 ): Promise<Session> {
   const shell = await loginShell(rootfsDir);
-  const { argv, signalTarget } = await ptyCommandInRootfs(rootfsDir, [shell, "-l"], "/root");
-  const env = sandboxEnv({ ...req.env, TERM: req.term, SHELL: shell, HOME: "/root" });
+  const { argv, env, signalTarget } = await ptyCommandInRootfs(
+    rootfsDir,
+    [shell, "-l"],
+    "/root",
+    sandboxEnv({ ...req.env, TERM: req.term, SHELL: shell, HOME: "/root" }),
+  );
   const pty = spawnPty(argv, { cols: req.cols, rows: req.rows, env, term: req.term, signalTarget });
   let markExited!: () => void;
   const session: Session = {
@@ -381,16 +385,17 @@ export async function serveExecTty(
   const term = req.term ?? "xterm-256color";
   let pty: Pty;
   try {
-    const { argv, signalTarget } = await ptyCommandInRootfs(
+    const { argv, env, signalTarget } = await ptyCommandInRootfs(
       ctx.rootfsDir,
       req.argv,
       req.cwd ?? "/root",
+      sandboxEnv({ ...req.env, TERM: term }),
     );
     pty = spawnPty(argv, {
       cols: req.cols ?? 80,
       rows: req.rows ?? 24,
       term,
-      env: sandboxEnv({ ...req.env, TERM: term }),
+      env,
       signalTarget,
     });
   } catch (err) {

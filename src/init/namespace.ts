@@ -2,11 +2,14 @@
  * The vault: one mount and PID namespace per rootfs, shared by the workload,
  * consoles and exec (so `ps` in a console sees the workload, as on one
  * machine), with `pivot_root` into the rootfs so neither init, its
- * environment nor the machine's own filesystem is reachable from inside.
+ * environment nor the machine's own filesystem is reachable from inside, and
+ * with capabilities cut to {@link VAULT_CAPS} so root inside cannot mount,
+ * make device nodes or use open_by_handle_at to walk out again.
  *
- * A holder process (`unshare --mount --pid --fork`, then bash builtins only)
- * binds the rootfs onto itself, replaces init's /proc with a fresh one for
- * the new PID namespace, `pivot_root`s into it and stays as the namespace's
+ * A holder process (`unshare --mount --pid --fork`, bash for the mounts,
+ * then perl built-ins) binds the rootfs onto itself, replaces init's /proc
+ * with a fresh one for the new PID namespace, `pivot_root`s into it, drops
+ * every capability, makes itself non-dumpable and stays as the namespace's
  * PID 1, reaping orphans, until its stdin (a pipe from init) closes. The old
  * root, stacked over `/` by `pivot_root . .`, is detached from outside
  * (`nsenter --mount -- umount -l /`): after the pivot the holder can run no
@@ -14,13 +17,14 @@
  *
  * Programs enter without an extra process in between: init's main thread
  * switches the PID namespace its *children* are created in (setns(2) on a
- * namespace fd, through FFI) just around the spawn, and the child runs
- * `nsenter --mount --root` (no fork), then the rootfs's `/usr/bin/env
- * --chdir`. So the spawned pid is the program itself: signals and exit codes
- * are exact. A PTY (node-pty) cannot be spawned that way (node-pty starts a
- * thread, which the kernel refuses while the PID namespace differs), so a
- * PTY runs `nsenter --pid` whose child takes the terminal over with
- * `setsid --ctty`; signals init sends go to that child ({@link innerPid}).
+ * namespace fd, through FFI) just around the spawn, and the child runs the
+ * machine's perl, which enters the mount namespace and root, drops
+ * capabilities and execs the program in place (see {@link enterScript}). So
+ * the spawned pid is the program itself: signals and exit codes are exact. A
+ * PTY (node-pty) cannot be spawned that way (node-pty starts a thread, which
+ * the kernel refuses while the PID namespace differs), so a PTY runs
+ * `nsenter --pid` whose child takes the terminal over with `setsid --ctty`,
+ * then the same perl; signals init sends go to that child ({@link innerPid}).
  *
  * @module
  */
@@ -77,8 +81,135 @@ function inPidNamespace<T>(nsFd: number, spawn: () => T): T {
   }
 }
 
-// bash builtins only once pivoted: the host's programs are gone from its view.
-// The rootfs path comes on stdin, not argv: no host path shows in the vault's `ps`.
+/**
+ * Capabilities a program in the vault keeps: Docker's default set without
+ * MKNOD (there is no device cgroup to stop a block device node). Gone with
+ * the rest: SYS_ADMIN (mount, pivot_root, namespaces), DAC_READ_SEARCH
+ * (open_by_handle_at walks out of any root), SYS_MODULE, SYS_RAWIO,
+ * SYS_PTRACE, SYS_BOOT, SYS_TIME, NET_ADMIN, BPF, PERFMON, and SYS_RESOURCE
+ * (it lifts rlimits and eats the volume's reserved blocks init relies on).
+ * A developer's root keeps owning files, switching users (apt's `_apt`,
+ * su, sudo), ping, ports below 1024 and chroot.
+ */
+export const VAULT_CAPS = {
+  chown: 0,
+  dac_override: 1,
+  fowner: 3,
+  fsetid: 4,
+  kill: 5,
+  setgid: 6,
+  setuid: 7,
+  setpcap: 8,
+  net_bind_service: 10,
+  net_raw: 13,
+  sys_chroot: 18,
+  audit_write: 29,
+  setfcap: 31,
+} as const;
+
+/** {@link VAULT_CAPS} as the mask /proc/PID/status shows (CapBnd, CapPrm, CapEff). */
+export const VAULT_CAP_MASK = Object.values(VAULT_CAPS).reduce((m, c) => m | (1n << BigInt(c)), 0n);
+
+/** Syscall numbers perl's `syscall` needs, per architecture. */
+const SYSCALLS = {
+  x86_64: { setns: 308, pivot_root: 155, prctl: 157, capset: 126 },
+  aarch64: { setns: 268, pivot_root: 41, prctl: 167, capset: 91 },
+} as const;
+
+function sys(): { setns: number; pivot_root: number; prctl: number; capset: number } {
+  const nr = SYSCALLS[Deno.build.arch as keyof typeof SYSCALLS];
+  if (!nr) throw new VaultError("init.namespace", `no vault support on ${Deno.build.arch}`);
+  return nr;
+}
+
+/**
+ * Perl (perl-base, Essential in Debian) helpers: loaded from the machine's
+ * own root before they enter the vault, they run only built-ins afterwards,
+ * so nothing in the tenant's rootfs (its ld.so, libc, /etc/ld.so.preload,
+ * a `setpriv` of its own) runs while capabilities are still held. The
+ * capability drop therefore happens in the same process as setns/chroot,
+ * right before the exec of the program, as container runtimes do it.
+ */
+const PERL_CAPS = (nr: { prctl: number; capset: number }) =>
+  `sub dropcaps {
+  my ($last, $lo, $hi, @keep) = @_;
+  my %keep = map { $_ => 1 } @keep;
+  for my $c (0 .. $last) {
+    next if $keep{$c};
+    syscall(${nr.prctl}, 24, $c, 0, 0, 0) == 0 or fail("PR_CAPBSET_DROP $c: $!");
+  }
+  syscall(${nr.prctl}, 47, 4, 0, 0, 0) == 0 or $! + 0 == 22 or fail("PR_CAP_AMBIENT: $!");
+  # syscall wants writable strings, not pack's temporaries.
+  my ($head, $data) = (pack("LL", 0x20080522, 0), pack("L6", $lo, $lo, 0, $hi, $hi, 0));
+  syscall(${nr.capset}, $head, $data) == 0 or fail("capset: $!");
+}
+sub lastcap {
+  open(my $f, "<", "/proc/sys/kernel/cap_last_cap") or fail("cap_last_cap: $!");
+  my $n = <$f>;
+  return $n + 0;
+}
+`;
+
+/**
+ * Enters the vault and runs a program there: \`perl -e ENTER -- holderPid cwd
+ * nEnv K=V… argv…\`. The program's environment travels as arguments, so no
+ * host-side program (nsenter, setsid, perl) ever starts with an environment
+ * the client chose (LD_PRELOAD or LD_LIBRARY_PATH naming a file in the
+ * rootfs would load it into a host program with every capability).
+ */
+function enterScript(): string {
+  const nr = sys();
+  const keep = Object.values(VAULT_CAPS).join(", ");
+  return `$0 = "fly-vault-enter";
+sub fail { print STDERR "fly-vault: cannot enter the vault: $_[0]\n"; exit 125 }
+${PERL_CAPS(nr)}
+my ($pid, $cwd, $n) = splice(@ARGV, 0, 3);
+my %env = map { split(/=/, $_, 2) } splice(@ARGV, 0, $n);
+@ARGV or fail("no program");
+my $last = lastcap();
+open(my $ns, "<", "/proc/$pid/ns/mnt") or fail("mount namespace: $!");
+opendir(my $root, "/proc/$pid/root") or fail("root: $!");
+syscall(${nr.setns}, fileno($ns), 0x20000) == 0 or fail("setns: $!");
+close($ns);
+chdir($root) or fail("fchdir: $!");
+chroot(".") or fail("chroot: $!");
+closedir($root);
+dropcaps($last, ${Number(VAULT_CAP_MASK & 0xffffffffn)}, ${Number(VAULT_CAP_MASK >> 32n)}, ${keep});
+if (!chdir($cwd)) { print STDERR "fly-vault: cannot change directory to '$cwd': $!\n"; exit 125 }
+%ENV = %env;
+exec { $ARGV[0] } @ARGV;
+my $err = $! + 0;
+print STDERR "fly-vault: cannot run '$ARGV[0]': $!\n";
+exit($err == 2 ? 127 : 126);
+`;
+}
+
+/**
+ * The holder, after the bash part has mounted: pivots, drops every
+ * capability (it only waits and reaps from then on) and makes itself
+ * non-dumpable, so no program inside can ptrace it or read its memory,
+ * environment or fds (its pipes lead to init).
+ */
+function holderPerl(): string {
+  const nr = sys();
+  return `$0 = "fly-vault-holder";
+sub fail { print STDERR "$_[0]\n"; exit 1 }
+${PERL_CAPS(nr)}
+my $last = lastcap();
+my ($new, $old) = (".", ".");
+syscall(${nr.pivot_root}, $new, $old) == 0 or fail("pivot_root: $!");
+chdir("/") or fail("chdir: $!");
+dropcaps($last, 0, 0);
+syscall(${nr.prctl}, 4, 0, 0, 0, 0) == 0 or fail("PR_SET_DUMPABLE: $!");
+$SIG{CHLD} = "IGNORE";
+$| = 1;
+print "pivoted\n";
+1 while <STDIN>;
+`;
+}
+
+// The rootfs path comes on stdin, not argv: no host path shows in the vault's \`ps\`.
+// bash mounts with the machine's tools, then becomes the perl holder, which pivots.
 const HOLDER_SCRIPT = `set -e
 read -r R
 mount --rbind -- "$R" "$R"
@@ -87,10 +218,7 @@ mount --make-rprivate -- "$R"
 umount -l -- "$R/proc" 2>/dev/null || true
 if [ -d "$R/proc" ] && [ ! -L "$R/proc" ]; then mount -t proc -o nosuid,nodev proc "$R/proc"; fi
 cd -- "$R"
-pivot_root . .
-cd /
-echo pivoted
-while read -r _; do :; done
+exec /usr/bin/perl -e "$1"
 `;
 
 /** A running vault namespace. */
@@ -102,8 +230,16 @@ export interface VaultNamespace {
   readonly exited: Promise<void>;
   /** Spawns `argv` inside, working directory `cwd` (inside the rootfs), exactly `env`. */
   spawn(argv: string[], cwd: string, opts: SpawnOptions): Deno.ChildProcess;
-  /** The argv a PTY runs to start `argv` inside (see {@link innerPid}). */
-  ptyArgv(argv: string[], cwd: string): string[];
+  /**
+   * What a PTY runs to start `argv` inside with exactly `env` (see
+   * {@link innerPid}): its argv, and the environment the PTY must be given
+   * (the machine's, not `env`, which only the program gets).
+   */
+  ptyCommand(
+    argv: string[],
+    cwd: string,
+    env: Record<string, string>,
+  ): { argv: string[]; env: Record<string, string> };
   /** Host pids of every process inside but the holder. */
   pids(): Promise<number[]>;
   /**
@@ -178,6 +314,7 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
       "-c",
       HOLDER_SCRIPT,
       "fly-vault-holder",
+      holderPerl(),
     ],
     env: HOST_ENV,
     clearEnv: true,
@@ -199,7 +336,7 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
     throw new VaultError(
       "init.namespace",
       `cannot set up the vault namespace: ${why} ${(await stderr).trim()}`.trim(),
-      "init needs root, util-linux (unshare, nsenter, mount, umount, pivot_root) and bash",
+      "init needs root, util-linux (unshare, nsenter, mount, umount), bash and perl",
     );
   };
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -226,20 +363,13 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
     gone = true;
     lib().close(nsFd);
   });
-  const enterArgv = (extra: string[], argv: string[], cwd: string) => [
-    ...extra,
-    "nsenter",
-    `--target=${holderPid}`,
-    "--mount",
-    "--root",
-    "--wd",
-    "--",
-    // `env --chdir` resolves the working directory inside the new root.
-    "/usr/bin/env",
-    `--chdir=${cwd}`,
-    "--",
-    ...argv,
-  ];
+  const script = enterScript();
+  // The program's environment rides in argv (see enterScript); perl itself starts with HOST_ENV.
+  const enterArgv = (argv: string[], cwd: string, env: Record<string, string>) => {
+    const pairs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    return ["/usr/bin/perl", "-e", script, "--", String(holderPid), cwd, String(pairs.length)]
+      .concat(pairs, argv);
+  };
   const pids = async () => {
     const found: number[] = [];
     if (!link) return found;
@@ -256,26 +386,26 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
     exited,
     spawn(argv, cwd, opts) {
       if (gone) throw new VaultError("init.namespace", "the vault namespace has ended");
-      const [cmd, ...args] = enterArgv([], argv, cwd);
+      const [cmd, ...args] = enterArgv(argv, cwd, opts.env);
       return inPidNamespace(nsFd, () =>
         new Deno.Command(cmd, {
           args,
-          env: opts.env,
+          env: HOST_ENV,
           clearEnv: true,
           stdin: opts.stdin ?? "null",
           stdout: opts.stdout ?? "inherit",
           stderr: opts.stderr ?? "inherit",
         }).spawn());
     },
-    ptyArgv(argv, cwd) {
+    ptyCommand(argv, cwd, env) {
       if (gone) throw new VaultError("init.namespace", "the vault namespace has ended");
       // nsenter --pid forks; its child (in the vault) makes itself session leader and steals
       // the terminal, so ^C and ^Z reach the program only, not the nsenter left outside.
-      return enterArgv(
-        ["nsenter", `--target=${holderPid}`, "--pid", "--", "setsid", "--ctty"],
-        argv,
-        cwd,
-      );
+      return {
+        argv: ["nsenter", `--target=${holderPid}`, "--pid", "--", "setsid", "--ctty"]
+          .concat(enterArgv(argv, cwd, env)),
+        env: HOST_ENV,
+      };
     },
     pids,
     async stop(graceMs = 2000) {

@@ -79,8 +79,8 @@ export type RootfsSpawnOptions = SpawnOptions;
 
 /**
  * Starts `argv` in the rootfs's vault (its own mount and PID namespaces,
- * shared with the workload and consoles) with working directory `cwd` and
- * exactly `opts.env`. The returned child is the program itself. In the
+ * shared with the workload and consoles, capabilities cut to `VAULT_CAPS`)
+ * with working directory `cwd` and exactly `opts.env`. The returned child is the program itself. In the
  * laptop's `userns` mode, each program gets its own namespaces instead.
  */
 export async function spawnInRootfs(
@@ -104,17 +104,23 @@ export async function spawnInRootfs(
 }
 
 /**
- * What a PTY runs to start `argv` in the rootfs's vault, and where signals
- * for it go: the PTY's own child stays outside (see namespace.ts), the
- * program is its child.
+ * What a PTY runs to start `argv` in the rootfs's vault with exactly `env`:
+ * its argv, the environment to give the PTY (in the vault, the machine's:
+ * `env` reaches only the program, never the host programs that enter the
+ * vault), and where signals for it go: the PTY's own child stays outside
+ * (see namespace.ts), the program is its child.
  */
 export async function ptyCommandInRootfs(
   rootfs: string,
   argv: string[],
   cwd: string,
-): Promise<{ argv: string[]; signalTarget: (pid: number) => number }> {
+  env: Record<string, string>,
+): Promise<
+  { argv: string[]; env: Record<string, string>; signalTarget: (pid: number) => number }
+> {
   if (await detectSandbox() === "userns") {
-    return { argv: chrootArgv(rootfs, argv, cwd), signalTarget: (pid) => pid };
+    return { argv: chrootArgv(rootfs, argv, cwd), env, signalTarget: (pid) => pid };
   }
-  return { argv: (await ensureNamespace(rootfs)).ptyArgv(argv, cwd), signalTarget: innerPid };
+  const cmd = (await ensureNamespace(rootfs)).ptyCommand(argv, cwd, env);
+  return { ...cmd, signalTarget: innerPid };
 }
