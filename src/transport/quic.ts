@@ -93,42 +93,33 @@ function wrap(conn: Deno.QuicConn): VaultConnection {
   };
 }
 
-/** Reads the first byte of a peer-opened stream without consuming anything else. */
+/**
+ * Reads the first byte of a peer-opened stream without consuming anything else,
+ * and hands back Deno's own stream. A one-byte BYOB read takes exactly the tag,
+ * so nothing is left over to put back. A wrapper stream would add JS work per
+ * chunk and hide that the readable is resource-backed: Deno's `pipeTo` from it
+ * to a socket then copies natively, with no JS per chunk (forwards rely on it).
+ */
 async function readTag(stream: Deno.QuicBidirectionalStream): Promise<TaggedStream | null> {
-  const reader = stream.readable.getReader();
-  let first: Uint8Array | undefined;
+  const reader = stream.readable.getReader({ mode: "byob" });
+  let tag: number;
   try {
-    const r = await reader.read();
-    if (r.done || r.value.length === 0) {
+    const r = await reader.read(new Uint8Array(1));
+    if (r.done || !r.value || r.value.length === 0) {
       reader.releaseLock();
       return null;
     }
-    first = r.value;
+    tag = r.value[0];
   } catch {
     return null;
   }
-  const tag = first[0];
-  const rest = first.subarray(1);
   if (!isStreamTag(tag)) {
     await reader.cancel().catch(() => {});
     await stream.writable.abort().catch(() => {});
     return null;
   }
-  // Put back what came after the tag in the same chunk.
-  const readable = new ReadableStream<Uint8Array>({
-    start(c) {
-      if (rest.length) c.enqueue(rest);
-    },
-    async pull(c) {
-      const r = await reader.read();
-      if (r.done) c.close();
-      else c.enqueue(r.value);
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  }, { highWaterMark: 0 });
-  return { tag, readable, writable: stream.writable };
+  reader.releaseLock();
+  return { tag, readable: stream.readable, writable: stream.writable };
 }
 
 /** A listening server. */
