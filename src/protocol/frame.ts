@@ -64,6 +64,7 @@ export function encodeData(channel: Channel, bytes: Uint8Array): Uint8Array {
  * the rest of the stream, untouched.
  */
 export class FrameReader {
+  #source: ReadableStream<Uint8Array>;
   #reader: ReadableStreamDefaultReader<Uint8Array>;
   #chunks: Uint8Array[] = [];
   #buffered = 0;
@@ -71,6 +72,7 @@ export class FrameReader {
   readonly maxFrame: number;
 
   constructor(readable: ReadableStream<Uint8Array>, maxFrame = MAX_FRAME) {
+    this.#source = readable;
     this.#reader = readable.getReader();
     this.maxFrame = maxFrame;
   }
@@ -195,6 +197,20 @@ export class FrameReader {
         return reader.cancel(reason);
       },
     }, { highWaterMark: 0 });
+  }
+
+  /**
+   * Gives up the stream: the bytes read ahead, and the source stream itself,
+   * unlocked and untouched beyond them. Unlike {@link FrameReader.raw} nothing
+   * is wrapped, so a resource-backed stream stays one (Deno's `pipeTo` between
+   * two of those copies natively, with no JS per chunk). The reader must not
+   * be used after.
+   */
+  detach(): { head: Uint8Array[]; readable: ReadableStream<Uint8Array> } {
+    const head = this.#chunks.splice(0);
+    this.#buffered = 0;
+    this.#reader.releaseLock();
+    return { head, readable: this.#source };
   }
 
   /** Stops reading and tells the peer we will not read more. */

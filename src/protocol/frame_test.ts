@@ -92,6 +92,19 @@ Deno.test("raw() hands back read-ahead bytes then the rest of the stream", async
   assert.deepEqual(rest, [1, 2, 3]);
 });
 
+Deno.test("detach() hands back read-ahead bytes and the source stream itself, unlocked", async () => {
+  const head = encodeMessage({ type: "forward", host: "localhost", port: 80 });
+  const source = streamOf(concat(head, new Uint8Array([1, 2])), new Uint8Array([3]));
+  const r = new FrameReader(source);
+  await r.next();
+  const detached = r.detach();
+  assert.equal(detached.readable, source);
+  assert.equal(source.locked, false);
+  const rest: number[] = detached.head.flatMap((c) => [...c]);
+  for await (const chunk of detached.readable) rest.push(...chunk);
+  assert.deepEqual(rest, [1, 2, 3]);
+});
+
 Deno.test("exec schema fills defaults and bounds argv", () => {
   const parsed = ExecRequest.parse({ type: "exec", argv: ["true"] });
   assert.deepEqual(parsed.env, {});
