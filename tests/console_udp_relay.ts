@@ -3,6 +3,8 @@
  * client's network path without touching either process: `cut()` silently
  * drops every packet of the flows open now (as a sleeping laptop or a Wi-Fi
  * change does); a reconnect comes from a new source port and gets through.
+ * `drop(true)` instead loses every packet, of every flow old or new, until
+ * `drop(false)`: an outage of the path itself, after which it works again.
  *
  * @module
  */
@@ -11,6 +13,8 @@ export interface UdpRelay {
   address: string;
   /** Blackholes every flow that exists now. */
   cut(): void;
+  /** Loses every packet both ways (all flows, also new ones) while on. */
+  drop(on: boolean): void;
   /** Flows seen so far (a reconnect adds one). */
   readonly flows: number;
   close(): void;
@@ -21,6 +25,7 @@ export function startUdpRelay(target: { hostname: string; port: number }): UdpRe
   const front = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
   const flows = new Map<string, { back: Deno.DatagramConn; dead: boolean }>();
   let closed = false;
+  let dropping = false;
   (async () => {
     try {
       for await (const [data, from] of front) {
@@ -35,14 +40,14 @@ export function startUdpRelay(target: { hostname: string; port: number }): UdpRe
           (async () => {
             try {
               for await (const [reply] of back) {
-                if (!f.dead) await front.send(reply, peer);
+                if (!f.dead && !dropping) await front.send(reply, peer);
               }
             } catch {
               // closed
             }
           })();
         }
-        if (!flow.dead) {
+        if (!flow.dead && !dropping) {
           await flow.back.send(data, { transport: "udp", ...target }).catch(() => {});
         }
       }
@@ -54,6 +59,9 @@ export function startUdpRelay(target: { hostname: string; port: number }): UdpRe
     address: `127.0.0.1:${(front.addr as Deno.NetAddr).port}`,
     cut() {
       for (const f of flows.values()) f.dead = true;
+    },
+    drop(on) {
+      dropping = on;
     },
     get flows() {
       return flows.size;

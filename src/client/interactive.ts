@@ -108,7 +108,7 @@ export async function connectCommand(
   const config = await loadConfig(flags.config);
   const vault = getVault(config, name);
   const first = await openSession(name, flags, { freshState: true });
-  const live = reconnecting(first, () => openSession(name, flags));
+  const live = reconnecting(first, () => openSession(name, flags), () => spareSession(name, flags));
   let forwards: ForwardHandle[] = [];
   try {
     const state = first.welcome.state;
@@ -138,6 +138,11 @@ export async function connectCommand(
     const { runConsole } = await import("../console/mod.ts");
     const result = await runConsole((tag) => live.openStream(tag), {
       session: flags.new ? "new" : flags.session,
+      name,
+      dial: async () => {
+        const spare = await live.spare();
+        return { ...spare, open: spare.openStream };
+      },
       reopen: async () => {
         const next = await live.reconnect();
         return (tag) => next.openStream(tag);
@@ -149,6 +154,21 @@ export async function connectCommand(
     forwards.forEach((h) => h.close());
     await live.close();
   }
+}
+
+/** Seconds a spare connection may take: the console dials a fresh one every 400 ms anyway. */
+const SPARE_CONNECT_TIMEOUT_S = 4;
+
+/**
+ * A connection made while the current path is silent: direct (a master's
+ * connection may be the silent one) and quick to give up.
+ */
+function spareSession(name: string, flags: GlobalFlags): Promise<VaultSession> {
+  const timeout = Math.min(
+    flags.connectTimeout ?? SPARE_CONNECT_TIMEOUT_S,
+    SPARE_CONNECT_TIMEOUT_S,
+  );
+  return openSession(name, { ...flags, connectTimeout: timeout }, { direct: true });
 }
 
 function untilSignal(): Promise<void> {

@@ -42,6 +42,26 @@ export interface ConsoleOptions {
   backoffMs?: { initial: number; max: number };
   /** Status lines (connection lost, reconnected); default: written to stdout on their own line. */
   onStatus?: (line: string) => void;
+  /** The vault's name, for status lines (default "the vault"). */
+  name?: string;
+  /**
+   * Connects a spare connection beside the current one, without disturbing
+   * it. While the path is silent the console dials spares on a short fixed
+   * schedule and moves to the first that answers. Without it, a silent path
+   * is only reported, and left to QUIC's idle timeout and {@link reopen}.
+   */
+  dial?: () => Promise<Spare>;
+  /** Heartbeat timing in ms (default 500 / 2000 / 400): ping, silence that is reported, spare dials. */
+  heartbeat?: { intervalMs: number; silenceMs: number; retryMs: number };
+}
+
+/** A fresh connection the console may move to. */
+export interface Spare {
+  open: OpenStream;
+  /** The console moved here: make it the connection everyone uses (retiring the old one). */
+  adopt(): void;
+  /** Not needed after all. */
+  discard(): Promise<void>;
 }
 
 /** How a console ended. */
@@ -53,8 +73,66 @@ export interface ConsoleResult {
 
 const encoder = new TextEncoder();
 const MAX_PENDING_INPUT = 64 * 1024;
+/** Keyboard bytes kept until init acknowledges them, to re-send after a switch. */
+const MAX_UNACKED_INPUT = 64 * 1024;
+const HEARTBEAT = { intervalMs: 500, silenceMs: 2000, retryMs: 400 };
+/** Spare dials in flight at once: each new one is a fresh handshake, not a backed-off retransmit. */
+const MAX_SPARE_DIALS = 10;
 
 class Lost extends Error {}
+/** The path went silent and a spare connection answered first: re-attach there. */
+class Switch extends Error {
+  constructor(readonly to: Spare) {
+    super("moved to a new connection");
+  }
+}
+
+/** Spare dials on a fixed schedule until one connects (or a non-network error ends them). */
+interface SpareRace {
+  won: Promise<Spare>;
+  stop(): void;
+}
+
+function raceSpares(
+  dial: () => Promise<Spare>,
+  everyMs: number,
+  onFailure: (why: string) => void,
+): SpareRace {
+  let stopped = false;
+  let inFlight = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let win!: (s: Spare) => void;
+  let fail!: (err: unknown) => void;
+  const won = new Promise<Spare>((resolve, reject) => (win = resolve, fail = reject));
+  won.catch(() => {});
+  const stop = () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+  const attempt = () => {
+    if (stopped) return;
+    if (inFlight < MAX_SPARE_DIALS) {
+      inFlight++;
+      dial().then((spare) => {
+        inFlight--;
+        if (stopped) return void spare.discard().catch(() => {});
+        stop();
+        win(spare);
+      }, (err) => {
+        inFlight--;
+        if (stopped) return;
+        if (err instanceof VaultError && /^(attest|auth)\./.test(err.code)) {
+          // Not a network problem (e.g. the vault's identity changed): retrying will not help.
+          stop();
+          fail(err);
+        } else onFailure((err as Error).message);
+      });
+    }
+    timer = setTimeout(attempt, everyMs);
+  };
+  attempt();
+  return { won, stop };
+}
 
 /** Where keystrokes go right now: the attached stream, or a bounded buffer while reconnecting. */
 interface Link {
@@ -86,6 +164,8 @@ async function consoleLoop(
   const status = opts.onStatus ??
     ((line: string) => void out.write(encoder.encode(`\r\n[fly-vault] ${line}\x1b[K\r\n`)));
   const backoff = opts.backoffMs ?? { initial: 250, max: 8000 };
+  const hb = opts.heartbeat ?? HEARTBEAT;
+  const vaultName = opts.name ?? "the vault";
 
   let link = null as Link | null;
   let pending: Uint8Array[] = [];
@@ -134,15 +214,42 @@ async function consoleLoop(
   let offset: number | undefined;
   let open = openStream;
   let reattaching = false;
+  // Keyboard bytes sent but not yet acknowledged by init, at absolute session input offsets.
+  let unacked: { at: number; bytes: Uint8Array }[] = [];
+  let unackedBytes = 0;
+  /** Session input offset after the last byte sent; null when init does not count input. */
+  let sentTo: number | null = null;
+  let race = null as SpareRace | null;
   try {
     while (true) {
       try {
         const exit = await attachOnce();
         return { session: session!, exit };
       } catch (err) {
+        if (err instanceof Switch) {
+          if (detachRequested) {
+            await err.to.discard().catch(() => {});
+            return { session: session!, exit: null };
+          }
+          err.to.adopt();
+          open = err.to.open;
+          reattaching = true;
+          continue;
+        }
         if (!(err instanceof Lost) || detachRequested) {
           if (detachRequested && session) return { session, exit: null };
           throw err;
+        }
+        if (race) {
+          // Already dialing spares since the path went silent: the first that connects wins.
+          status(`connection lost (${err.message}); still trying…`);
+          const spare = await Promise.race([race.won, detachSignal.then(() => null)]);
+          race = null;
+          if (!spare) return { session: session!, exit: null };
+          spare.adopt();
+          open = spare.open;
+          reattaching = true;
+          continue;
         }
         if (!opts.reopen) {
           throw new VaultError(
@@ -158,6 +265,7 @@ async function consoleLoop(
       }
     }
   } finally {
+    race?.stop();
     unwatch();
     detachRequested = true;
     await stdinReader.cancel().catch(() => {});
@@ -187,7 +295,10 @@ async function consoleLoop(
     }
   }
 
-  /** One attachment; resolves with the exit, throws {@link Lost} when the stream breaks. */
+  /**
+   * One attachment; resolves with the exit, throws {@link Lost} when the stream breaks
+   * and {@link Switch} when a spare connection answered while this path was silent.
+   */
   async function attachOnce(): Promise<ConsoleResult["exit"]> {
     let stream: ByteStream;
     try {
@@ -217,22 +328,37 @@ async function consoleLoop(
       throw new VaultError(reply.code, reply.message, reply.hint ?? "");
     }
     if (reply.type === "exit") return { code: reply.code, signal: reply.signal };
+    if (reply.type !== "attached") {
+      throw new VaultError("protocol.unexpected", `console reply '${reply.type}' before attached`);
+    }
     session = reply.session;
     if (reattaching) {
       const gap = offset !== undefined && (reply.offset ?? 0) > offset;
       status(`reconnected to session ${session}${gap ? " (some output was lost)" : ""}`);
     }
-    offset = reply.offset ?? 0;
+    let shown = reply.offset ?? 0;
+    offset = shown;
+    // What the old path swallowed: keystrokes sent after the last byte init counted.
+    const resend = inputToResend(reply.input);
 
     let broken = false;
+    let ended = false;
+    let switchTo: Spare | null = null;
     const detachTimers: ReturnType<typeof setTimeout>[] = [];
     const fail = () => {
       broken = true;
       reader.cancel().catch(() => {});
     };
+    let lastHeard = performance.now();
+    let silent = false;
     link = {
       send(bytes) {
         writer.data(1, bytes).catch(fail);
+        if (sentTo === null) return;
+        unacked.push({ at: sentTo, bytes });
+        sentTo += bytes.length;
+        unackedBytes += bytes.length;
+        while (unackedBytes > MAX_UNACKED_INPUT) unackedBytes -= unacked.shift()!.bytes.length;
       },
       resize(c, r) {
         writer.send({ type: "resize", cols: c, rows: r }).catch(fail);
@@ -240,12 +366,14 @@ async function consoleLoop(
       detach() {
         // Wait (briefly) for the server to end the stream: it has then seen the detach, and
         // `sessions` will not list this session as attached after the process exits.
+        // Not on a silent path: nothing would come back.
         writer.send({ type: "eof" }).catch(() => {});
         writer.close().catch(() => {});
-        const timer = setTimeout(() => reader.cancel().catch(() => {}), 2000);
+        const timer = setTimeout(() => reader.cancel().catch(() => {}), silent ? 0 : 2000);
         detachTimers.push(timer);
       },
     };
+    for (const bytes of resend) link.send(bytes);
     // Keystrokes typed while reconnecting, and a resize that may have happened meanwhile.
     const queued = pending;
     pending = [];
@@ -254,21 +382,74 @@ async function consoleLoop(
     if (reattaching) link.resize(cols, rows);
     if (detachRequested) link.detach();
 
+    // Heartbeat: init answers every ping; a path silent for `silenceMs` is reported at
+    // once and, while it stays silent, spare connections are dialed to move to.
+    let seq = 0;
+    let watchdog: ReturnType<typeof setTimeout> | undefined;
+    const check = () => {
+      const left = hb.silenceMs - (performance.now() - lastHeard);
+      if (left <= 0) onSilence();
+      // Due before the next ping: look again right then, not up to a ping later.
+      else if (left < hb.intervalMs) watchdog = setTimeout(check, left);
+    };
+    const beat = reply.heartbeat
+      ? setInterval(() => {
+        clearTimeout(watchdog);
+        if (!silent) check();
+        writer.send({ type: "ping", seq: seq++ }).catch(fail);
+      }, hb.intervalMs)
+      : undefined;
+    const onSilence = () => {
+      silent = true;
+      const secs = Math.round(hb.silenceMs / 100) / 10;
+      status(`no reply from ${vaultName} for ${secs}s — waiting (~. to quit)`);
+      if (!opts.dial || detachRequested) return;
+      let lastWhy = "";
+      race ??= raceSpares(opts.dial, hb.retryMs, (why) => {
+        if (why !== lastWhy) status(`reconnecting: ${lastWhy = why}`);
+      });
+      race.won.then((spare) => {
+        // Ended by a lost stream: the outer loop takes the spare while `race` is still set.
+        if (ended && race) return;
+        if (ended || !silent) return void spare.discard().catch(() => {});
+        race = null;
+        switchTo = spare;
+        reader.cancel().catch(() => {});
+      }, (err) => {
+        if (!ended) status(`cannot reconnect: ${(err as Error).message}`);
+      });
+    };
+    const heard = () => {
+      lastHeard = performance.now();
+      if (!silent) return;
+      silent = false;
+      race?.stop();
+      race = null;
+      status(`${vaultName} answers again`);
+    };
+
     try {
       while (true) {
         const frame = await reader.next();
+        if (switchTo) throw new Switch(switchTo);
         if (frame === null) {
           if (detachRequested) return null;
           throw new Lost("the vault closed the console stream");
         }
+        heard();
         if (frame.kind === "data") {
           if (frame.channel === 2 || frame.channel === 3) {
-            offset += frame.bytes.length;
+            shown += frame.bytes.length;
+            offset = shown;
             await out.write(frame.bytes);
           }
           continue;
         }
         const msg = ConsoleReply.parse(frame.message);
+        if (msg.type === "pong") {
+          acknowledge(msg.input);
+          continue;
+        }
         if (msg.type === "exit") {
           writer.close().catch(() => {});
           return { code: msg.code, signal: msg.signal };
@@ -276,12 +457,41 @@ async function consoleLoop(
         if (msg.type === "error") throw new VaultError(msg.code, msg.message, msg.hint ?? "");
       }
     } catch (err) {
+      if (switchTo) throw new Switch(switchTo);
       if (err instanceof VaultError && !broken && !err.code.startsWith("protocol.")) throw err;
       if (detachRequested) return null;
       throw new Lost(broken ? "write failed" : (err as Error).message);
     } finally {
+      ended = true;
+      clearInterval(beat);
+      clearTimeout(watchdog);
       link = null;
       detachTimers.forEach(clearTimeout);
     }
+  }
+
+  /** Init has counted `input` keyboard bytes: they need not be re-sent. */
+  function acknowledge(input: number) {
+    while (unacked.length && unacked[0].at + unacked[0].bytes.length <= input) {
+      unackedBytes -= unacked.shift()!.bytes.length;
+    }
+  }
+
+  /**
+   * On (re-)attach, init says how many keyboard bytes the session has
+   * received: what we sent beyond that was lost with the old path. When the
+   * count is outside what we hold (another client typed, or too much was
+   * lost), nothing is re-sent rather than guessed.
+   */
+  function inputToResend(input: number | undefined): Uint8Array[] {
+    const held = unacked;
+    const to = sentTo;
+    unacked = [];
+    unackedBytes = 0;
+    sentTo = input ?? null;
+    if (input === undefined || to === null || held.length === 0) return [];
+    if (input < held[0].at || input > to) return [];
+    return held.filter((u) => u.at + u.bytes.length > input)
+      .map((u) => u.bytes.subarray(Math.max(0, input - u.at)));
   }
 }

@@ -12,6 +12,7 @@
  */
 import {
   ConsoleAttach,
+  ConsoleInput,
   encodeData,
   type ExecRequest,
   type FrameReader,
@@ -134,6 +135,8 @@ interface Session {
   started: Date;
   command: string;
   lastActivity: number;
+  /** Keyboard bytes received over the session's life (acknowledged to the client in pongs). */
+  inputBytes: number;
   pty: Pty;
   ring: ReplayRing;
   attachment: Attachment | null;
@@ -232,6 +235,7 @@ async function createSession(
     started: new Date(),
     command: `${shell} -l`,
     lastActivity: Date.now(),
+    inputBytes: 0,
     pty,
     ring: new ReplayRing(sessions._replayBytes),
     attachment: null,
@@ -340,7 +344,14 @@ export async function serveConsole(
   };
   // Attached, then the missed output, then live output: all queued synchronously, in order.
   const replay = created ? { from: 0, bytes: new Uint8Array(0) } : s.ring.since(req.offset ?? 0);
-  writer.send({ type: "attached", session: s.id, created, offset: replay.from }).catch(() => {});
+  writer.send({
+    type: "attached",
+    session: s.id,
+    created,
+    offset: replay.from,
+    heartbeat: true,
+    input: s.inputBytes,
+  }).catch(() => {});
   attachment.sink.send(replay.bytes);
   s.attachment = attachment;
   if (!created) s.pty.resize(req.cols, req.rows);
@@ -349,18 +360,23 @@ export async function serveConsole(
     try {
       while (!ended) {
         const frame = await reader.next();
-        if (frame === null) break;
+        // Taken over meanwhile: the new client re-sends what it knows we did not count.
+        if (frame === null || ended) break;
         if (frame.kind === "data") {
           if (frame.channel === 1) {
             s.lastActivity = Date.now();
+            s.inputBytes += frame.bytes.length;
             s.pty.write(frame.bytes);
           }
           continue;
         }
-        const msg = SessionInput.parse(frame.message);
+        const msg = ConsoleInput.parse(frame.message);
         if (msg.type === "resize") s.pty.resize(msg.cols, msg.rows);
         else if (msg.type === "signal") s.pty.kill(msg.signal);
-        else if (msg.type === "eof") break; // the client detaches on purpose
+        else if (msg.type === "ping") {
+          // Behind any output already queued: the client hears the path, not just init.
+          writer.send({ type: "pong", seq: msg.seq, input: s.inputBytes }).catch(() => {});
+        } else if (msg.type === "eof") break; // the client detaches on purpose
       }
     } catch {
       // Stream reset or protocol error: detach; the session lives on.
