@@ -15,7 +15,7 @@ import {
   StreamTag,
 } from "../protocol/mod.ts";
 import { type ForwardSpec, parseForwardSpec, parseHostPort } from "./spec.ts";
-import { pipeHalf, tcpByteStream } from "./tcp.ts";
+import { type RemoteStream, spliceTcp } from "./tcp.ts";
 
 /** Opens a stream of kind `tag` on the current connection (tag byte already written). */
 export type OpenStream = (tag: StreamTag) => Promise<ByteStream>;
@@ -30,25 +30,6 @@ function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
       timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms / 1000}s`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-/** Copies both ways; either side failing tears the other down. */
-async function splice(
-  a: { readable: ReadableStream<Uint8Array>; writer: WritableStreamDefaultWriter<Uint8Array> },
-  b: { readable: ReadableStream<Uint8Array>; writer: WritableStreamDefaultWriter<Uint8Array> },
-): Promise<void> {
-  const results = await Promise.allSettled([
-    pipeHalf(a.readable, b.writer).catch(async (err) => {
-      await a.writer.abort(err).catch(() => {});
-      throw err;
-    }),
-    pipeHalf(b.readable, a.writer).catch(async (err) => {
-      await b.writer.abort(err).catch(() => {});
-      throw err;
-    }),
-  ]);
-  const failed = results.find((r) => r.status === "rejected");
-  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
 /**
@@ -77,24 +58,21 @@ export async function serveForward(reader: FrameReader, writer: FrameWriter): Pr
   }
   conn.setNoDelay(true);
   await writer.send({ type: "forward_ok" });
-  const tcp = tcpByteStream(conn);
-  await splice(
-    { readable: reader.raw(), writer: writer.writer },
-    { readable: tcp.readable, writer: tcp.writable.getWriter() },
-  ).catch(() => {});
+  const { head, readable } = reader.detach();
+  await spliceTcp(conn, { head, readable, writer: writer.writer }).catch(() => {});
 }
 
 /**
  * Opens one forward stream to `host:port` from the vault and returns it
  * ready for raw bytes, or throws `forward.refused` (or the transport's error).
+ * The readable is the transport's own stream, not a wrapper, so piping it to
+ * a socket stays native.
  */
 export async function openForward(
   openStream: OpenStream,
   host: string,
   port: number,
-): Promise<
-  { readable: ReadableStream<Uint8Array>; writer: WritableStreamDefaultWriter<Uint8Array> }
-> {
+): Promise<RemoteStream & { writable: WritableStream<Uint8Array> }> {
   const stream = await openStream(StreamTag.forward);
   const writer = new FrameWriter(stream.writable);
   const reader = new FrameReader(stream.readable);
@@ -105,7 +83,8 @@ export async function openForward(
     await reader.cancel();
     throw new VaultError(reply.code, reply.message, reply.hint ?? "");
   }
-  return { readable: reader.raw(), writer: writer.writer };
+  const { head, readable } = reader.detach();
+  return { head, readable, writer: writer.writer, writable: stream.writable };
 }
 
 /** A running local listener. */
@@ -160,11 +139,11 @@ export function startForward(
     );
   }
   const conns = new Set<Deno.TcpConn>();
+  const closing = new AbortController();
   const label = `${s.bind}:${(listener.addr as Deno.NetAddr).port} → ${s.host}:${s.remotePort}`;
   const handle = async (conn: Deno.TcpConn) => {
     conns.add(conn);
     conn.setNoDelay(true);
-    const tcp = tcpByteStream(conn);
     try {
       let remote;
       try {
@@ -176,12 +155,14 @@ export function startForward(
         });
       } catch (err) {
         onError(`forward ${label}: ${(err as Error).message}`);
-        await tcp.writable.abort().catch(() => {});
+        try {
+          conn.close();
+        } catch {
+          // closed by close()
+        }
         return;
       }
-      await splice(remote, { readable: tcp.readable, writer: tcp.writable.getWriter() }).catch(
-        () => {},
-      );
+      await spliceTcp(conn, remote, closing.signal).catch(() => {});
     } finally {
       conns.delete(conn);
     }
@@ -205,6 +186,7 @@ export function startForward(
       } catch {
         // already closed
       }
+      closing.abort(new Error("forward closed"));
       for (const c of conns) {
         try {
           c.close();
@@ -231,20 +213,36 @@ export async function runPipe(
 ): Promise<void> {
   const { host, port } = parseHostPort(target);
   const remote = await openForward(openStream, host, port);
+  remote.writer.releaseLock();
   // ssh ends its ProxyCommand with SIGHUP. Reset the stream instead of dying silently, so
   // the vault drops its TCP connection now rather than after the QUIC idle timeout.
-  let onSignal!: () => void;
-  const stopped = new Promise<void>((resolve) => onSignal = resolve);
+  const stop = new AbortController();
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    stop.abort("interrupted");
+  };
   const signals: Deno.Signal[] = ["SIGHUP", "SIGTERM", "SIGINT"];
   for (const sig of signals) Deno.addSignalListener(sig, onSignal);
+  // pipeTo both ways: between Deno's own streams (stdin/stdout and QUIC) it copies natively.
+  const fail = (err: unknown) => {
+    stop.abort(err);
+    throw err;
+  };
   try {
-    await Promise.race([
-      splice(remote, { readable: stdin, writer: stdout.getWriter() }),
-      stopped.then(async () => {
-        await remote.writer.abort("interrupted").catch(() => {});
-        await remote.readable.cancel("interrupted").catch(() => {});
-      }),
+    const results = await Promise.allSettled([
+      stdin.pipeTo(remote.writable, { signal: stop.signal }).catch(fail),
+      (async () => {
+        if (remote.head.length) {
+          const w = stdout.getWriter();
+          for (const chunk of remote.head) await w.write(chunk);
+          w.releaseLock();
+        }
+        await remote.readable.pipeTo(stdout, { signal: stop.signal });
+      })().catch(fail),
     ]);
+    const bad = results.find((r) => r.status === "rejected");
+    if (bad && !interrupted) throw (bad as PromiseRejectedResult).reason;
   } finally {
     for (const sig of signals) Deno.removeSignalListener(sig, onSignal);
   }

@@ -13,4 +13,4 @@ export {
   startForward,
 } from "./forward.ts";
 export { type ForwardSpec, parseForwardSpec, parseHostPort } from "./spec.ts";
-export { pipeHalf, tcpByteStream } from "./tcp.ts";
+export { tcpByteStream } from "./tcp.ts";
