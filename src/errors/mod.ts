@@ -39,6 +39,7 @@ export function isVaultError(err: unknown, codePrefix?: string): err is VaultErr
  * nothing in an error can drive the terminal.
  */
 export function formatError(err: unknown): string {
+  err = networkError(err) ?? err;
   if (err instanceof VaultError) {
     return `error[${printable(err.code)}]: ${printable(err.message)}` +
       (err.hint ? `\nhint: ${printable(err.hint)}` : "");
@@ -47,4 +48,50 @@ export function formatError(err: unknown): string {
   return `error[internal]: ${
     printable(message)
   }\nhint: this is a bug in fly-vault; please report it with the command you ran`;
+}
+
+const LOST_HINT =
+  "the network path to the vault failed (Wi-Fi change, sleep, VPN/WireGuard down) or the machine restarted; run the command again (a console reconnects by itself)";
+
+/**
+ * The network's own failures, as the OS and QUIC report them (a dead path,
+ * the peer gone, an idle timeout), as {@link VaultError}s with a code and a
+ * hint of their own: they are not fly-vault's bugs. Null for anything else.
+ */
+export function networkError(err: unknown): VaultError | null {
+  if (!(err instanceof Error) || err instanceof VaultError) return null;
+  const text = err.message;
+  const errs = Deno.errors;
+  const lost = (why: string) =>
+    new VaultError("transport.lost", `connection to the vault lost (${why})`, LOST_HINT, {
+      cause: err,
+    });
+  // QUIC's idle timeout (no packet from the vault for the whole idle time).
+  if (err instanceof errs.TimedOut || /^(connection )?timed out$/i.test(text)) {
+    return new VaultError(
+      "transport.timeout",
+      "the vault stopped answering (timed out)",
+      "check your network and VPN/WireGuard, and that the machine is started (fly-vault status VAULT)",
+      { cause: err },
+    );
+  }
+  if (
+    err instanceof errs.ConnectionRefused || err instanceof errs.AddrNotAvailable ||
+    /\b(network|host) is unreachable|no route to host/i.test(text)
+  ) {
+    return new VaultError("transport.unreachable", `cannot reach the vault (${text})`, LOST_HINT, {
+      cause: err,
+    });
+  }
+  if (
+    err instanceof errs.NotConnected || err instanceof errs.ConnectionReset ||
+    err instanceof errs.ConnectionAborted || err instanceof errs.BrokenPipe ||
+    (err instanceof errs.BadResource && /resource was closed/.test(text))
+  ) return lost(text);
+  // quinn's words for a connection or stream that ended under us.
+  if (
+    /^(connection lost|reset by peer|closed by peer(: .*)?|closed by peer application(: .*)?|stream reset by peer(: .*)?|sending stopped by peer(: .*)?)$/i
+      .test(text)
+  ) return lost(text);
+  return null;
 }
