@@ -7,6 +7,13 @@
  * Retry-After, 500, slow replies, dropped connections, before or after the
  * request took effect) to prove the admin's retries and idempotency.
  *
+ * Suspend and resume as Fly's: `POST …/suspend` (or the machine's own token
+ * socket, no API token) freezes the machine's process tree with its memory
+ * (`suspending` → `suspended`); `POST …/start` of a suspended machine thaws
+ * it (`starting` → `started`): consoles, shells and programs carry on where
+ * they were. Starting a stopped machine boots it afresh. A `fail-start`
+ * fault makes the next start fail (`failed`), as a host that cannot run it.
+ *
  * @module
  */
 import type { MachineLaunch } from "./runner.ts";
@@ -21,6 +28,10 @@ export interface SimLaunched {
   stop(signal?: Deno.Signal): Promise<void>;
   exited: Promise<number | null>;
   privateIp?: string;
+  /** Freezes the machine with its memory (suspend); without it the machine cannot suspend. */
+  freeze?(): Promise<void>;
+  /** Thaws a frozen machine (resume). */
+  thaw?(): Promise<void>;
 }
 
 /** Starts machines: the runner's `createInitLauncher` fits, so does {@link fakeLauncher}. */
@@ -87,8 +98,9 @@ export interface Fault {
    * `429`/`500`: refuse without acting. `500-after`: act, then reply 500.
    * `drop`: break the connection without acting; `drop-after`: act, then break it.
    * `slow`: wait `delayMs` (default 2000), then act normally.
+   * `fail-start`: accept a start (200), then the machine fails to start or resume (`failed`).
    */
-  kind: "429" | "500" | "500-after" | "drop" | "drop-after" | "slow";
+  kind: "429" | "500" | "500-after" | "drop" | "drop-after" | "slow" | "fail-start";
   /** Retry-After seconds for `429`. */
   retryAfter?: number;
   delayMs?: number;
@@ -275,8 +287,14 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
     notify(m.id);
   }
 
-  async function launch(m: SimMachine, source: string) {
+  async function launch(m: SimMachine, source: string, fail = false) {
     transition(m, "starting", "start", source);
+    if (fail) {
+      transition(m, "failed", "start", "flyd", {
+        error: "failed to start machine: could not allocate resources on host (injected)",
+      });
+      return;
+    }
     const mount = m.config.mounts?.[0];
     const volume = mount ? volumes.get(mount.volume) : undefined;
     try {
@@ -291,6 +309,7 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
         volumeDir: volume?.dir,
         ...(mount ? { mountPath: mount.path } : {}),
         version: m.instance_id,
+        suspend: () => selfSuspend(m),
       });
       if (m.state !== "starting") {
         // Destroyed or stopped while starting: do not leave the process behind.
@@ -304,7 +323,7 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
       proc.exited.then((code) => {
         if (m.process !== proc) return;
         m.process = undefined;
-        if (m.state === "started" && m.instance_id === instance) {
+        if ((m.state === "started" || m.state === "suspended") && m.instance_id === instance) {
           transition(m, "stopped", "exit", "flyd", {
             exit_event: { exit_code: code ?? -1, requested_stop: false },
           });
@@ -316,8 +335,11 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
   }
 
   async function halt(m: SimMachine, signal: Deno.Signal, source: string) {
-    if (m.state === "starting") await waitFor(m, (x) => x.state !== "starting", 60_000);
-    if (m.state !== "started") return;
+    const busy = ["starting", "suspending"];
+    if (busy.includes(m.state)) await waitFor(m, (x) => !busy.includes(x.state), 60_000);
+    // A suspended machine stops as a started one: its snapshot is dropped (the process thaws
+    // in stop() so init ends cleanly).
+    if (m.state !== "started" && m.state !== "suspended") return;
     transition(m, "stopping", "stop", source);
     const proc = m.process;
     m.process = undefined;
@@ -325,6 +347,70 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
     transition(m, "stopped", "exit", "flyd", {
       exit_event: { requested_stop: true, signal: signal },
     });
+  }
+
+  /**
+   * Freezes a started machine with its memory: `suspending`, then `suspended`
+   * once every process is frozen. 412 for a machine in another state.
+   */
+  async function suspend(
+    m: SimMachine,
+    source: string,
+  ): Promise<{ status: number; body: unknown }> {
+    if (m.state === "starting") await waitFor(m, (x) => x.state !== "starting", 60_000);
+    if (m.state === "suspending") await waitFor(m, (x) => x.state !== "suspending", 60_000);
+    if (m.state === "suspended") return { status: 200, body: { ok: true } };
+    const proc = m.process;
+    if (m.state !== "started" || !proc) {
+      return {
+        status: 412,
+        body: { error: `failed_precondition: machine is ${m.state}, only a started one suspends` },
+      };
+    }
+    if (!proc.freeze || !proc.thaw) {
+      return { status: 412, body: { error: "failed_precondition: machine cannot be suspended" } };
+    }
+    transition(m, "suspending", "suspend", source);
+    try {
+      await proc.freeze();
+    } catch (err) {
+      // Whatever froze carries on: the machine is still started.
+      await proc.thaw().catch(() => {});
+      transition(m, "started", "suspend", "flyd", { error: String(err) });
+      return { status: 500, body: { error: `suspend failed: ${String(err)}` } };
+    }
+    if (m.process !== proc) return { status: 200, body: { ok: true } };
+    transition(m, "suspended", "suspend", "flyd");
+    return { status: 200, body: { ok: true } };
+  }
+
+  /** The machine's own token socket asking to suspend it (no API token, as on Fly). */
+  function selfSuspend(m: SimMachine): Promise<{ status: number; body: unknown }> {
+    return track(suspend(m, "user"));
+  }
+
+  /** Thaws a suspended machine: `starting`, then `started` with everything as it was. */
+  async function resume(m: SimMachine, fail: boolean) {
+    const proc = m.process;
+    transition(m, "starting", "start", "user");
+    if (fail || !proc?.thaw) {
+      // The snapshot cannot be resumed and the host cannot boot it either.
+      m.process = undefined;
+      await proc?.stop("SIGKILL");
+      transition(m, "failed", "start", "flyd", {
+        error: "failed to resume machine from its snapshot (injected)",
+      });
+      return;
+    }
+    try {
+      await proc.thaw();
+    } catch (err) {
+      m.process = undefined;
+      await proc.stop("SIGKILL");
+      transition(m, "failed", "start", "flyd", { error: `resume failed: ${String(err)}` });
+      return;
+    }
+    if (m.process === proc && m.state === "starting") transition(m, "started", "start", "flyd");
   }
 
   function waitFor(
@@ -397,6 +483,7 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
     query: URLSearchParams,
     body: Body,
     signal?: AbortSignal,
+    failStart = false,
   ): Promise<Response> {
     // parts: ["v1", "apps", app, kind, id?, action?]
     if (parts[0] !== "v1" || parts[1] !== "apps" || !parts[2]) {
@@ -458,11 +545,19 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
         return flyError(404, "machine not found");
       }
       if (action === "start" && method === "POST") {
+        // A start while suspending resumes once the snapshot is taken.
+        if (m.state === "suspending") await waitFor(m, (x) => x.state !== "suspending", 60_000);
         const previous = m.state;
         if (m.state === "stopped" || m.state === "created" || m.state === "failed") {
-          track(launch(m, "user"));
+          track(launch(m, "user", failStart));
+        } else if (m.state === "suspended") {
+          await track(resume(m, failStart));
         }
         return json({ previous_state: previous });
+      }
+      if (action === "suspend" && method === "POST") {
+        const r = await track(suspend(m, "user"));
+        return json(r.body, r.status);
       }
       if (action === "stop" && method === "POST") {
         const signal = (body?.signal ?? "SIGINT") as Deno.Signal;
@@ -481,7 +576,8 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
           (x) =>
             (!instance || x.instance_id === instance) &&
             (wanted.includes(x.state) ||
-              (wanted.includes("settled") && ["started", "stopped", "failed"].includes(x.state))),
+              (wanted.includes("settled") &&
+                ["started", "stopped", "suspended", "failed"].includes(x.state))),
           timeoutSec * 1000,
           signal,
         );
@@ -668,7 +764,9 @@ export function startMachinesApi(opts: MachinesApiOptions): MachinesApi {
       await new Promise((r) => setTimeout(r, fault.delayMs ?? 2000));
     }
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
-    const res = await track(route(req.method, parts, url.searchParams, body));
+    const res = await track(
+      route(req.method, parts, url.searchParams, body, undefined, fault?.kind === "fail-start"),
+    );
     if (fault?.kind === "500-after") return flyError(500, "internal error (injected)");
     if (fault?.kind === "drop-after") return dropped();
     return res;
@@ -714,12 +812,28 @@ export function fakeLauncher(opts: { onStart?: (m: SimMachineLaunch) => void } =
         stderr: "null",
       }).spawn();
       const exited = child.status.then((s) => (s.signal ? null : s.code));
+      let frozen = false;
+      const send = (signal: Deno.Signal) => {
+        try {
+          child.kill(signal);
+        } catch { /* already gone */ }
+      };
       return Promise.resolve({
         exited,
+        // One process, so SIGSTOP/SIGCONT is the whole machine.
+        freeze() {
+          send("SIGSTOP");
+          frozen = true;
+          return Promise.resolve();
+        },
+        thaw() {
+          send("SIGCONT");
+          frozen = false;
+          return Promise.resolve();
+        },
         async stop(signal: Deno.Signal = "SIGTERM") {
-          try {
-            child.kill(signal);
-          } catch { /* already gone */ }
+          if (frozen) send("SIGCONT");
+          send(signal);
           await exited;
         },
       });

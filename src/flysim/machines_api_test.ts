@@ -213,3 +213,115 @@ Deno.test("faults: 429 with Retry-After, 500, nth, slow, act-then-fail", () =>
     assert.equal((await api("GET", "/machines")).status, 200);
     assert.ok(performance.now() - t0 >= 190);
   }));
+
+/** fakeLauncher, remembering each machine's process and counting freezes and thaws. */
+function countingLauncher() {
+  const procs: Array<{ freezes: number; thaws: number; stops: number }> = [];
+  const launched: SimMachineLaunch[] = [];
+  const inner = fakeLauncher({ onStart: (m) => launched.push(m) });
+  const launcher: SimLauncher = {
+    async start(m) {
+      const p = await inner.start(m);
+      const n = { freezes: 0, thaws: 0, stops: 0 };
+      procs.push(n);
+      return {
+        ...p,
+        freeze: () => (n.freezes++, p.freeze!()),
+        thaw: () => (n.thaws++, p.thaw!()),
+        stop: (s) => (n.stops++, p.stop(s)),
+      };
+    },
+  };
+  return { launcher, procs, launched };
+}
+
+const statuses = (events: Json[]) =>
+  events.slice().reverse().map((e: Json) => `${e.type}/${e.status}/${e.source}`);
+
+Deno.test("suspend and resume as Fly's: states, events, wait; resume thaws the same process", () => {
+  const c = countingLauncher();
+  return withSim(async (api) => {
+    const id = (await api("POST", "/machines", { name: "s1", config: { image: "img:1" } })).body.id;
+    assert.equal((await api("GET", `/machines/${id}/wait?state=started&timeout=10`)).status, 200);
+    // Only a started machine suspends.
+    const before = Date.now();
+    const s = await api("POST", `/machines/${id}/suspend`);
+    assert.equal(s.status, 200);
+    const waited = await api("GET", `/machines/${id}/wait?state=suspended&timeout=5`);
+    assert.deepEqual([waited.status, waited.body.state], [200, "suspended"]);
+    assert.equal((await api("GET", `/machines/${id}`)).body.state, "suspended");
+    assert.equal(c.procs[0].freezes, 1);
+    // Listing by state sees it; settled includes suspended.
+    assert.equal((await api("GET", `/machines?state=suspended`)).body.length, 1);
+    assert.equal((await api("GET", `/machines/${id}/wait?state=settled&timeout=1`)).status, 200);
+    // Suspending again is a no-op; a second start of the same process is a resume, not a boot.
+    assert.equal((await api("POST", `/machines/${id}/suspend`)).status, 200);
+    assert.equal(c.procs[0].freezes, 1);
+    const started = await api("POST", `/machines/${id}/start`);
+    assert.deepEqual(started.body, { previous_state: "suspended" });
+    assert.equal((await api("GET", `/machines/${id}/wait?state=started&timeout=5`)).status, 200);
+    assert.equal(c.procs.length, 1, "resumed, not booted again");
+    assert.equal(c.procs[0].thaws, 1);
+    const events = (await api("GET", `/machines/${id}/events`)).body;
+    assert.deepEqual(statuses(events), [
+      "launch/created/user",
+      "start/starting/user",
+      "start/started/flyd",
+      "suspend/suspending/user",
+      "suspend/suspended/flyd",
+      "start/starting/user",
+      "start/started/flyd",
+    ]);
+    assert.ok(events.every((e: Json) => e.timestamp >= before - 5000));
+    // Stopping a suspended machine drops the snapshot: the next start boots afresh.
+    await api("POST", `/machines/${id}/suspend`);
+    assert.equal((await api("POST", `/machines/${id}/stop`)).status, 200);
+    assert.equal((await api("GET", `/machines/${id}`)).body.state, "stopped");
+    assert.equal(c.procs[0].stops, 1);
+    assert.deepEqual((await api("POST", `/machines/${id}/start`)).body, {
+      previous_state: "stopped",
+    });
+    assert.equal((await api("GET", `/machines/${id}/wait?state=started&timeout=5`)).status, 200);
+    assert.equal(c.procs.length, 2);
+  }, c.launcher);
+});
+
+Deno.test("suspend refuses a machine that is not started; the machine's own request suspends it", () => {
+  const c = countingLauncher();
+  return withSim(async (api) => {
+    const id = (await api("POST", "/machines", {
+      name: "s2",
+      config: { image: "img:1" },
+      skip_launch: true,
+    })).body.id;
+    const r = await api("POST", `/machines/${id}/suspend`);
+    assert.equal(r.status, 412);
+    assert.match(r.body.error, /machine is created/);
+    await api("POST", `/machines/${id}/start`);
+    assert.equal((await api("GET", `/machines/${id}/wait?state=started&timeout=10`)).status, 200);
+    // What the token socket calls for the machine itself (no API token involved).
+    assert.deepEqual(await c.launched[0].suspend!(), { status: 200, body: { ok: true } });
+    assert.equal((await api("GET", `/machines/${id}`)).body.state, "suspended");
+  }, c.launcher);
+});
+
+Deno.test("fail-start: a suspended or stopped machine that cannot start ends failed, with the reason", () => {
+  const c = countingLauncher();
+  return withSim(async (api, sim) => {
+    const id = (await api("POST", "/machines", { name: "s3", config: { image: "img:1" } })).body.id;
+    assert.equal((await api("GET", `/machines/${id}/wait?state=started&timeout=10`)).status, 200);
+    await api("POST", `/machines/${id}/suspend`);
+    sim.faults.push({ match: { method: "POST", pathRegex: "/start$" }, kind: "fail-start" });
+    assert.equal((await api("POST", `/machines/${id}/start`)).status, 200);
+    const w = await api("GET", `/machines/${id}/wait?state=started,failed&timeout=5`);
+    assert.deepEqual([w.status, w.body.state], [200, "failed"]);
+    assert.equal(c.procs[0].stops, 1, "the snapshot's process is gone");
+    const last = (await api("GET", `/machines/${id}/events?limit=1`)).body[0];
+    assert.deepEqual([last.type, last.status], ["start", "failed"]);
+    assert.match(last.request.error, /failed to resume/);
+    // The fault fired once: the next start boots it.
+    await api("POST", `/machines/${id}/start`);
+    assert.equal((await api("GET", `/machines/${id}/wait?state=started&timeout=5`)).status, 200);
+    assert.equal(c.procs.length, 2);
+  }, c.launcher);
+});

@@ -20,6 +20,7 @@ import { serveTokenSocket } from "./token_socket.ts";
 import { bootArgv, imageEnv, isLocalImage, unpackImage } from "./image.ts";
 import { VaultError } from "../errors/mod.ts";
 import type { startOidcIssuer } from "./oidc.ts";
+import { createFreezer } from "./freeze.ts";
 
 type OidcIssuer = Awaited<ReturnType<typeof startOidcIssuer>>;
 
@@ -40,6 +41,12 @@ export interface MachineLaunch {
   privateIp?: string;
   /** Changes with every config update (FLY_MACHINE_VERSION). */
   version?: string;
+  /**
+   * Suspends this machine when its own token socket is asked to (`POST
+   * /v1/apps/APP/machines/ID/suspend`, no API token, as on Fly). Without it
+   * (a machine not run by a Machines API) the socket answers 503.
+   */
+  suspend?: () => Promise<{ status: number; body: unknown }>;
 }
 
 /** A started machine. */
@@ -54,6 +61,12 @@ export interface LaunchedMachine {
   exited: Promise<number | null>;
   /** Lines init logged (structured JSON), for tests and `flysim logs`. */
   logs: string[];
+  /** How {@link freeze} works here: a cgroup v2 freezer, or SIGSTOP/SIGCONT of the tree. */
+  freezer: "cgroup2" | "signals";
+  /** Freezes the machine's whole process tree with its memory (suspend). */
+  freeze(): Promise<void>;
+  /** Thaws it: everything carries on where it was (resume). */
+  thaw(): Promise<void>;
 }
 
 /** Starts machines. */
@@ -131,6 +144,7 @@ export function createInitLauncher(opts: {
           image: m.image,
         },
         ...(opts.mint ? { mint: (aud: string) => opts.mint!(m, aud) } : {}),
+        ...(m.suspend ? { suspend: m.suspend } : {}),
       });
       const privateIp = m.privateIp ?? addresses.get(m.id) ?? allocateIp();
       addresses.set(m.id, privateIp);
@@ -200,6 +214,10 @@ export function createInitLauncher(opts: {
           FLY_VAULT_TOKEN_SOCKET: socketPath,
         };
       }
+      // The whole tree of this boot (init, the vault's namespace holder, shells) can be
+      // frozen and thawed at once, as Fly suspends and resumes a VM.
+      const freezer = await createFreezer(`${m.id}-${boot}`);
+      argv = freezer.wrap(argv);
       const child = new Deno.Command(argv[0], {
         args: argv.slice(1),
         env,
@@ -227,7 +245,9 @@ export function createInitLauncher(opts: {
           }
         }
       })();
-      const exited = child.status.then((s) => {
+      let frozen = false;
+      const exited = child.status.then(async (s) => {
+        await freezer.release();
         readyReject(
           new Error(
             `init for ${m.id} exited (${s.code}) before listening:\n` +
@@ -244,7 +264,19 @@ export function createInitLauncher(opts: {
         pid: child.pid,
         logs,
         exited,
+        freezer: freezer.kind,
+        async freeze() {
+          frozen = true;
+          await freezer.freeze(child.pid);
+        },
+        async thaw() {
+          await freezer.thaw(child.pid);
+          frozen = false;
+        },
         async stop(signal: Deno.Signal = "SIGTERM") {
+          // A frozen machine handles no signal: thaw it so init can end cleanly.
+          if (frozen) await freezer.thaw(child.pid).catch(() => {});
+          frozen = false;
           try {
             child.kill(signal);
           } catch { /* already gone */ }

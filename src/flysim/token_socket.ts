@@ -4,6 +4,11 @@
  * minted by flysim's issuer for this one machine (as Fly's init attaches the
  * machine's own macaroon, the caller cannot ask for another machine's token).
  *
+ * `POST /v1/apps/APP/machines/ID/suspend` (any Host, e.g. `http://flaps`)
+ * suspends the machine itself with no API token, as Fly's socket does; only
+ * the machine's own app and id are accepted (403 for any other: the
+ * socket's macaroon is scoped to this machine).
+ *
  * @module
  */
 import { readBoundedText } from "../attest/mod.ts";
@@ -21,6 +26,8 @@ export interface TokenSocketOptions {
   issuer: Pick<OidcIssuer, "mint">;
   /** Replaces genuine minting (forgery tests). */
   mint?: (aud: string) => Promise<string>;
+  /** Suspends this machine (the Machines API's suspend); absent: the endpoint answers 503. */
+  suspend?: () => Promise<{ status: number; body: unknown }>;
 }
 
 /** A serving token socket. */
@@ -39,6 +46,14 @@ const TokenRequest = z.object({
   aws_principal_tags: z.boolean().optional(),
 });
 
+const SUSPEND_PATH = /^\/v1\/apps\/([^/]+)\/machines\/([^/]+)\/suspend$/;
+
+const jsonReply = (body: unknown, status: number) =>
+  new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json; charset=utf-8" },
+  });
+
 const text = (body: string, status: number) =>
   new Response(body + "\n", { status, headers: { "content-type": "text/plain; charset=utf-8" } });
 
@@ -53,6 +68,27 @@ export async function serveTokenSocket(opts: TokenSocketOptions): Promise<TokenS
     { path: opts.path, transport: "unix", onListen: () => resolveListening() },
     async (req) => {
       const path = new URL(req.url).pathname;
+      const suspend = SUSPEND_PATH.exec(path);
+      if (suspend) {
+        if (req.method !== "POST") return jsonReply({ error: "method not allowed" }, 405);
+        await req.body?.cancel();
+        let app: string, id: string;
+        try {
+          [app, id] = [decodeURIComponent(suspend[1]), decodeURIComponent(suspend[2])];
+        } catch {
+          return jsonReply({ error: "bad path" }, 400);
+        }
+        if (app !== opts.machine.app || id !== opts.machine.machine_id) {
+          return jsonReply({
+            error: "unauthorized: this machine's socket may only suspend the machine itself",
+          }, 403);
+        }
+        if (!opts.suspend) {
+          return jsonReply({ error: "no Machines API runs this machine; it cannot suspend" }, 503);
+        }
+        const r = await opts.suspend();
+        return jsonReply(r.body, r.status);
+      }
       if (path !== "/v1/tokens/oidc") return text("not found", 404);
       if (req.method !== "POST") return text("method not allowed", 405);
       const body = await readBoundedText(req.body, MAX_BODY_BYTES);

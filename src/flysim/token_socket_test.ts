@@ -94,3 +94,60 @@ Deno.test("the mint override replaces genuine tokens", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("the token socket suspends its own machine with no token and refuses any other", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "fv-sock-" });
+  const issuer = await startOidcIssuer();
+  const path = join(dir, "api.sock");
+  let suspends = 0;
+  const socket = await serveTokenSocket({
+    path,
+    machine,
+    issuer,
+    suspend: () => {
+      suspends++;
+      return Promise.resolve({ status: 200, body: { ok: true } });
+    },
+  });
+  const unmanaged = await serveTokenSocket({ path: join(dir, "plain.sock"), machine, issuer });
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path } });
+  const plainClient = Deno.createHttpClient({
+    proxy: { transport: "unix", path: join(dir, "plain.sock") },
+  });
+  const post = async (url: string, c = client) => {
+    const res = await fetch(`http://flaps${url}`, { method: "POST", client: c });
+    return { status: res.status, body: await res.json() };
+  };
+  try {
+    const own = await post(`/v1/apps/web/machines/${machine.machine_id}/suspend`);
+    assert.deepEqual(own, { status: 200, body: { ok: true } });
+    assert.equal(suspends, 1);
+    // Another machine of the same app, or the same id in another app: refused, nothing done.
+    for (
+      const url of [
+        "/v1/apps/web/machines/0123456789abcd/suspend",
+        "/v1/apps/other/machines/148e21ea7e46e8/suspend",
+      ]
+    ) {
+      const r = await post(url);
+      assert.equal(r.status, 403, url);
+      assert.match(r.body.error, /only suspend the machine itself/);
+    }
+    assert.equal(suspends, 1);
+    const get = await fetch(`http://flaps/v1/apps/web/machines/${machine.machine_id}/suspend`, {
+      client,
+    });
+    assert.equal(get.status, 405);
+    await get.body?.cancel();
+    // A machine no Machines API runs (the bare launcher) says it cannot suspend.
+    const plain = await post(`/v1/apps/web/machines/${machine.machine_id}/suspend`, plainClient);
+    assert.equal(plain.status, 503);
+  } finally {
+    client.close();
+    plainClient.close();
+    await socket.close();
+    await unmanaged.close();
+    await issuer.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
