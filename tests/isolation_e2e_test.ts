@@ -3,12 +3,16 @@
  * client runs commands through a real init under flysim; from inside, init,
  * its environment and the machine's own filesystem must be out of reach,
  * while the workload, consoles and execs share one PID namespace, like one
- * machine. A reprovision ends the old vault and starts a fresh one.
+ * machine. A reprovision ends the old vault and starts a fresh one. Root
+ * inside keeps only the capabilities a developer needs (no mount, mknod,
+ * ptrace of the holder), and the client's environment reaches only the
+ * program, never the machine's programs that enter the vault.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { hostRootfsTemplate, ROOT, startSim, TOKEN, vaultFor } from "./harness.ts";
 import { outerTerminal } from "./console_term.ts";
+import { VAULT_CAP_MASK } from "../src/init/namespace.ts";
 
 const PROMPT = /root@vault:[^\r\n]*[#$] $/;
 
@@ -17,6 +21,50 @@ async function withWorkload(): Promise<void> {
   const dir = join(await hostRootfsTemplate(), ".fly-vault");
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(join(dir, "image.json"), JSON.stringify({ Cmd: ["sleep", "1001"] }));
+}
+
+/** CapPrm/CapEff/CapBnd of a program in the vault, as /proc/PID/status prints them. */
+const KEPT = VAULT_CAP_MASK.toString(16).padStart(16, "0");
+
+/** Copies the machine's `programs` and the libraries `ldd` names into the template rootfs. */
+async function withHostTools(programs: string[]): Promise<void> {
+  const root = await hostRootfsTemplate();
+  const copy = async (path: string) => {
+    // Never write through a link already there: it may point at the machine's own file.
+    if (await Deno.lstat(join(root, path)).then(() => true, () => false)) return;
+    await Deno.mkdir(join(root, path, ".."), { recursive: true });
+    const cp = await new Deno.Command("cp", { args: ["-L", path, join(root, path)] }).output();
+    assert.ok(cp.success, `cp ${path}`);
+  };
+  for (const program of programs) {
+    const path = ["/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/"].map((d) => d + program)
+      .find((p) => {
+        try {
+          return Deno.statSync(p).isFile;
+        } catch {
+          return false;
+        }
+      });
+    assert.ok(path, `the machine has no ${program} (.ci/apt-packages)`);
+    await copy(path);
+    const ldd = await new Deno.Command("ldd", { args: [path], stdout: "piped" }).output();
+    for (const [, lib] of new TextDecoder().decode(ldd.stdout).matchAll(/(\/[^\s)]+)/g)) {
+      await copy(lib);
+    }
+  }
+}
+
+/** The vault holder's host pid: the child of the `unshare` init started. */
+async function holderOf(initPid: number): Promise<number> {
+  for (
+    const pid of (await Deno.readTextFile(`/proc/${initPid}/task/${initPid}/children`)).split(" ")
+  ) {
+    const cmd = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+    if (/(^|\/)unshare\0--mount\0--pid/.test(cmd)) {
+      return Number((await Deno.readTextFile(`/proc/${pid}/task/${pid}/children`)).trim());
+    }
+  }
+  throw new Error("no vault holder");
 }
 
 /** Every command line visible under /proc inside, one per line. */
@@ -85,6 +133,85 @@ Deno.test({
 
 Deno.test({
   name:
+    "root in the vault keeps only the kept capabilities: no mount, mknod or holder's caps; chown, a port < 1024, ping and chroot work",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withWorkload();
+    await withHostTools(["mount", "mknod", "ping", "chroot"]);
+    const sim = await startSim();
+    try {
+      const m = await sim.startMachine("i0003");
+      await sim.writeConfig({ demo: vaultFor(sim, m) });
+      const exec = (script: string, flags: string[] = []) =>
+        sim.client(["exec", "-n", ...flags, "demo", "--", "sh", "-c", script]);
+
+      // Every set of an exec'd program, and of the workload; the holder (PID 1) has none.
+      const caps = await exec(
+        "grep Cap /proc/self/status; echo; " +
+          "for p in /proc/[0-9]*; do grep -q 'slee[p]' $p/cmdline && grep Cap $p/status; done; " +
+          "echo; grep Cap /proc/1/status",
+      );
+      assert.equal(caps.code, 0, caps.stderr);
+      const sets = (want: string) =>
+        `CapInh:\t${"0".repeat(16)}\nCapPrm:\t${want}\nCapEff:\t${want}\nCapBnd:\t${want}\n` +
+        `CapAmb:\t${"0".repeat(16)}\n`;
+      assert.equal(caps.stdout, `${sets(KEPT)}\n${sets(KEPT)}\n${sets("0".repeat(16))}`);
+      assert.equal(KEPT, "00000000a00425fb", "Docker's default set without MKNOD");
+
+      // No mounting (tmpfs, devtmpfs: the machine's disks), no device nodes.
+      const mount = await exec(
+        "mkdir -p /mnt/t /mnt/d; mount -t tmpfs x /mnt/t; echo tmpfs=$?; " +
+          "mount -t devtmpfs x /mnt/d; echo devtmpfs=$?; ls /mnt/d | head -3; " +
+          "mknod /tmp/sda b 8 0; echo mknod=$?; mknod /tmp/null c 1 3; echo mknodc=$?",
+      );
+      assert.match(mount.stdout, /^tmpfs=32\ndevtmpfs=32\nmknod=1\nmknodc=1\n$/, mount.stdout);
+      assert.match(mount.stderr, /permission denied/i);
+      assert.match(mount.stderr, /Operation not permitted/);
+      // Nor from the holder: it is not dumpable, so its memory, fds and root are closed.
+      const holder = await exec(
+        "cat /proc/1/environ /proc/1/mem; readlink /proc/1/root /proc/1/fd/0; echo done",
+      );
+      assert.equal(holder.stdout, "done\n");
+      assert.match(holder.stderr, /Permission denied/);
+
+      // What a developer does as root still works.
+      const dev = await exec(
+        "touch /tmp/owned && chown 1000:1000 /tmp/owned && stat -c %u:%g /tmp/owned && " +
+          "ping -c1 -W5 127.0.0.1 >/dev/null && echo ping ok && " +
+          "chroot / true && echo chroot ok && " +
+          `python3 -c 'import socket
+for port in range(1023, 900, -1):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port)); s.listen(); print("bound", port < 1024); break
+    except OSError as e:
+        if e.errno != 98: raise
+'`,
+      );
+      assert.equal(dev.stdout, "1000:1000\nping ok\nchroot ok\nbound True\n", dev.stderr);
+
+      // The client's environment is the program's only: the machine's programs that enter the
+      // vault never load a library a tenant names (here a broken libc in its rootfs).
+      const evil = `/proc/${await holderOf(m.pid)}/root/tmp/evil`;
+      const plant = await exec("mkdir -p /tmp/evil && echo not-elf > /tmp/evil/libc.so.6");
+      assert.equal(plant.code, 0, plant.stderr);
+      for (const name of ["LD_LIBRARY_PATH", "LD_PRELOAD"]) {
+        const value = name === "LD_PRELOAD" ? `${evil}/libc.so.6` : evil;
+        const run = await exec(`echo "$${name}"`, ["-e", `${name}=${value}`]);
+        assert.equal(run.code, 0, `${name}: ${run.stderr}`);
+        assert.equal(run.stdout, `${value}\n`);
+        // (Inside, the path names nothing: the program's own loader may say it cannot open it.)
+        assert.doesNotMatch(run.stderr, /error while loading|invalid ELF header|file too short/);
+      }
+    } finally {
+      await sim.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "a console and an exec share the vault; ^C reaches the program; a reprovision starts a new vault",
   sanitizeResources: false,
   sanitizeOps: false,
@@ -104,6 +231,10 @@ Deno.test({
         "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c 'slee[p] 1001'\r",
       );
       await t.waitFor(/[\r\n]1\r\n/);
+      await t.waitFor(PROMPT);
+      // A console's shell has the same reduced capabilities.
+      t.type("grep CapEff /proc/$$/status\r");
+      await t.waitFor(new RegExp(`CapEff:\\s+${KEPT}`));
       await t.waitFor(PROMPT);
       // ...and an exec sees the console's shell and what it runs.
       t.type("sleep 4242\r");
