@@ -23,6 +23,7 @@ import { ensureNamespace, stopNamespace } from "./namespace.ts";
 import { endProcessesIn } from "./reap.ts";
 import { createInteractiveHandlers } from "../console/mod.ts";
 import { log } from "./log.ts";
+import { createIdleSuspender, parseIdleSuspend, socketSuspend } from "./idle.ts";
 
 /** Settings, each from a flag or the environment. */
 export interface InitConfig {
@@ -37,6 +38,10 @@ export interface InitConfig {
   provisionIdleMs?: number;
   /** The longest a `rootfs_url` download may take (ms; default one hour). */
   downloadMaxMs?: number;
+  /** No authenticated connection this long: the machine suspends itself (ms; 0 never; 15 min). */
+  idleSuspendMs?: number;
+  /** `FLY_APP_NAME`: without it the machine cannot name itself to suspend. */
+  appName?: string;
 }
 
 function positiveMs(name: string, raw: string | undefined): number | undefined {
@@ -71,6 +76,8 @@ export function initConfigFromEnv(overrides: Partial<InitConfig> = {}): InitConf
       positiveMs("FLY_VAULT_PROVISION_IDLE_MS", env("FLY_VAULT_PROVISION_IDLE_MS")),
     downloadMaxMs: overrides.downloadMaxMs ??
       positiveMs("FLY_VAULT_DOWNLOAD_MAX_MS", env("FLY_VAULT_DOWNLOAD_MAX_MS")),
+    idleSuspendMs: overrides.idleSuspendMs ?? parseIdleSuspend(env("FLY_VAULT_IDLE_SUSPEND")),
+    appName: overrides.appName ?? env("FLY_APP_NAME"),
   };
   parseAddress(config.listen);
   return config;
@@ -140,13 +147,26 @@ export async function runInit(
     afterSwap: boot,
   };
   const { hostname, port } = parseAddress(config.listen);
+  // Scale to zero: idle vaults suspend themselves (idle.ts); off without an idle time or an app.
+  const idle = config.idleSuspendMs && config.appName && !deps.activity
+    ? createIdleSuspender({
+      idleMs: config.idleSuspendMs,
+      suspend: socketSuspend({
+        socketPath: config.tokenSocket,
+        app: config.appName,
+        machineId: config.machineId,
+      }),
+      log,
+    })
+    : undefined;
   log("init.boot", {
     machine_id: config.machineId,
     sandbox: mode,
     data: config.dataDir,
     state: store.status().state,
   });
-  return startInitServer({
+  const server = startInitServer({
+    ...(idle ? { activity: idle } : {}),
     hostname,
     port,
     identity,
@@ -162,4 +182,17 @@ export async function runInit(
       ...deps.handlers,
     },
   });
+  log("init.idle_suspend", {
+    after_ms: idle ? config.idleSuspendMs : null,
+    ...(idle ? {} : { why: config.idleSuspendMs ? "no FLY_APP_NAME" : "off" }),
+  });
+  return idle
+    ? {
+      port: server.port,
+      close() {
+        idle.close();
+        server.close();
+      },
+    }
+    : server;
 }

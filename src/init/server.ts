@@ -78,6 +78,8 @@ export interface InitServerOptions {
   throttle?: AuthThrottle;
   /** Bounds on what unauthenticated peers may hold (see {@link PreAuthLimits}). */
   preAuth?: Partial<PreAuthLimits>;
+  /** Told of each authenticated connection (idle suspend); the returned function on its close. */
+  activity?: { connected(): () => void };
 }
 
 /**
@@ -260,6 +262,8 @@ async function serveConnection(
       serveControl(reader, writer, opts, ctx, throttle, conn, gone.signal, () => {
         authenticated = true;
         release();
+        const done = opts.activity?.connected();
+        if (done) conn.closed.then(done, done);
       }).catch(fail("control.error"));
     } else if (!authenticated) {
       // Every other stream needs the token first; say so and drop the stream.
