@@ -65,7 +65,7 @@ async function clientOptions(profile: string): Promise<ClientOptions> {
       keys: 3,
       iperfSeconds: 1,
       requests: { connections: 10, rounds: 1, bytes: 1024 },
-      provision: { rounds: 1, tarball: null },
+      provision: { rounds: 1, tarball: null, syntheticBytes: 512 * 1024 },
       rttMs: p.rttMs,
       mosh,
     };
@@ -76,20 +76,24 @@ async function clientOptions(profile: string): Promise<ClientOptions> {
       keys: 20,
       iperfSeconds: 2,
       requests: { connections: 50, rounds: 2, bytes: 4096 },
-      provision: { rounds: 1, tarball: null },
+      provision: { rounds: 1, tarball: null, syntheticBytes: 2 * 1024 * 1024 },
       rttMs: p.rttMs,
       mosh,
     };
   }
-  // Lossy links carry TCP at a few Mbit/s (loss-limited): the 93 MiB Debian tarball would take
-  // many minutes there, so those profiles provision the small host rootfs instead.
+  // On lossy links fly-vault's upload ran at 1-3 Mbit/s (2026-12-02): the 93 MiB Debian
+  // tarball would take many minutes there, so those profiles provision 4 MiB instead.
   const slow = p.loss >= 0.01;
   return {
     execRounds: 10,
     keys: slow ? 50 : 100,
     iperfSeconds: 5,
     requests: { connections: 100, rounds: 5, bytes: 4096 },
-    provision: { rounds: slow ? 1 : 2, tarball: slow ? null : await ensureMinbase() },
+    provision: {
+      rounds: p.rttMs === 0 ? 2 : 1,
+      tarball: slow ? null : await ensureMinbase(),
+      syntheticBytes: 4 * 1024 * 1024,
+    },
     rttMs: p.rttMs,
     mosh,
   };
@@ -127,10 +131,34 @@ async function pingRtt(inNs: (argv: string[]) => string[], host: string): Promis
   return m ? Number(m[1]) : null;
 }
 
+/** UDP and TCP error counters of a namespace (/proc/net/snmp): drops a socket buffer made. */
+async function socketDrops(inNs: (argv: string[]) => string[]) {
+  const argv = inNs(["cat", "/proc/net/snmp"]);
+  const out = await new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped" }).output();
+  const lines = new TextDecoder().decode(out.stdout).split("\n");
+  const table = (name: string) => {
+    const [head, values] = lines.filter((l) => l.startsWith(`${name}:`));
+    if (!head || !values) return {};
+    const keys = head.split(/\s+/).slice(1);
+    const vals = values.split(/\s+/).slice(1).map(Number);
+    return Object.fromEntries(keys.map((k, i) => [k, vals[i]]));
+  };
+  const udp = table("Udp");
+  const tcp = table("Tcp");
+  return {
+    udp_in_datagrams: udp.InDatagrams,
+    udp_rcvbuf_errors: udp.RcvbufErrors,
+    udp_sndbuf_errors: udp.SndbufErrors,
+    tcp_retrans_segs: tcp.RetransSegs,
+  };
+}
+
 async function runProfile(profile: string) {
   console.error(`\n== ${profile} (${mode})`);
   const link = await startLink(profile);
   let server: Deno.ChildProcess | undefined;
+  // deno-lint-ignore no-explicit-any
+  const link_stats: Record<string, any> = {};
   try {
     const measuredRtt = await pingRtt((a) => link.inNs(link.clientNs, a), link.serverIp);
     const deno = Deno.execPath();
@@ -176,7 +204,11 @@ async function runProfile(profile: string) {
     clearTimeout(timer);
     if (!out.success) throw new Error(`${profile}: the client side failed (exit ${out.code})`);
     const figures = JSON.parse(new TextDecoder().decode(out.stdout));
-    return { link: link.profile, measured_rtt_ms: measuredRtt, figures };
+    const sockets = {
+      client: await socketDrops((a) => link.inNs(link.clientNs, a)),
+      server: await socketDrops((a) => link.inNs(link.serverNs, a)),
+    };
+    return { link: link.profile, measured_rtt_ms: measuredRtt, figures, sockets, link_stats };
   } finally {
     if (server) {
       // Its stdin closing ends it; removing the namespace kills whatever is left.
@@ -188,8 +220,8 @@ async function runProfile(profile: string) {
       if (!done) server.kill("SIGKILL");
       await server.status;
     }
-    const stats = await link.close();
-    console.error(`  link: ${JSON.stringify(stats)}`);
+    Object.assign(link_stats, await link.close());
+    console.error(`  link: ${JSON.stringify(link_stats)}`);
   }
 }
 
@@ -246,6 +278,23 @@ const table = [
   row("mosh predicted echo p50 ms (default)", (f) => f.console_echo.mosh_predict_adaptive.p50_ms),
   row("forward upload ÷ ssh -L (≥1.0)", (f) => f.forward_bulk.ratio_upload_vs_ssh_L),
   row("forward download ÷ ssh -L (≥1.0)", (f) => f.forward_bulk.ratio_download_vs_ssh_L),
+  row("forward upload ÷ bare QUIC stream", (f) => f.forward_bulk.ratio_upload_vs_bare_quic),
+  row("forward download ÷ bare QUIC stream", (f) => f.forward_bulk.ratio_download_vs_bare_quic),
+  row(
+    "bare QUIC up/down Mbit/s (default cc)",
+    (f) =>
+      `${f.forward_bulk.bare_deno_quic_stream.default_cc.upload_mbit}/${f.forward_bulk.bare_deno_quic_stream.default_cc.download_mbit}`,
+  ),
+  row(
+    "bare QUIC up/down Mbit/s (throughput cc)",
+    (f) =>
+      `${f.forward_bulk.bare_deno_quic_stream.throughput_cc.upload_mbit}/${f.forward_bulk.bare_deno_quic_stream.throughput_cc.download_mbit}`,
+  ),
+  row(
+    "TCP direct up/down Mbit/s",
+    (f) =>
+      `${f.forward_bulk.direct_across_link.upload_mbit}/${f.forward_bulk.direct_across_link.download_mbit}`,
+  ),
   row("parallel requests p50 ÷ ssh -L", (f) => f.parallel_requests.ratio_p50_vs_ssh_L),
   row("parallel requests p99 ÷ ssh -L (≤0.5)", (f) => f.parallel_requests.ratio_p99_vs_ssh_L),
   row("provision ÷ ssh+tar (≤1.0)", (f) => f.provision.ratio_p50_vs_ssh_tar),

@@ -10,8 +10,9 @@
  */
 import { join } from "node:path";
 import { spawnPty } from "../src/console/pty.ts";
-import { hostRootfsTemplate, ROOT, TOKEN } from "../tests/harness.ts";
+import { ROOT, TOKEN } from "../tests/harness.ts";
 import { median, quantile } from "./lib/stats.ts";
+import { bareQuicBulk, type BareQuicServer } from "./lib/bare_quic.ts";
 
 /** What wan_server.ts printed. */
 export interface ServerInfo {
@@ -23,6 +24,7 @@ export interface ServerInfo {
   sshOptions: string[];
   iperfPort: number;
   requestPort: number;
+  bareQuic: BareQuicServer;
   tarDir: string;
   volumeDir: string;
   /** The server's link address. */
@@ -35,7 +37,8 @@ export interface ClientOptions {
   keys: number;
   iperfSeconds: number;
   requests: { connections: number; rounds: number; bytes: number };
-  provision: { rounds: number; tarball: string | null };
+  /** A tarball path (e.g. the Debian minbase), or null for a synthetic one of `syntheticBytes`. */
+  provision: { rounds: number; tarball: string | null; syntheticBytes: number };
   /** Ms of one round trip on the link (for the "in RTTs" figures). */
   rttMs: number;
   mosh: boolean;
@@ -439,6 +442,11 @@ async function forwardFigures() {
   });
   log("forwards: direct");
   const direct = await bulk(info.iperfPort, info.host);
+  log("forwards: bare QUIC streams");
+  const bare = {
+    default_cc: await bareQuicBulk(info.host, info.bareQuic, opts.iperfSeconds, "default"),
+    throughput_cc: await bareQuicBulk(info.host, info.bareQuic, opts.iperfSeconds, "throughput"),
+  };
   const directReq = await requests(info.host, info.requestPort);
   log("forwards: fly-vault");
   const fv = await withForward("fly-vault", async (i, r) => ({
@@ -453,10 +461,13 @@ async function forwardFigures() {
   return {
     bulk: {
       direct_across_link: direct,
+      bare_deno_quic_stream: bare,
       fly_vault_forward: fv.bulk,
       ssh_L: sshL.bulk,
       ratio_upload_vs_ssh_L: ratio(fv.bulk.upload_mbit, sshL.bulk.upload_mbit),
       ratio_download_vs_ssh_L: ratio(fv.bulk.download_mbit, sshL.bulk.download_mbit),
+      ratio_upload_vs_bare_quic: ratio(fv.bulk.upload_mbit, bare.default_cc.upload_mbit),
+      ratio_download_vs_bare_quic: ratio(fv.bulk.download_mbit, bare.default_cc.download_mbit),
       seconds: opts.iperfSeconds,
       target: ">= 1.0x ssh -L (wan, lossy)",
     },
@@ -476,15 +487,31 @@ async function forwardFigures() {
 
 // ---------------------------------------------------------------- provisioning
 
-/** A tarball of the small host rootfs the tests use (for short runs and slow links). */
-async function smallTarball(): Promise<string> {
-  const out = join(work, "host-rootfs.tar.gz");
-  await run(["tar", "-czf", out, "--numeric-owner", "-C", await hostRootfsTemplate(), "."]);
+/**
+ * A small tarball for short runs and slow links: a few files of random bytes (they do not
+ * compress, so the tarball is about `bytes` long) and an /etc. Provisioning is the last
+ * figure, so it need not be a rootfs one can run commands in.
+ */
+async function syntheticTarball(bytes: number): Promise<string> {
+  const dir = join(work, "synthetic");
+  await Deno.mkdir(join(dir, "etc"), { recursive: true });
+  await Deno.mkdir(join(dir, "opt", "data"), { recursive: true });
+  await Deno.writeTextFile(join(dir, "etc", "hostname"), "bench\n");
+  const file = 256 * 1024;
+  for (let i = 0; i * file < bytes; i++) {
+    const data = new Uint8Array(Math.min(file, bytes - i * file));
+    for (let off = 0; off < data.length; off += 65536) {
+      crypto.getRandomValues(data.subarray(off, Math.min(data.length, off + 65536)));
+    }
+    await Deno.writeFile(join(dir, "opt", "data", `f${i}`), data);
+  }
+  const out = join(work, "synthetic.tar.gz");
+  await run(["tar", "-czf", out, "--numeric-owner", "-C", dir, "."]);
   return out;
 }
 
 async function provisionFigure() {
-  const tarball = opts.provision.tarball ?? await smallTarball();
+  const tarball = opts.provision.tarball ?? await syntheticTarball(opts.provision.syntheticBytes);
   await writeConfig(tarball);
   const idle = async () => {
     // The replaced rootfs is removed in the background after a provision: let it finish first.

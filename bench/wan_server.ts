@@ -5,7 +5,7 @@
  * client reaches them only across the emulated link), an sshd on the same
  * address, an iperf3 server and a small request/response server on the
  * namespace's loopback (the targets of forwards, as seen from the vault and
- * from sshd). Prints one JSON line describing it all, then serves until its
+ * from sshd), and a bare QUIC stream server (the transport's ceiling). Prints one JSON line describing it all, then serves until its
  * stdin closes.
  *
  *   deno run -A bench/wan_server.ts ADDRESS
@@ -17,6 +17,7 @@ import { startOidcIssuer } from "../src/flysim/oidc.ts";
 import { createInitLauncher } from "../src/flysim/runner.ts";
 import { APP, layRootfs, ORG, TOKEN } from "../tests/harness.ts";
 import { startSshd } from "../tests/sshd.ts";
+import { serveBareQuic } from "./lib/bare_quic.ts";
 
 const address = Deno.args[0] ?? "10.77.0.2";
 
@@ -90,6 +91,7 @@ const iperf = new Deno.Command("iperf3", {
   stderr: "null",
 }).spawn();
 const requests = serveRequests();
+const bareQuic = await serveBareQuic(address);
 // The iperf3 server is ready once it listens (a probe connection would confuse it).
 for (let i = 0; i < 500; i++) {
   try {
@@ -110,6 +112,7 @@ console.log(JSON.stringify({
   sshOptions: sshd.options,
   iperfPort,
   requestPort: requests.port,
+  bareQuic,
   tarDir: work,
   volumeDir,
 }));

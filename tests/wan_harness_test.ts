@@ -197,7 +197,10 @@ Deno.test({
       assert.ok(f.console_echo.ssh_tt.p50_ms >= 38, "ssh echo crossed the link");
       positive(f.forward_bulk.ratio_upload_vs_ssh_L, "forward upload");
       positive(f.forward_bulk.ratio_download_vs_ssh_L, "forward download");
+      positive(f.forward_bulk.ratio_upload_vs_bare_quic, "forward ÷ bare QUIC");
+      positive(f.forward_bulk.bare_deno_quic_stream.throughput_cc.download_mbit, "bare QUIC bbr");
       assert.ok(f.forward_bulk.direct_across_link.upload_mbit < 230, "rate-limited at 200");
+      assert.ok(wan.link_stats.client_to_server.rx_packets > 1000, "the traffic crossed linkem");
       positive(f.parallel_requests.ratio_p99_vs_ssh_L, "requests p99");
       positive(f.provision.ratio_p50_vs_ssh_tar, "provision");
       const leftover = (await listOurNamespaces())
