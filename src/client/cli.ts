@@ -166,8 +166,34 @@ Console escapes (after a newline): ~. disconnect, ~? help, ~~ a literal ~.`,
     .option("--reprovision", "send a new rootfs (rootfs or rootfs_url); /root and /home are kept")
     .option("--new", "start a new console session instead of re-attaching")
     .option("--session <id>", "attach to this session (see `fly-vault sessions`)")
+    .option("--wake", "first start the machine if suspended or stopped (see `fly-vault wake`)")
+    .option("--api-base <url>", "Machines API for --wake (default https://api.machines.dev)")
     .action(async (vault: string, opts) => {
+      if (opts.wake) {
+        const { wakeCommand } = await import("./wake.ts");
+        await wakeCommand(vault, { ...globals(), apiBase: opts.apiBase });
+      }
       setStatus(await c.connectCommand(vault, { ...globals(), ...opts }));
+    });
+
+  program.command("wake")
+    .description("start a suspended or stopped vault through the Machines API (FLY_API_TOKEN)")
+    .argument("<vault>", "vault name from config.toml")
+    .option("--api-base <url>", "the Machines API (default https://api.machines.dev)")
+    .option("--wake-timeout <seconds>", "longest the start may take (default 60)", Number)
+    .addHelpText(
+      "after",
+      `
+A vault suspends itself when no client has been connected for its idle time. Through
+vault-proxy a connect wakes it by itself; reached directly over 6PN, nobody does: this
+starts (resumes) it with a Fly API token you supply in FLY_API_TOKEN (never printed).
+
+Example:
+  FLY_API_TOKEN=$(fly tokens create deploy -a my-app) fly-vault wake my-dev`,
+    )
+    .action(async (vault: string, opts) => {
+      const { wakeCommand } = await import("./wake.ts");
+      setStatus(await wakeCommand(vault, { ...globals(), ...opts }));
     });
 
   program.command("exec")

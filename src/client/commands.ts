@@ -198,7 +198,13 @@ export async function execCommand(
 
 /** `fly-vault status VAULT`: attest/pin/auth and show the provisioning state. */
 export async function statusCommand(name: string, flags: GlobalFlags): Promise<number> {
-  const session = await openSession(name, flags, { control: true });
+  // A suspended vault answers nothing until it wakes: say so instead of hanging silently.
+  const { withWakingNotice } = await import("./wake.ts");
+  const session = await withWakingNotice(
+    name,
+    flags,
+    () => openSession(name, flags, { control: true }),
+  );
   try {
     await session.control.writer.send(StatusRequest.parse({ type: "status" }));
     const frame = await session.control.reader.next();
