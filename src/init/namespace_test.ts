@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { buildHostRootfs } from "../flysim/mod.ts";
-import { ensureNamespace, stopNamespace } from "./namespace.ts";
+import { ensureNamespace, stopNamespace, VAULT_CAP_MASK } from "./namespace.ts";
 import { detectSandbox } from "./sandbox.ts";
 
 const text = async (child: Deno.ChildProcess) => {
@@ -34,6 +34,39 @@ Deno.test("the vault: own PIDs and /, exact signals and exit codes, everything e
     );
     assert.doesNotMatch(escape.text, /machine file/);
     assert.doesNotMatch(escape.text, /outside\n$/);
+
+    // Capabilities cut to the kept set; the holder (PID 1) keeps none.
+    const kept = VAULT_CAP_MASK.toString(16).padStart(16, "0");
+    const caps = await text(sh("grep -E '^Cap(Eff|Bnd|Inh)' /proc/self/status /proc/1/status"));
+    assert.equal(
+      caps.text,
+      `/proc/self/status:CapInh:\t${"0".repeat(16)}\n/proc/self/status:CapEff:\t${kept}\n` +
+        `/proc/self/status:CapBnd:\t${kept}\n/proc/1/status:CapInh:\t${"0".repeat(16)}\n` +
+        `/proc/1/status:CapEff:\t${"0".repeat(16)}\n/proc/1/status:CapBnd:\t${"0".repeat(16)}\n`,
+    );
+    // `env` is the program's, exactly, even what a loader would act on; perl's own comes from init.
+    const env = await text(ns.spawn(["env"], "/", {
+      env: { PATH: "/usr/bin:/bin", LD_PRELOAD: "/nonexistent.so", "A B": "x=y z" },
+      stdout: "piped",
+      stderr: "piped",
+    }));
+    assert.deepEqual(env.text.trim().split("\n").sort(), [
+      "A B=x=y z",
+      "LD_PRELOAD=/nonexistent.so",
+      "PATH=/usr/bin:/bin",
+    ]);
+    const pty = ns.ptyCommand(["env"], "/", { LD_PRELOAD: "/x.so" });
+    assert.deepEqual(Object.keys(pty.env), ["PATH"], "the PTY's own environment is init's");
+    assert.ok(pty.argv.includes("LD_PRELOAD=/x.so"));
+    // Like env(1): 125 for a working directory that is missing, 127 for a program.
+    const missing = async (
+      argv: string[],
+      cwd: string,
+    ) => (await ns.spawn(argv, cwd, { env: { PATH: "/bin" }, stderr: "piped" }).output());
+    const noDir = await missing(["true"], "/no/such/dir");
+    assert.equal(noDir.code, 125);
+    assert.match(new TextDecoder().decode(noDir.stderr), /cannot change directory to '\/no\/such/);
+    assert.equal((await missing(["no-such-program"], "/")).code, 127);
 
     assert.equal((await sh("exit 7").status).code, 7);
     const sleeper = ns.spawn(["sleep", "100"], "/", { env: {} });
