@@ -7,7 +7,7 @@
  * `started`, and lets the command go on.
  *
  * Also here: the notice `status` gives when a vault does not answer at
- * once (it may be suspended and waking), and the hint on a timeout.
+ * once (it may be suspended and waking), and the hint when it never does.
  *
  * @module
  */
@@ -125,7 +125,11 @@ export async function withWakingNotice<T>(
   try {
     return await connect();
   } catch (err) {
-    if (isVaultError(err) && err.code === "transport.timeout") {
+    // No answer at all (handshake unanswered) or not in time: a suspended or stopped machine.
+    if (
+      isVaultError(err) &&
+      (err.code === "transport.timeout" || err.code === "transport.unreachable")
+    ) {
       throw new VaultError(
         err.code,
         `${err.message}: the vault may be suspended or stopped`,
