@@ -60,13 +60,14 @@ function runDir(xdg: string) {
 
 async function setup(persist: string) {
   const sim = await startSim();
-  const m = await sim.startMachine(`p${crypto.randomUUID().slice(0, 8).replace(/-/g, "")}`);
+  const id = `p${crypto.randomUUID().slice(0, 8).replace(/-/g, "")}`;
+  const m = await sim.startMachine(id);
   await sim.writeConfig({ demo: vaultFor(sim, m, { persist }) });
   const xdg = join(sim.dir, "xdg");
   await Deno.mkdir(xdg, { mode: 0o700 });
   const env = { XDG_RUNTIME_DIR: xdg };
   const run = (args: string[], o: { stdin?: string } = {}) => sim.client(args, { ...o, env });
-  return { sim, m, xdg, env, run, rd: runDir(xdg) };
+  return { sim, m, id, xdg, env, run, rd: runDir(xdg) };
 }
 
 async function stopMaster(sim: Sim, env: Record<string, string>) {
@@ -104,7 +105,7 @@ Deno.test("persist: two commands share one master; output, exit codes and signal
     assert.deepEqual([a.code, a.stdout, b.code, b.stdout], [0, "a\n", 0, "b\n"]);
     assert.match(a.stderr, /using the master for demo \(pid \d+\)/);
     assert.match(b.stderr, /using the master for demo \(pid \d+\)/);
-    assert.doesNotMatch(a.stderr + b.stderr, /attesting|pinned identity verified/);
+    assert.doesNotMatch(a.stderr + b.stderr, /attesting|fly-vault: authenticated$/m);
     assert.equal(events(m.logs, "auth.attempt").length, authsBefore, "no new authentication");
     assert.equal(events(rd.logLines(), "master.stream").length, 2);
 
@@ -185,7 +186,7 @@ Deno.test("persist: a master killed mid-command fails it cleanly; the next comma
     ]);
     clearTimeout(timer);
     assert.equal(status.code, 255, stderr);
-    assert.match(stderr, /error\[exec\.lost\]/);
+    assert.match(stderr, /error\[(exec|transport)\.lost\]/);
     assert.ok(performance.now() - started < 5_000, "failed at once, no hang");
 
     // The dead master's socket is still there; the next command connects on its own.
@@ -289,6 +290,28 @@ Deno.test("persist: the master exits after its idle time, counted from the last 
     assert.ok(performance.now() - t0 >= 5_000, "idle counted from the last stream closed");
     assert.equal(rd.socket(), undefined, "its socket is gone");
     assert.ok(events(m.logs, "auth.attempt").length === 2);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
+
+Deno.test("persist: after the machine restarts, the next command goes on its own and re-attests", async () => {
+  const { sim, m, id, env, run, rd } = await setup("1m");
+  try {
+    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
+    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    assert.match(
+      (await run(["-v", "exec", "-n", "demo", "--", "true"])).stderr,
+      /using the master/,
+    );
+    await m.stop("SIGKILL");
+    const back = await sim.startMachine(id); // same address, new identity
+    const next = await run(["-v", "exec", "-n", "demo", "--", "echo", "back"]);
+    assert.equal(next.code, 0, next.stderr);
+    assert.equal(next.stdout, "back\n");
+    assert.match(next.stderr, /attesting again/);
+    assert.equal(events(back.logs, "attest.served").length >= 1, true);
   } finally {
     await stopMaster(sim, env);
     await sim.close();

@@ -82,6 +82,9 @@ export function fastExecArgv(args: string[]): ExecInvocation | null {
     } else if (flag === "-n" || flag === "--no-stdin") {
       if (flag !== args[i] || inv.noStdin) return null;
       inv.noStdin = true;
+    } else if (flag === "--no-persist") {
+      if (flag !== args[i] || globals.persist === false) return null;
+      globals.persist = false;
     } else if (EXEC_VALUE[flag]) {
       const v = value(args[i]);
       if (v === null) return null;
@@ -204,10 +207,11 @@ Example:
     .option("-n, --no-stdin", "do not read stdin (like ssh -n)")
     .option("-e, --env <KEY=VALUE>", "environment for the command (repeatable)", collect)
     .option("-C, --cwd <dir>", "working directory in the vault (default /root)")
+    .option("--no-persist", "neither use nor leave a master connection (config persist)")
     .action(async (vault: string, argv: string[], opts) => {
       setStatus(
         await runExecInvocation({
-          globals: globals(),
+          globals: { ...globals(), ...(opts.persist === false ? { persist: false } : {}) },
           vault,
           argv,
           tty: !!opts.tty,

@@ -38,6 +38,7 @@ Deno.test("fast exec parser: every shape it accepts, commander parses alike", as
     ["--config=/x/c.toml", "--connect-timeout", "2.5", "exec", "demo", "--", "true"],
     ["--connect-timeout=3", "--no-persist", "exec", "demo", "--", "true"],
     ["exec", "demo", "--", "--", "x"],
+    ["exec", "-n", "--no-persist", "demo", "--", "true"],
     ["exec", "demo", "--", "-v"],
   ];
   for (const args of accepted) {
@@ -73,6 +74,7 @@ Deno.test("fast exec parser: anything unusual goes to commander", () => {
     ["status", "demo"],
     ["exec", "-nt", "demo", "--", "x"],
     ["exec", "-n", "demo", "-v", "--", "x"],
+    ["--no-persist", "exec", "--no-persist", "demo", "--", "x"],
   ];
   for (const args of declined) assert.equal(fastExecArgv(args), null, args.join(" "));
 });

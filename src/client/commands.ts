@@ -258,6 +258,12 @@ export async function vaultsCommand(flags: GlobalFlags): Promise<number> {
 /** `fly-vault forget VAULT`: drop the pinned identity and machine, as ssh-keygen -R does. */
 export async function forgetCommand(name: string, flags: GlobalFlags): Promise<number> {
   const config = await loadConfig(flags.config);
+  const vault = config.vaults[name];
+  if (vault) {
+    // A master's connection rests on the pin being dropped: it goes first.
+    const { stopMasterOf } = await import("./master.ts");
+    if (await stopMasterOf(config, name, vault)) say(flags, `stopped the master for ${name}`);
+  }
   if (!await forgetKnownVault(config.knownVaultsPath, name)) {
     throw new VaultError(
       "known_vaults.no_entry",

@@ -58,7 +58,10 @@ export interface ClientConfig {
   persist?: string | boolean;
 }
 
-/** How long a master lingers when `persist` is on without a duration (as ssh's ControlPersist=yes would be forever; we bound it). */
+/**
+ * How long a master lingers after its last client when `persist` is not set,
+ * or set to yes without a duration (ssh's ControlPersist=yes is forever; we bound it).
+ */
 export const DEFAULT_PERSIST_MS = 10 * 60_000;
 
 /**
@@ -83,11 +86,11 @@ export function parsePersist(value: string | boolean | undefined, where = "persi
   return Math.round(Number(m[1]) * unit);
 }
 
-/** The persist time for `name`: its own key, else the top-level one, else off. */
+/** The persist time for `name`: its own key, else the top-level one, else 10 minutes. */
 export function persistMsOf(config: ClientConfig, name: string, vault: VaultConfig): number {
-  return vault.persist !== undefined
-    ? parsePersist(vault.persist, `[vault.${name}] persist`)
-    : parsePersist(config.persist, "persist");
+  if (vault.persist !== undefined) return parsePersist(vault.persist, `[vault.${name}] persist`);
+  if (config.persist !== undefined) return parsePersist(config.persist, "persist");
+  return DEFAULT_PERSIST_MS;
 }
 
 /** Where config.toml is, from the flag and the environment. */

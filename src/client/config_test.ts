@@ -76,7 +76,7 @@ Deno.test("an unknown vault lists the configured ones", async () => {
   });
 });
 
-Deno.test("persist: durations, yes/no, per vault over the top level, bad values refused", async () => {
+Deno.test("persist: durations, yes/no, per vault over the top level, 10m by default, bad values refused", async () => {
   const { parsePersist, persistMsOf } = await import("./config.ts");
   assert.equal(parsePersist("10m"), 600_000);
   assert.equal(parsePersist("90s"), 90_000);
@@ -102,6 +102,10 @@ persist = "no"
   const config = await loadConfig(path);
   assert.equal(persistMsOf(config, "a", getVault(config, "a")), 300_000);
   assert.equal(persistMsOf(config, "b", getVault(config, "b")), 0);
+  const unset = await loadConfig(
+    await configWith(`[vault.a]\naddress = "h:1"\norg = "o"\napp = "a"\n`),
+  );
+  assert.equal(persistMsOf(unset, "a", getVault(unset, "a")), 600_000, "on by default: 10 minutes");
   await assert.rejects(
     loadConfig(
       await configWith(`[vault.a]\naddress = "h:1"\norg = "o"\napp = "a"\npersist = "x"\n`),

@@ -34,7 +34,7 @@ import {
   isStreamTag,
   StreamTag,
 } from "../protocol/mod.ts";
-import type { VaultConnection } from "../transport/mod.ts";
+import { lookupKnownVault, type VaultConnection } from "../transport/mod.ts";
 import {
   type ClientConfig,
   DEFAULT_PERSIST_MS,
@@ -57,6 +57,23 @@ export interface MasterPaths {
 const LIMIT_HEADER = 64 * 1024;
 /** A master is local: a live one answers at once, even on a busy machine. */
 const HELLO_TIMEOUT_MS = 3_000;
+/**
+ * Proof of life. A machine that restarted leaves our connection silently dead
+ * until QUIC's idle timeout (init's new process ignores it), so the master asks
+ * the vault (a status round trip on the control stream, answered from memory)
+ * this often…
+ */
+const PING_INTERVAL_MS = 200;
+/**
+ * …takes a command without asking when the last answer is at most one
+ * interval and a round trip old (so a vault that died within the last ~¼ s is
+ * the only one a command can still meet)…
+ */
+const FRESH_SLACK_MS = 50;
+/** …else asks first, sending the client off on its own without an answer in 8 RTTs (≥ this)… */
+const HELLO_PING_MIN_MS = 300;
+/** …and gives up on the vault when a ping goes unanswered this long (a lossy path retransmits). */
+const PING_TIMEOUT_MS = 3_000;
 /** A "starting" marker older than this is from a master that never came up. */
 const STARTING_STALE_MS = 30_000;
 
@@ -65,9 +82,15 @@ function runDirFor(config: ClientConfig): string {
   return xdg ? join(xdg, "fly-vault") : join(config.dir, "run");
 }
 
-/** Hex sha-256 of the vault's whole identity: anything that changes it makes a new master. */
+/**
+ * Hex sha-256 of the vault's whole identity, its current pin included: a
+ * changed config, a re-pin, `forget` or an edited known_vaults all make a new
+ * master. Reading the pins checks known_vaults' modes (a loose file throws,
+ * and the command then connects on its own and reports it).
+ */
 async function identityHash(config: ClientConfig, name: string, vault: VaultConfig) {
   const token = Deno.env.get("FLY_VAULT_ACCESS_TOKEN") ?? vault.access_token ?? "";
+  const pin = await lookupKnownVault(config.knownVaultsPath, name);
   const text = JSON.stringify([
     Deno.uid(),
     config.path,
@@ -75,6 +98,7 @@ async function identityHash(config: ClientConfig, name: string, vault: VaultConf
     name,
     vault,
     token,
+    pin ?? null,
   ]);
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -289,7 +313,7 @@ export interface UseMasterOptions {
  * session, after which a master is started in the background.
  */
 export async function useMaster(opts: UseMasterOptions): Promise<VaultSession> {
-  const paths = await masterPaths(opts.config, opts.name, opts.vault);
+  const paths = await masterPaths(opts.config, opts.name, opts.vault).catch(() => null);
   if (!paths) {
     opts.say("no private run directory for a master; connecting directly");
     return await opts.direct();
@@ -297,7 +321,9 @@ export async function useMaster(opts: UseMasterOptions): Promise<VaultSession> {
   const viaMaster = await masterSession(paths, opts).catch(() => null);
   if (viaMaster) return viaMaster;
   const session = await opts.direct();
-  startMaster(paths, opts);
+  // Named after the pin this connect may just have written, as the master will name it.
+  const after = await masterPaths(opts.config, opts.name, opts.vault).catch(() => null);
+  if (after) startMaster(after, opts);
   return session;
 }
 
@@ -328,7 +354,10 @@ async function masterSession(
       return null;
     }
   }
-  opts.say(`using the master for ${opts.name} (pid ${hello.reply.pid})`);
+  opts.say(
+    `using the master for ${opts.name} (pid ${hello.reply.pid}): pinned identity verified ` +
+      `when it connected, answering now`,
+  );
   const open = new Set<{ close(): void }>();
   const helloStream = connStream(hello.conn);
   // The hello connection stays open: it ends when the master goes, which is how we learn it.
@@ -431,6 +460,24 @@ function ownArgv(): { denoFlags: string[]; script: string } | undefined {
   return { denoFlags: argv.slice(1, scriptAt), script: argv[scriptAt] };
 }
 
+/** Ends the vault's master if one runs (`forget`: its connection rests on the pin being dropped). */
+export async function stopMasterOf(
+  config: ClientConfig,
+  name: string,
+  vault: VaultConfig,
+): Promise<boolean> {
+  const paths = await masterPaths(config, name, vault).catch(() => null);
+  if (!paths || !socketIsOurs(paths.socket)) return false;
+  try {
+    const r = await ask(paths.socket, { op: "stop" });
+    await r.conn.read(new Uint8Array(1)).catch(() => null);
+    r.conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** `fly-vault master NAME --status|--stop`: what ssh -O check / -O exit do. */
 export async function controlMaster(
   flags: { config?: string; json?: boolean },
@@ -527,6 +574,21 @@ function linuxPeerCheck(
   };
 }
 
+/** Opens (appending, 0600; restarted when over 1 MiB) a master's log and writes `early` to it. */
+function openLog(path: string, early: string[]): Deno.FsFile | undefined {
+  try {
+    const big = (Deno.statSync(path).size ?? 0) > 1 << 20;
+    if (big) Deno.removeSync(path);
+  } catch { /* none yet */ }
+  try {
+    const file = Deno.openSync(path, { append: true, create: true, mode: 0o600 });
+    file.writeSync(new TextEncoder().encode(early.join("")));
+    return file;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Runs the master for `name` (the hidden `fly-vault master NAME --serve`):
  * connect, listen, relay, and exit after `persist` without clients, when the
@@ -544,25 +606,37 @@ export async function serveMaster(
   const config = await loadConfig(flags.config);
   const vault = getVault(config, name);
   const persistMs = persistMsOf(config, name, vault) || DEFAULT_PERSIST_MS;
-  const paths = await masterPaths(config, name, vault);
-  if (!paths) return 255;
-  const logFile = Deno.openSync(paths.log, { append: true, create: true, mode: 0o600 });
+  const before = await masterPaths(config, name, vault).catch(() => null);
+  if (!before) return 255;
+  // Lines are kept until the log's name is known: it follows the pin, which connecting may change.
+  const early: string[] = [];
+  const sink: { file?: Deno.FsFile } = {};
   const log = (event: string, fields: Record<string, unknown> = {}) => {
     const line = JSON.stringify({ ts: new Date().toISOString(), event, ...fields }) + "\n";
+    if (!sink.file) return void (early.length < 1000 && early.push(line));
     try {
-      logFile.writeSync(new TextEncoder().encode(line));
+      sink.file.writeSync(new TextEncoder().encode(line));
     } catch { /* disk full: carry on */ }
   };
-  const dropStarting = () => Deno.remove(paths.starting).catch(() => {});
+  const dropStarting = () => Deno.remove(before.starting).catch(() => {});
   log("master.starting", { vault: name, pid: Deno.pid, persist_ms: persistMs });
   let session: VaultSession;
+  let paths: MasterPaths | null;
   try {
     session = await connect(config, vault, (e) => log(`dial.${e.type}`, { ...e, type: undefined }));
+    paths = await masterPaths(config, name, vault);
   } catch (err) {
     log("master.connect_failed", { error: String((err as Error).message) });
+    openLog(before.log, early);
     await dropStarting();
     return 255;
   }
+  if (!paths) {
+    await session.close();
+    await dropStarting();
+    return 255;
+  }
+  sink.file = openLog(paths.log, early);
   // Someone else's master already serves this socket (a race between two first commands).
   if (socketIsOurs(paths.socket)) {
     try {
@@ -613,7 +687,7 @@ export async function serveMaster(
       } catch { /* already */ }
     }
     await session.close().catch(() => {});
-    logFile.close();
+    sink.file?.close();
     Deno.exit(0);
   };
   const armIdle = () => {
@@ -629,6 +703,58 @@ export async function serveMaster(
     if (--clients === 0 && !stopping) armIdle();
   };
   armIdle();
+  // Proof of life: a status round trip on the control stream every second (init answers it
+  // from memory), so a command rarely waits for one and a dead connection is noticed soon.
+  let lastAlive = Date.now();
+  let srtt = 0;
+  let pinging: Promise<Record<string, unknown> | null> | null = null;
+  const ping = () =>
+    pinging ??= (async () => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const sent = performance.now();
+      try {
+        const status = await Promise.race([
+          withControl(async () => {
+            await session.control.writer.send({ type: "status" });
+            const frame = await session.control.reader.next();
+            return frame?.kind === "message" ? frame.message as Record<string, unknown> : null;
+          }),
+          new Promise<null>((r) => timer = setTimeout(() => r(null), PING_TIMEOUT_MS)),
+        ]);
+        if (status) {
+          lastAlive = Date.now();
+          const rtt = performance.now() - sent;
+          srtt = srtt === 0 ? rtt : 0.875 * srtt + 0.125 * rtt;
+        }
+        return status;
+      } catch {
+        return null;
+      } finally {
+        clearTimeout(timer);
+        pinging = null;
+      }
+    })();
+  /** A ping answered in time for a waiting command, or null (the command goes on its own). */
+  const quickPing = async () => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const limit = Math.min(PING_TIMEOUT_MS, Math.max(HELLO_PING_MIN_MS, 8 * srtt));
+    try {
+      return await Promise.race([
+        ping(),
+        new Promise<null>((r) => timer = setTimeout(() => r(null), limit)),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  (async () => {
+    while (!stopping) {
+      await new Promise((r) => setTimeout(r, PING_INTERVAL_MS));
+      // An unanswered ping only makes commands go on their own; QUIC's idle timeout ends
+      // the connection (and us) if the vault is really gone, as it would a direct session.
+      if (!stopping) await ping();
+    }
+  })();
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
     Deno.addSignalListener(sig, () => void shutdown(sig));
   }
@@ -664,17 +790,26 @@ export async function serveMaster(
     try {
       if (op === "hello") {
         let welcome = session.welcome;
-        if (req.fresh) {
-          const status = await withControl(async () => {
-            await session.control.writer.send({ type: "status" });
-            const frame = await session.control.reader.next();
-            return frame?.kind === "message" ? frame.message as Record<string, unknown> : null;
-          });
-          if (status?.type === "status") {
-            welcome = { ...welcome, state: status.state as AuthOk["state"] };
-            if (typeof status.reason === "string") welcome.reason = status.reason;
-            else delete welcome.reason;
-          }
+        // A machine that restarted leaves our connection silently dead until QUIC's idle
+        // timeout: without recent proof of life, ask the vault before taking a command.
+        const needPing = req.fresh ||
+          Date.now() - lastAlive > PING_INTERVAL_MS + 2 * srtt + FRESH_SLACK_MS;
+        const status = needPing ? await quickPing() : null;
+        if (needPing && !status) {
+          // The background ping decides whether the connection is dead; this client just
+          // doesn't wait for it.
+          log("master.stale", { since_ms: Date.now() - lastAlive });
+          await refuse(
+            conn,
+            "master.stale",
+            "the master's connection to the vault is not answering",
+          );
+          return conn.close();
+        }
+        if (status && req.fresh) {
+          welcome = { ...welcome, state: status.state as AuthOk["state"] };
+          if (typeof status.reason === "string") welcome.reason = status.reason;
+          else delete welcome.reason;
         }
         hellos.add(conn);
         await reply(conn, { ok: true, pid: Deno.pid, welcome });
