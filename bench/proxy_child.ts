@@ -18,8 +18,17 @@ if (mode === "echo") {
     udp: a as "deno" | "node",
     resolver: () => Promise.resolve({ ok: true, backend: { hostname: b, port: Number(c) } }),
     limits: {
+      // The bench opens 10,000 sessions from one address to one machine: lift the per-source,
+      // per-prefix and per-machine flood bounds (maxSessions still fits the open-file limit).
       maxSessions: 20_000,
+      maxSessionsPerSource: 20_000,
+      maxSessionsPerPrefix: 20_000,
+      machineSessionsPerSecond: 1e6,
+      machineSessionBurst: 1e6,
+      handshakeTimeoutMs: 600_000,
       maxPending: 20_000,
+      maxPendingPerSource: 20_000,
+      maxPendingPerPrefix: 20_000,
       idleTimeoutMs: 600_000,
       initialsPerSecond: 1e6,
       initialBurst: 1e6,
