@@ -79,8 +79,13 @@ function spawnClient(sim: Sim, args: string[]) {
         waiters.push({ test, resolve: () => (clearTimeout(t), resolve()) });
       });
     },
-    async result() {
+    /** Its exit; after `ms` the client is killed and this throws. */
+    async result(ms = 120_000) {
+      let timedOut = false;
+      const timer = setTimeout(() => (timedOut = true, killTree(child.pid)), ms);
       const status = await child.status;
+      clearTimeout(timer);
+      if (timedOut) throw new Error(`the client did not finish within ${ms} ms: ${lines}`);
       await stdoutDone;
       return { code: status.code, stdout: lines.join("\n"), stderr: await stderr };
     },
@@ -216,6 +221,8 @@ Deno.test({
     const stalled = new Promise<void>((r) => sentSome = r);
     let cancelled!: () => void;
     const closed = new Promise<void>((r) => cancelled = r);
+    // Ends the stalled bodies so the server can shut down whatever the test saw.
+    const unstall: Array<() => void> = [];
     const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
       let sent = false;
       const body = new ReadableStream<Uint8Array>({
@@ -226,7 +233,8 @@ Deno.test({
             return;
           }
           sentSome();
-          return new Promise(() => {}); // the server stalls, keeping the connection open
+          // The server stalls, keeping the connection open.
+          return new Promise<void>((r) => unstall.push(() => (c.error(new Error("end")), r())));
         },
         cancel() {
           cancelled();
@@ -254,13 +262,20 @@ Deno.test({
       assert.match(r.stdout + r.stderr, /rootfs\.source_stalled/);
       assert.match(r.stdout + r.stderr, /no data for 2 s/);
       assert.ok(ms < idleMs + 15_000, `the stalled provision took ${Math.round(ms)} ms`);
-      await closed; // init dropped the download
+      // init dropped the download.
+      let t: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        closed,
+        new Promise((_, rej) => t = setTimeout(() => rej(new Error("download kept")), 30_000)),
+      ]);
+      clearTimeout(t);
       assert.equal((await exec(sim, "cat /etc/image-version")).stdout, "1\n");
       const status = JSON.parse((await sim.client(["--json", "status", "demo"])).stdout);
       assert.equal(status.state, "ready");
     } finally {
-      await server.shutdown().catch(() => {});
+      unstall.forEach((f) => f());
       await sim.close();
+      await server.shutdown().catch(() => {});
     }
   },
 });
