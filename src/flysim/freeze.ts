@@ -73,9 +73,33 @@ async function waitForEvent(dir: string, key: string, value: string): Promise<vo
   }
 }
 
+/**
+ * Removes machines' cgroups left empty by a flysim that was killed before it
+ * could (an hour old: a cgroup just made is empty until its machine joins it).
+ */
+async function sweepStale(parent: string): Promise<void> {
+  const hourAgo = Date.now() - 3_600_000;
+  try {
+    for await (const e of Deno.readDir(parent)) {
+      if (!e.isDirectory) continue;
+      const dir = join(parent, e.name);
+      const info = await Deno.stat(dir).catch(() => undefined);
+      if (!info?.mtime || info.mtime.getTime() > hourAgo) continue;
+      const events = await Deno.readTextFile(join(dir, "cgroup.events")).catch(() => "");
+      if (events.split("\n").includes("populated 0")) await Deno.remove(dir).catch(() => {});
+    }
+  } catch { /* nothing to sweep */ }
+}
+
+let swept = false;
+
 async function cgroupFreezer(root: string, name: string): Promise<Freezer | undefined> {
   const parent = join(root, "flysim");
   const dir = join(parent, name);
+  if (!swept) {
+    swept = true;
+    await sweepStale(parent);
+  }
   try {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.stat(join(dir, "cgroup.freeze"));
