@@ -18,7 +18,9 @@ const program = new Command("fly-vault-init")
   .addHelpText(
     "after",
     "\nEnvironment:\n  ACCESS_TOKEN        the tenant's access token (required; removed from the env at start)\n" +
-      "  FLY_MACHINE_ID      set by Fly; names this machine in its TLS certificate\n",
+      "  FLY_MACHINE_ID      set by Fly; names this machine in its TLS certificate\n" +
+      "  FLY_VAULT_IDLE_SUSPEND  no client connected this long: suspend this machine through\n" +
+      "                      Fly's API socket (default 15m; 90s, 2h…; off never)\n",
   );
 program.parse();
 const flags = program.opts<{ listen?: string; data?: string; tokenSocket?: string }>();
