@@ -138,7 +138,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     await withWorkload();
-    await withHostTools(["mount", "mknod", "ping", "chroot"]);
+    await withHostTools(["mount", "mknod", "ping", "chroot", "unshare"]);
     const sim = await startSim();
     try {
       const m = await sim.startMachine("i0003");
@@ -168,6 +168,15 @@ Deno.test({
       assert.match(mount.stdout, /^tmpfs=32\ndevtmpfs=32\nmknod=1\nmknodc=1\n$/, mount.stdout);
       assert.match(mount.stderr, /permission denied/i);
       assert.match(mount.stderr, /Operation not permitted/);
+      // Nor by making a user namespace to be root over mounts of its own (seccomp, as Docker);
+      // threads still start (glibc falls back from clone3 to clone).
+      const userns = await exec(
+        "unshare --user --map-root-user --mount sh -c 'mount -t tmpfs x /mnt && echo mounted'; " +
+          "echo userns=$?; " +
+          `python3 -c 'import threading; threading.Thread(target=print, args=("thread",)).start()'`,
+      );
+      assert.equal(userns.stdout, "userns=1\nthread\n", userns.stderr);
+      assert.match(userns.stderr, /unshare failed: Operation not permitted/);
       // Nor from the holder: it is not dumpable, so its memory, fds and root are closed.
       const holder = await exec(
         "cat /proc/1/environ /proc/1/mem; readlink /proc/1/root /proc/1/fd/0; echo done",

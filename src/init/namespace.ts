@@ -122,6 +122,70 @@ function sys(): { setns: number; pivot_root: number; prctl: number; capset: numb
   return nr;
 }
 
+/** How the kernel names an architecture to seccomp, and its namespace-making syscalls. */
+const SECCOMP_ARCHES = {
+  // Native, then the 32-bit ABI the same kernel also runs (i386, arm).
+  x86_64: [
+    { audit: 0xc000003e, unshare: 272, clone: 56, clone3: 435, x32: true },
+    { audit: 0x40000003, unshare: 310, clone: 120, clone3: 435, x32: false },
+  ],
+  aarch64: [
+    { audit: 0xc00000b7, unshare: 97, clone: 220, clone3: 435, x32: false },
+    { audit: 0x40000028, unshare: 337, clone: 120, clone3: 435, x32: false },
+  ],
+} as const;
+
+const CLONE_NEWUSER = 0x10000000;
+
+/**
+ * A seccomp filter (classic BPF, as hex for perl's `pack`) that refuses new
+ * user namespaces, as Docker's default profile does without SYS_ADMIN:
+ * inside one, root would get every capability back over its own mounts and
+ * a much wider kernel surface. `unshare`/`clone` with CLONE_NEWUSER fail
+ * EPERM; `clone3`, whose flags a filter cannot read, fails ENOSYS so libc
+ * falls back to `clone`; x32 calls are refused. Anything else is allowed.
+ */
+export function userNamespaceFilter(arch: string = Deno.build.arch): string {
+  const abis = SECCOMP_ARCHES[arch as keyof typeof SECCOMP_ARCHES];
+  if (!abis) throw new VaultError("init.namespace", `no vault support on ${arch}`);
+  type Op = { code: number; k: number; jt?: string; jf?: string; label?: string };
+  const LD = 0x20, JEQ = 0x15, JGE = 0x35, JSET = 0x45, RET = 0x06;
+  const ALLOW = 0x7fff0000, ERRNO = 0x00050000;
+  const ops: Op[] = [{ code: LD, k: 4 }]; // seccomp_data.arch
+  abis.forEach((abi, i) => {
+    const next = `abi${i + 1}`;
+    ops.push({ code: JEQ, k: abi.audit, jf: next });
+    ops.push({ code: LD, k: 0 }); // seccomp_data.nr
+    if (abi.x32) ops.push({ code: JGE, k: 0x40000000, jt: "eperm" });
+    ops.push({ code: JEQ, k: abi.unshare, jt: "flags" });
+    ops.push({ code: JEQ, k: abi.clone, jt: "flags" });
+    ops.push({ code: JEQ, k: abi.clone3, jt: "enosys" });
+    ops.push({ code: RET, k: ALLOW });
+    ops.push({ code: LD, k: 4, label: next }); // reload the arch for the next test
+  });
+  ops.push({ code: RET, k: ALLOW });
+  ops.push({ code: LD, k: 16, label: "flags" }); // args[0], low half
+  ops.push({ code: JSET, k: CLONE_NEWUSER, jt: "eperm" });
+  ops.push({ code: RET, k: ALLOW });
+  ops.push({ code: RET, k: ERRNO | 1, label: "eperm" });
+  ops.push({ code: RET, k: ERRNO | 38, label: "enosys" });
+  const at = (label: string | undefined, from: number) => {
+    if (!label) return 0;
+    const to = ops.findIndex((op) => op.label === label);
+    if (to <= from) throw new Error(`bad BPF label ${label}`);
+    return to - from - 1;
+  };
+  const bytes = new Uint8Array(ops.length * 8);
+  const view = new DataView(bytes.buffer);
+  ops.forEach((op, i) => {
+    view.setUint16(i * 8, op.code, true);
+    view.setUint8(i * 8 + 2, at(op.jt, i));
+    view.setUint8(i * 8 + 3, at(op.jf, i));
+    view.setUint32(i * 8 + 4, op.k >>> 0, true);
+  });
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /**
  * Perl (perl-base, Essential in Debian) helpers: loaded from the machine's
  * own root before they enter the vault, they run only built-ins afterwards,
@@ -174,6 +238,10 @@ close($ns);
 chdir($root) or fail("fchdir: $!");
 chroot(".") or fail("chroot: $!");
 closedir($root);
+# The filter first: installing one without no_new_privs needs SYS_ADMIN, still held here.
+my $filter = pack("H*", "${userNamespaceFilter()}");
+my $prog = pack("S x6 P", length($filter) / 8, $filter);
+syscall(${nr.prctl}, 22, 2, $prog, 0, 0) == 0 or fail("seccomp: $!");
 dropcaps($last, ${Number(VAULT_CAP_MASK & 0xffffffffn)}, ${Number(VAULT_CAP_MASK >> 32n)}, ${keep});
 if (!chdir($cwd)) { print STDERR "fly-vault: cannot change directory to '$cwd': $!\n"; exit 125 }
 %ENV = %env;

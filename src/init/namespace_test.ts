@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { buildHostRootfs } from "../flysim/mod.ts";
-import { ensureNamespace, stopNamespace, VAULT_CAP_MASK } from "./namespace.ts";
+import {
+  ensureNamespace,
+  stopNamespace,
+  userNamespaceFilter,
+  VAULT_CAP_MASK,
+} from "./namespace.ts";
 import { detectSandbox } from "./sandbox.ts";
 
 const text = async (child: Deno.ChildProcess) => {
@@ -94,4 +99,21 @@ Deno.test("the vault: own PIDs and /, exact signals and exit codes, everything e
     await stopNamespace(rootfs);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the user-namespace seccomp filter is built for both architectures, jumps in range", () => {
+  for (const arch of ["x86_64", "aarch64"]) {
+    const hex = userNamespaceFilter(arch);
+    assert.equal(hex.length % 16, 0);
+    const ops = hex.length / 16;
+    for (let i = 0; i < ops; i++) {
+      if ((parseInt(hex.slice(i * 16, i * 16 + 2), 16) & 0x07) !== 0x05) continue; // not a jump
+      const jt = parseInt(hex.slice(i * 16 + 4, i * 16 + 6), 16);
+      const jf = parseInt(hex.slice(i * 16 + 6, i * 16 + 8), 16);
+      assert.ok(i + 1 + Math.max(jt, jf) < ops, `${arch}: op ${i} jumps past the end`);
+    }
+    // The last two instructions: EPERM and ENOSYS returns.
+    assert.equal(hex.slice(-32), "0600000001000500" + "0600000026000500");
+  }
+  assert.throws(() => userNamespaceFilter("mips"), /no vault support/);
 });
