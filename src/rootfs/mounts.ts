@@ -11,6 +11,7 @@
  */
 import { VaultError } from "../errors/mod.ts";
 import { isMountPoint, unmountUnder } from "./fsutil.ts";
+import { closeFd, InRootError, openInRoot } from "./inroot.ts";
 import type { StorePaths } from "./store.ts";
 
 const DEV_NODES = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -28,6 +29,33 @@ async function run(args: string[]): Promise<void> {
         ? "mounting needs root (or a user+mount namespace: unshare --user --map-root-user --mount)"
         : "",
     );
+  }
+}
+
+/**
+ * Runs `mount --no-canonicalize ARGS… /proc/self/fd/N` where N is `rel` opened
+ * inside `root` with no symlink allowed on the way ({@link openInRoot}): the
+ * kernel mounts onto exactly the directory that was checked, even if the
+ * path were changed in between (mount(8) would otherwise resolve it again).
+ */
+async function mountOnto(root: string, rel: string, args: string[]): Promise<void> {
+  let fd: number;
+  try {
+    fd = openInRoot(root, rel, { pathOnly: true, noSymlinks: true, inherit: true });
+  } catch (err) {
+    if (err instanceof InRootError) {
+      throw new VaultError(
+        "rootfs.unsafe_mount_point",
+        `/${rel} cannot be opened inside the rootfs without following a link (errno ${err.errno})`,
+        "make it a directory in the image",
+      );
+    }
+    throw err;
+  }
+  try {
+    await run(["mount", "--no-canonicalize", ...args, `/proc/self/fd/${fd}`]);
+  } finally {
+    closeFd(fd);
   }
 }
 
@@ -166,18 +194,18 @@ export async function prepareMounts(paths: StorePaths): Promise<string[]> {
     ) {
       await Deno.mkdir(persist, { recursive: true, mode });
       const target = await safeTarget(root, rel, "dir");
-      if (!await isMountPoint(target)) await run(["mount", "--bind", persist, target]);
+      if (!await isMountPoint(target)) await mountOnto(root, rel, ["--bind", persist]);
     }
     const proc = await safeTarget(root, "proc", "dir");
-    if (!await isMountPoint(proc)) await run(["mount", "-t", "proc", "proc", proc]);
+    if (!await isMountPoint(proc)) await mountOnto(root, "proc", ["-t", "proc", "proc"]);
     const sys = await safeTarget(root, "sys", "dir");
     if (!await isMountPoint(sys)) {
-      await run(["mount", "--rbind", "/sys", sys]);
+      await mountOnto(root, "sys", ["--rbind", "/sys"]);
       await run(["mount", "--make-rslave", sys]);
     }
     const dev = await safeTarget(root, "dev", "dir");
     if (!await isMountPoint(dev)) {
-      await run(["mount", "-t", "tmpfs", "-o", "mode=755,nosuid,size=65536k", "tmpfs", dev]);
+      await mountOnto(root, "dev", ["-t", "tmpfs", "-o", "mode=755,nosuid,size=65536k", "tmpfs"]);
       for (const n of DEV_NODES) {
         await Deno.writeFile(`${dev}/${n}`, new Uint8Array(0), { mode: 0o666 });
         await run(["mount", "--bind", `/dev/${n}`, `${dev}/${n}`]);
@@ -203,7 +231,9 @@ export async function prepareMounts(paths: StorePaths): Promise<string[]> {
       notes.push(`/etc/resolv.conf not mounted: ${err.message}`);
     }
     if (resolv && !await isMountPoint(resolv)) {
-      await run(["mount", "--bind", "-o", "ro", "/etc/resolv.conf", resolv]);
+      // Bind, then make read-only: mount(8) cannot remount through the /proc/self/fd path.
+      await mountOnto(root, "etc/resolv.conf", ["--bind", "/etc/resolv.conf"]);
+      await run(["mount", "-o", "remount,bind,ro", resolv]);
     }
     await verifyPersistMounts(root);
     return notes;

@@ -201,6 +201,8 @@ Deno.test("mounts: persist, proc, sys, dev, pts, resolv.conf; removal never reac
       await Deno.readTextFile(`${data}/rootfs/etc/resolv.conf`),
       await Deno.readTextFile("/etc/resolv.conf"),
     );
+    // Read-only: the tenant cannot rewrite the machine's resolv.conf through it.
+    await assert.rejects(Deno.writeTextFile(`${data}/rootfs/etc/resolv.conf`, "x"));
     // A reprovision with mounts up moves them to the new rootfs and never deletes persist.
     await store.provision(streamOf(await image(work, "v2")));
     assert.equal(store.mounted(), true);
