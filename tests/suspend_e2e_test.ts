@@ -183,6 +183,13 @@ Deno.test({
       const noToken = await runClient(configDir, ["wake", "demo", "--api-base", api.baseUrl]);
       assert.equal(noToken.code, 2);
       assert.match(noToken.stderr, /FLY_API_TOKEN/);
+      // A token Fly refuses: said so, in the client's terms, and never echoed.
+      const wrong = await runClient(configDir, ["wake", "demo", "--api-base", api.baseUrl], {
+        FLY_API_TOKEN: "not-the-token-4711",
+      });
+      assert.equal(wrong.code, 255);
+      assert.match(wrong.stderr, /fly\.unauthorized[\s\S]*FLY_API_TOKEN must be a Fly API token/);
+      assert.ok(!wrong.stderr.includes("4711") && !wrong.stdout.includes("4711"));
     } finally {
       t?.pty.kill("SIGKILL");
       await api.close();

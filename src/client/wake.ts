@@ -65,7 +65,9 @@ export async function wakeCommand(name: string, flags: WakeFlags): Promise<numbe
     deadlineMs: timeoutMs,
   });
   const started = performance.now();
-  const before = await fly.getMachine(machineId);
+  const before = await fly.getMachine(machineId).catch((err) => {
+    throw clientHint(err, name, vault.app);
+  });
   const id = printable(machineId, { maxLength: 64 });
   if (before.state === "started") {
     say(`${name} (machine ${id}) is already started`);
@@ -79,7 +81,9 @@ export async function wakeCommand(name: string, flags: WakeFlags): Promise<numbe
     );
   }
   say(`waking ${name} (machine ${id}, ${printable(before.state, { maxLength: 32 })})…`);
-  await fly.startMachine(machineId);
+  await fly.startMachine(machineId).catch((err) => {
+    throw clientHint(err, name, vault.app);
+  });
   // `failed` too: a machine that cannot start says so at once rather than at the deadline.
   await fly.waitMachine(machineId, {
     state: "started,failed",
@@ -102,6 +106,17 @@ export async function wakeCommand(name: string, flags: WakeFlags): Promise<numbe
     console.log(JSON.stringify({ vault: name, machine_id: machineId, from: before.state, ms }));
   } else say(`${name} is started (was ${before.state}; ${ms} ms)`);
   return 0;
+}
+
+/** The admin client's hints name admin flags; say what to check in the client's terms. */
+function clientHint(err: unknown, name: string, app: string): unknown {
+  if (!isVaultError(err)) return err;
+  const hint = err.code === "fly.unauthorized"
+    ? `FLY_API_TOKEN must be a Fly API token that may start machines of app ${app}`
+    : err.code === "fly.not_found"
+    ? `check app and machine_id of [vault.${name}] in config.toml`
+    : err.hint;
+  return new VaultError(err.code, err.message, hint, { cause: err });
 }
 
 /**
