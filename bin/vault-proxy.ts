@@ -135,7 +135,10 @@ try {
       maxSessions: count("--max-sessions", o.maxSessions),
       idleTimeoutMs: count("--idle-timeout", o.idleTimeout),
       initialsPerSecond: count("--initial-rate", o.initialRate),
-      initialBurst: 2 * count("--initial-rate", o.initialRate),
+      initialBurst: Math.max(
+        2 * count("--initial-rate", o.initialRate),
+        DEFAULT_LIMITS.initialBurst,
+      ),
       maxSessionsPerSource: count("--max-per-source", o.maxPerSource),
       maxSessionsPerPrefix: 8 * count("--max-per-source", o.maxPerSource),
       machineSessionsPerSecond: count("--machine-rate", o.machineRate),

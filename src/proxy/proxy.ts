@@ -111,7 +111,9 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   idleTimeoutMs: 120_000,
   pendingTimeoutMs: 3_000,
   initialsPerSecond: 20,
-  initialBurst: 40,
+  // Above the 80 packets a 64 KiB ClientHello may take, so one large ClientHello is never
+  // rate-limited into retransmits.
+  initialBurst: 100,
   assembly: DEFAULT_ASSEMBLY_LIMITS,
 };
 
