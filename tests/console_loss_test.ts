@@ -4,10 +4,12 @@
  * packet for 5 s. The console must say so within 3 s (a status line, not
  * "connection lost" after QUIC's 10 s idle timeout), be back within 1 s of
  * the path returning, and keep the shell's state — and a line typed into the
- * dead path runs exactly once, neither lost nor repeated.
+ * dead path runs exactly once, neither lost nor repeated. The same for
+ * `fly-vault forward` (no console: the connection's heartbeat datagrams).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { tcpByteStream } from "../src/forward/mod.ts";
 import { ROOT, startSim, vaultFor } from "./harness.ts";
 import { outerTerminal } from "./console_term.ts";
 import { startUdpRelay } from "./console_udp_relay.ts";
@@ -71,6 +73,100 @@ Deno.test({
       await t.waitFor(/outer\$ $/);
     } finally {
       t.pty.kill("SIGKILL");
+      relay.close();
+      await sim.close();
+    }
+  },
+});
+
+/** One line through a fresh TCP connection to `port`, answered by the echo server. */
+async function echoThrough(port: number, line: string): Promise<string> {
+  const s = tcpByteStream(await Deno.connect({ hostname: "127.0.0.1", port }));
+  const w = s.writable.getWriter();
+  await w.write(new TextEncoder().encode(line));
+  await w.close();
+  return await new Response(s.readable).text();
+}
+
+Deno.test({
+  name: "forward loss: 5 s of 100% loss → reported within 3 s → forwarding again within 1 s",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const sim = await startSim();
+    const target = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    (async () => {
+      for await (const c of target) {
+        const s = tcpByteStream(c);
+        s.readable.pipeTo(s.writable).catch(() => {});
+      }
+    })().catch(() => {});
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const lport = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    const m = await sim.startMachine("m0412");
+    const [hostname, port] = [m.address.replace(/:\d+$/, ""), Number(m.address.split(":").pop())];
+    const relay = startUdpRelay({ hostname, port });
+    await sim.writeConfig({ demo: { ...vaultFor(sim, m), address: relay.address } });
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        join(ROOT, "bin", "fly-vault.ts"),
+        "--verbose",
+        "forward",
+        "demo",
+        `${lport}:127.0.0.1:${(target.addr as Deno.NetAddr).port}`,
+      ],
+      env: { FLY_VAULT_CONFIG_DIR: sim.configDir, NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let log = "";
+    const waitLog = async (re: RegExp, ms: number) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<never>((_, reject) =>
+        timer = setTimeout(() => reject(new Error(`no ${re} within ${ms} ms: ${log}`)), ms)
+      );
+      try {
+        while (!re.test(log)) {
+          const { value, done } = await Promise.race([stderr.read(), late]);
+          if (done) throw new Error(`forward exited: ${log}`);
+          log += value;
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    try {
+      await waitLog(/forwarding/, 60_000);
+      assert.equal(await echoThrough(lport, "before\n"), "before\n");
+      // The vault echoes heartbeats: only then is silence news (an older init never answers).
+      await waitLog(/heartbeat answered by demo/, 10_000);
+
+      relay.drop(true);
+      const cut = performance.now();
+      await waitLog(/no reply from demo for [\d.]+s — waiting/, 15_000);
+      const noticed = performance.now() - cut;
+      console.log(`dead path noticed after ${Math.round(noticed)} ms`);
+      assert.ok(noticed <= 3_000, `reported ${Math.round(noticed)} ms after the cut`);
+
+      await hold(OUTAGE_MS - (performance.now() - cut));
+      relay.drop(false);
+      const restored = performance.now();
+      assert.equal(await echoThrough(lport, "after\n"), "after\n");
+      const back = performance.now() - restored;
+      const how = /reconnected to demo/.test(log) ? "on a new connection" : "on the same one";
+      console.log(`forwarding again ${Math.round(back)} ms after the path returned, ${how}`);
+      assert.ok(back <= 1_000, `forwarded ${Math.round(back)} ms after the path returned`);
+    } finally {
+      child.kill("SIGTERM");
+      await child.status;
+      await stderr.cancel().catch(() => {});
+      target.close();
       relay.close();
       await sim.close();
     }

@@ -17,7 +17,7 @@ import { expandHome, getVault, loadConfig, type VaultConfig } from "./config.ts"
 import { type GlobalFlags, openSession, parseEnvPairs } from "./commands.ts";
 import type { VaultSession } from "./connect.ts";
 import { exitStatusOf } from "./exec.ts";
-import { reconnecting, type ReconnectingSession } from "./reconnect.ts";
+import { HEARTBEAT, reconnecting, type ReconnectingSession } from "./reconnect.ts";
 
 /** Provisions from `rootfs` (upload) or `rootfs_url` (the machine downloads it). */
 export async function provision(
@@ -132,17 +132,16 @@ export async function connectCommand(
         return 0;
       }
       console.error("fly-vault: forwarding; Ctrl-C stops");
+      const unwatch = watchPath(live, name, flags);
       await untilSignal();
+      unwatch();
       return 0;
     }
     const { runConsole } = await import("../console/mod.ts");
     const result = await runConsole((tag) => live.openStream(tag), {
       session: flags.new ? "new" : flags.session,
       name,
-      dial: async () => {
-        const spare = await live.spare();
-        return { ...spare, open: spare.openStream };
-      },
+      spares: (onFailure) => live.raceSpares(HEARTBEAT.retryMs, onFailure),
       reopen: async () => {
         const next = await live.reconnect();
         return (tag) => next.openStream(tag);
@@ -171,6 +170,15 @@ function spareSession(name: string, flags: GlobalFlags): Promise<VaultSession> {
   return openSession(name, { ...flags, connectTimeout: timeout }, { direct: true });
 }
 
+/** Without a console, the connection's own heartbeat notices a dead path (on stderr). */
+function watchPath(live: ReconnectingSession, name: string, flags: GlobalFlags): () => void {
+  return live.watch({
+    name,
+    onStatus: (line) => console.error(`fly-vault: ${line}`),
+    say: flags.verbose ? (line) => console.error(`fly-vault: ${line}`) : undefined,
+  });
+}
+
 function untilSignal(): Promise<void> {
   return new Promise((resolve) => {
     for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, resolve);
@@ -190,13 +198,19 @@ export async function forwardCommand(
       "e.g. fly-vault forward my-dev 8080:localhost:8080",
     );
   }
-  const live = reconnecting(await openSession(name, flags), () => openSession(name, flags));
+  const live = reconnecting(
+    await openSession(name, flags),
+    () => openSession(name, flags),
+    () => spareSession(name, flags),
+  );
   const forwards = await startForwards(specs, live, flags);
+  const unwatch = watchPath(live, name, flags);
   try {
     console.error(`fly-vault: forwarding ${specs.join(", ")}; Ctrl-C stops`);
     await untilSignal();
     return 0;
   } finally {
+    unwatch();
     forwards.forEach((h) => h.close());
     await live.close();
   }

@@ -45,14 +45,14 @@ export interface ConsoleOptions {
   /** The vault's name, for status lines (default "the vault"). */
   name?: string;
   /**
-   * Connects a spare connection beside the current one, without disturbing
-   * it. While the path is silent the console dials spares on a short fixed
-   * schedule and moves to the first that answers. Without it, a silent path
+   * Starts dialing spare connections beside the current one, on a short
+   * fixed schedule (see the client's reconnect.ts). While the path is silent
+   * the console moves to the first that connects. Without it, a silent path
    * is only reported, and left to QUIC's idle timeout and {@link reopen}.
    */
-  dial?: () => Promise<Spare>;
-  /** Heartbeat timing in ms (default 500 / 2000 / 400): ping, silence that is reported, spare dials. */
-  heartbeat?: { intervalMs: number; silenceMs: number; retryMs: number };
+  spares?: (onFailure: (why: string) => void) => SpareRace;
+  /** Heartbeat timing in ms (default 500 / 2000): ping interval, silence that is reported. */
+  heartbeat?: { intervalMs: number; silenceMs: number };
 }
 
 /** A fresh connection the console may move to. */
@@ -62,6 +62,12 @@ export interface Spare {
   adopt(): void;
   /** Not needed after all. */
   discard(): Promise<void>;
+}
+
+/** Spares being dialed until one connects; `won` rejects when retrying cannot help. */
+export interface SpareRace {
+  won: Promise<Spare>;
+  stop(): void;
 }
 
 /** How a console ended. */
@@ -75,9 +81,7 @@ const encoder = new TextEncoder();
 const MAX_PENDING_INPUT = 64 * 1024;
 /** Keyboard bytes kept until init acknowledges them, to re-send after a switch. */
 const MAX_UNACKED_INPUT = 64 * 1024;
-const HEARTBEAT = { intervalMs: 500, silenceMs: 2000, retryMs: 400 };
-/** Spare dials in flight at once: each new one is a fresh handshake, not a backed-off retransmit. */
-const MAX_SPARE_DIALS = 10;
+const HEARTBEAT = { intervalMs: 500, silenceMs: 2000 };
 
 class Lost extends Error {}
 /** The path went silent and a spare connection answered first: re-attach there. */
@@ -85,53 +89,6 @@ class Switch extends Error {
   constructor(readonly to: Spare) {
     super("moved to a new connection");
   }
-}
-
-/** Spare dials on a fixed schedule until one connects (or a non-network error ends them). */
-interface SpareRace {
-  won: Promise<Spare>;
-  stop(): void;
-}
-
-function raceSpares(
-  dial: () => Promise<Spare>,
-  everyMs: number,
-  onFailure: (why: string) => void,
-): SpareRace {
-  let stopped = false;
-  let inFlight = 0;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let win!: (s: Spare) => void;
-  let fail!: (err: unknown) => void;
-  const won = new Promise<Spare>((resolve, reject) => (win = resolve, fail = reject));
-  won.catch(() => {});
-  const stop = () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
-  const attempt = () => {
-    if (stopped) return;
-    if (inFlight < MAX_SPARE_DIALS) {
-      inFlight++;
-      dial().then((spare) => {
-        inFlight--;
-        if (stopped) return void spare.discard().catch(() => {});
-        stop();
-        win(spare);
-      }, (err) => {
-        inFlight--;
-        if (stopped) return;
-        if (err instanceof VaultError && /^(attest|auth)\./.test(err.code)) {
-          // Not a network problem (e.g. the vault's identity changed): retrying will not help.
-          stop();
-          fail(err);
-        } else onFailure((err as Error).message);
-      });
-    }
-    timer = setTimeout(attempt, everyMs);
-  };
-  attempt();
-  return { won, stop };
 }
 
 /** Where keystrokes go right now: the attached stream, or a bounded buffer while reconnecting. */
@@ -403,9 +360,9 @@ async function consoleLoop(
       silent = true;
       const secs = Math.round(hb.silenceMs / 100) / 10;
       status(`no reply from ${vaultName} for ${secs}s — waiting (~. to quit)`);
-      if (!opts.dial || detachRequested) return;
+      if (!opts.spares || detachRequested) return;
       let lastWhy = "";
-      race ??= raceSpares(opts.dial, hb.retryMs, (why) => {
+      race ??= opts.spares((why) => {
         if (why !== lastWhy) status(`reconnecting: ${lastWhy = why}`);
       });
       race.won.then((spare) => {

@@ -33,6 +33,12 @@ export interface VaultConnection {
   close(code?: number, reason?: string): Promise<void>;
   /** Resolves when the connection is gone, for whatever reason. */
   readonly closed: Promise<{ code: number; reason: string }>;
+  /**
+   * Client side: sends one heartbeat datagram; resolves when the peer echoes
+   * it (never, on a dead path or from a peer that does not echo: callers keep
+   * their own time). Absent on connections that are not direct QUIC ones.
+   */
+  ping?(): Promise<void>;
 }
 
 /** Keep-alives every few seconds keep NAT bindings and idle consoles alive for hours. */
@@ -47,12 +53,79 @@ export const SERVER_IDLE_TIMEOUT_MS = 60_000;
 /** Every forwarded TCP connection is a stream: Deno's default of 100 is too few for a browser. */
 export const MAX_STREAMS = 1024;
 
-function wrap(conn: Deno.QuicConn): VaultConnection {
+/**
+ * Heartbeat datagrams: `PING id` (u32) from the client, echoed as `PONG id`.
+ * Datagrams, not a stream: a ping never waits behind retransmissions of
+ * older data, so the first one through after an outage is heard at once.
+ */
+const PING = 0x70;
+const PONG = 0x50;
+/** Echoes a server sends per second at most (a flood costs the sender as much, but bound it). */
+const MAX_ECHOES_PER_SECOND = 50;
+/** Unanswered pings remembered: older ones are forgotten (their callers keep their own time). */
+const MAX_PINGS_WAITING = 64;
+
+/** Server side: answers heartbeat datagrams until the connection ends. */
+async function echoPings(conn: Deno.QuicConn): Promise<void> {
+  let windowStart = 0;
+  let count = 0;
+  while (true) {
+    let d: Uint8Array;
+    try {
+      d = await conn.readDatagram();
+    } catch {
+      return;
+    }
+    if (d.length !== 5 || d[0] !== PING) continue;
+    const now = performance.now();
+    if (now - windowStart >= 1000) (windowStart = now, count = 0);
+    if (++count > MAX_ECHOES_PER_SECOND) continue;
+    d[0] = PONG;
+    conn.sendDatagram(d).catch(() => {});
+  }
+}
+
+/** Client side: `ping()` for {@link VaultConnection}. */
+function pinger(conn: Deno.QuicConn): () => Promise<void> {
+  const waiting = new Map<number, () => void>();
+  let next = 0;
+  let reading = false;
+  const read = async () => {
+    while (true) {
+      let d: Uint8Array;
+      try {
+        d = await conn.readDatagram();
+      } catch {
+        return;
+      }
+      if (d.length !== 5 || d[0] !== PONG) continue;
+      const id = new DataView(d.buffer, d.byteOffset, 5).getUint32(1);
+      waiting.get(id)?.();
+      waiting.delete(id);
+    }
+  };
+  return () => {
+    if (!reading) (reading = true, read());
+    const id = next;
+    next = (next + 1) >>> 0;
+    const d = new Uint8Array(5);
+    d[0] = PING;
+    new DataView(d.buffer).setUint32(1, id);
+    const heard = new Promise<void>((resolve) => waiting.set(id, resolve));
+    if (waiting.size > MAX_PINGS_WAITING) waiting.delete(waiting.keys().next().value!);
+    conn.sendDatagram(d).catch(() => {});
+    return heard;
+  };
+}
+
+function wrap(conn: Deno.QuicConn, side: "client" | "server"): VaultConnection {
   const closed = conn.closed.then(
     (info) => ({ code: info.closeCode, reason: info.reason }),
     (err) => ({ code: -1, reason: String(err?.message ?? err) }),
   );
+  if (side === "server") echoPings(conn);
   return {
+    ping: side === "client" ? pinger(conn) : undefined,
     remoteAddr: { hostname: conn.remoteAddr.hostname, port: conn.remoteAddr.port },
     async openStream(tag) {
       const stream = await conn.createBidirectionalStream();
@@ -191,7 +264,7 @@ export function listenQuic(opts: {
           handshaking++;
           // A synchronous throw (a resource already gone) must not end the accept loop.
           new Promise<Deno.QuicConn>((resolve) => resolve(incoming.accept<false>())).then((c) => {
-            ready.push(wrap(c));
+            ready.push(wrap(c, "server"));
             wake?.();
           }, () => {}).finally(() => handshaking--);
         }
@@ -286,7 +359,7 @@ export async function dialQuic(opts: {
   });
   try {
     const conn = await Promise.race([connecting, timeout]);
-    return wrap(conn);
+    return wrap(conn, "client");
   } catch (err) {
     // A connection that completes after we gave up must not linger.
     connecting.then((c) => c.close({ closeCode: 0, reason: "timeout" }), () => {});
