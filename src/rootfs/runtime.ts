@@ -21,6 +21,10 @@ export interface RuntimeOptions {
   /** Init's own pre-swap step: end console/exec sessions in the old rootfs. */
   beforeSwap?: () => Promise<void>;
   limits?: ExtractLimits;
+  /** See {@link ProvisionContext.idleMs}. */
+  idleMs?: number;
+  /** See {@link ProvisionContext.downloadMaxMs}. */
+  downloadMaxMs?: number;
 }
 
 /** The rootfs side of a running init. */
@@ -62,6 +66,8 @@ export async function openRootfsRuntime(
     ctx: {
       store,
       limits: opts.limits,
+      idleMs: opts.idleMs,
+      downloadMaxMs: opts.downloadMaxMs,
       beforeSwap: async () => {
         await opts.beforeSwap?.();
         await stopWorkload();
