@@ -177,6 +177,22 @@ Deno.test({
       );
       assert.equal(userns.stdout, "userns=1\nthread\n", userns.stderr);
       assert.match(userns.stderr, /unshare failed: Operation not permitted/);
+      // Kernel knobs a write alone would turn (core_pattern runs a program as the machine's
+      // root) are read-only: the open for writing fails, nothing is written either way.
+      const knobs = await exec(
+        "(: >> /proc/sys/kernel/core_pattern); echo sysctl=$?; cat /proc/self/mountinfo",
+      );
+      assert.match(knobs.stdout, /^sysctl=2\n/, knobs.stderr);
+      assert.match(knobs.stderr, /Read-only file system/);
+      const mounts = knobs.stdout.trim().split("\n").slice(1).map((l) => l.split(" "));
+      const under = (dir: string) =>
+        mounts.filter(([, , , , point]) => point === dir || point.startsWith(`${dir}/`));
+      assert.ok(under("/sys").length >= 1 && under("/proc/sys").length === 1, knobs.stdout);
+      for (const dir of ["/sys", "/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"]) {
+        for (const m of under(dir)) {
+          assert.ok(m[5].split(",").includes("ro"), `${m[4]} is writable:\n${knobs.stdout}`);
+        }
+      }
       // Nor from the holder: it is not dumpable, so its memory, fds and root are closed.
       const holder = await exec(
         "cat /proc/1/environ /proc/1/mem; readlink /proc/1/root /proc/1/fd/0; echo done",

@@ -284,7 +284,30 @@ mount --rbind -- "$R" "$R"
 mount --make-rprivate -- "$R"
 # init's /proc shows init's PID namespace: replace it with one for the vault's.
 umount -l -- "$R/proc" 2>/dev/null || true
-if [ -d "$R/proc" ] && [ ! -L "$R/proc" ]; then mount -t proc -o nosuid,nodev proc "$R/proc"; fi
+if [ -d "$R/proc" ] && [ ! -L "$R/proc" ]; then
+  mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
+  # As runc does: root needs no capability to write a sysctl (kernel.core_pattern and
+  # kernel.modprobe name programs the kernel runs as the machine's root) or sysrq-trigger
+  # (reboot, crash), so those are read-only, and what only leaks the machine's state is masked.
+  for p in sys sysrq-trigger irq bus fs; do
+    if [ -e "$R/proc/$p" ]; then
+      mount --bind -- "$R/proc/$p" "$R/proc/$p"
+      mount -o remount,bind,ro,nosuid,nodev,noexec -- "$R/proc/$p"
+    fi
+  done
+  for p in kcore keys latency_stats timer_list timer_stats sched_debug; do
+    if [ -f "$R/proc/$p" ]; then mount --bind -- /dev/null "$R/proc/$p"; fi
+  done
+  for p in acpi scsi; do
+    if [ -d "$R/proc/$p" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,size=0 tmpfs "$R/proc/$p"; fi
+  done
+fi
+# The machine's /sys is writable (uevent_helper, cgroup release_agent, power/state):
+# the vault gets a fresh read-only sysfs instead.
+if [ -d "$R/sys" ] && [ ! -L "$R/sys" ]; then
+  umount -l -- "$R/sys" 2>/dev/null || true
+  mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys"
+fi
 cd -- "$R"
 exec /usr/bin/perl -e "$1"
 `;
