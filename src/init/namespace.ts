@@ -4,11 +4,14 @@
  * machine), with `pivot_root` into the rootfs so neither init, its
  * environment nor the machine's own filesystem is reachable from inside, and
  * with capabilities cut to {@link VAULT_CAPS} so root inside cannot mount,
- * make device nodes or use open_by_handle_at to walk out again.
+ * make device nodes or use open_by_handle_at to walk out again, and a
+ * seccomp filter against new user namespaces ({@link userNamespaceFilter}).
  *
  * A holder process (`unshare --mount --pid --fork`, bash for the mounts,
  * then perl built-ins) binds the rootfs onto itself, replaces init's /proc
- * with a fresh one for the new PID namespace, `pivot_root`s into it, drops
+ * with a fresh one for the new PID namespace (its kernel knobs read-only, as
+ * runc does) and the machine's /sys with a fresh read-only sysfs,
+ * `pivot_root`s into it, drops
  * every capability, makes itself non-dumpable and stays as the namespace's
  * PID 1, reaping orphans, until its stdin (a pipe from init) closes. The old
  * root, stacked over `/` by `pivot_root . .`, is detached from outside
