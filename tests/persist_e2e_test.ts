@@ -70,6 +70,14 @@ async function setup(persist: string) {
   return { sim, m, id, xdg, env, run, rd: runDir(xdg) };
 }
 
+/** This process's environment without the variables that make the client restart itself. */
+const cleanEnv = () =>
+  Object.fromEntries(
+    Object.entries(Deno.env.toObject()).filter(([k]) =>
+      !["DENO_CERT", "DENO_TLS_CA_STORE", "NODE_EXTRA_CA_CERTS"].includes(k)
+    ),
+  );
+
 async function stopMaster(sim: Sim, env: Record<string, string>) {
   await sim.client(["master", "demo", "--stop"], { env });
 }
@@ -313,6 +321,92 @@ Deno.test("persist: after the machine restarts, the next command goes on its own
     assert.match(next.stderr, /attesting again/);
     assert.equal(events(back.logs, "attest.served").length >= 1, true);
   } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
+
+Deno.test("persist: a client killed mid-command through the master hangs up on the command, as ssh does", async () => {
+  const { sim, env, run, rd } = await setup("1m");
+  try {
+    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
+    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        join(ROOT, "bin", "fly-vault.ts"),
+        "exec",
+        "demo",
+        "--",
+        "sh",
+        "-c",
+        'trap "echo hup > /tmp/hup.txt; exit 1" HUP; echo started; while :; do sleep 0.1; done',
+      ],
+      // Without the trust variables the client would restart itself, and SIGKILL would reach
+      // only the parent that waits for it (src/client/trust.ts).
+      env: { ...cleanEnv(), FLY_VAULT_CONFIG_DIR: sim.configDir, NO_COLOR: "1", ...env },
+      clearEnv: true,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const out = child.stdout.getReader();
+    assert.equal(new TextDecoder().decode((await out.read()).value), "started\n");
+    child.kill("SIGKILL");
+    await child.status;
+    // The vault's side waits (bounded) for the hang-up to have been delivered.
+    const seen = await run([
+      "exec",
+      "-n",
+      "demo",
+      "--",
+      "sh",
+      "-c",
+      "for i in $(seq 100); do [ -s /tmp/hup.txt ] && exec cat /tmp/hup.txt; sleep 0.05; done; exit 7",
+    ]);
+    assert.equal(seen.code, 0, "the command got SIGHUP within 5 s");
+    assert.equal(seen.stdout, "hup\n");
+    await out.cancel();
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
+
+Deno.test("persist: pipe (a forward stream) through the master keeps half-close: EOF up, the answer down", async () => {
+  const { sim, run, env, rd } = await setup("1m");
+  // Reads everything until EOF, then answers in capitals and closes: only a real half-close works.
+  const upper = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (upper.addr as Deno.NetAddr).port;
+  const accept = (async () => {
+    for await (const conn of upper) {
+      const chunks: Uint8Array[] = [];
+      const buf = new Uint8Array(4096);
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        chunks.push(buf.slice(0, n));
+      }
+      const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+      await conn.write(new TextEncoder().encode(text.toUpperCase()));
+      conn.close();
+    }
+  })();
+  try {
+    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
+    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    const piped = await run(["-v", "pipe", "demo", `127.0.0.1:${port}`], {
+      stdin: "half closed\n",
+    });
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.stdout, "HALF CLOSED\n");
+    assert.match(piped.stderr, /using the master for demo/);
+    assert.equal(events(rd.logLines(), "master.stream").at(-1)?.tag, 5);
+  } finally {
+    upper.close();
+    await accept.catch(() => {});
     await stopMaster(sim, env);
     await sim.close();
   }

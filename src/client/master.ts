@@ -183,8 +183,18 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
  * A unix connection as a byte stream with real half-close (Deno's own
  * `conn.readable`/`writable` close the whole socket at either end, which
  * would cut a forward whose local side stopped sending).
+ *
+ * Relayed streams frame the client's direction (`framed`: the client
+ * "writes", the master "reads"): each chunk goes as a 4-byte length and the
+ * bytes, and a zero length marks a clean end. A client process that dies
+ * leaves end-of-file without that mark, and the master resets the vault's
+ * stream, as a dropped connection would (init hangs up on an exec's command);
+ * a clean end is a FIN (a forward's half-close goes on working).
  */
-function connStream(conn: Deno.Conn, onClosed?: () => void): ByteStream & { close(): void } {
+function connStream(
+  conn: Deno.Conn,
+  opts: { onClosed?: () => void; framed?: "write" | "read" } = {},
+): ByteStream & { close(): void; atFrameBoundary(): boolean } {
   let readDone = false;
   let writeDone = false;
   let closed = false;
@@ -194,40 +204,85 @@ function connStream(conn: Deno.Conn, onClosed?: () => void): ByteStream & { clos
     try {
       conn.close();
     } catch { /* already */ }
-    onClosed?.();
+    opts.onClosed?.();
   };
   const finish = () => {
     if (readDone && writeDone) close();
   };
+  let pending = new Uint8Array(0);
+  let remaining = 0;
+  let ended = opts.framed !== "read";
   const readable = new ReadableStream<Uint8Array>({
     async pull(c) {
-      const buf = new Uint8Array(64 * 1024);
-      let n: number | null;
-      try {
-        n = await conn.read(buf);
-      } catch (err) {
-        readDone = true;
-        if (closed) return c.close();
-        c.error(err);
-        close();
-        return;
+      while (true) {
+        if (opts.framed === "read") {
+          if (remaining > 0 && pending.length > 0) {
+            const n = Math.min(remaining, pending.length);
+            c.enqueue(pending.subarray(0, n));
+            pending = pending.subarray(n);
+            remaining -= n;
+            return;
+          }
+          if (remaining === 0 && pending.length >= 4) {
+            remaining = new DataView(pending.buffer, pending.byteOffset, 4).getUint32(0);
+            pending = pending.subarray(4);
+            if (remaining === 0) ended = true;
+            continue;
+          }
+        }
+        const buf = new Uint8Array(64 * 1024);
+        let n: number | null;
+        try {
+          n = ended && opts.framed === "read" ? null : await conn.read(buf);
+        } catch (err) {
+          readDone = true;
+          if (closed) return c.close();
+          c.error(err);
+          close();
+          return;
+        }
+        if (n === null) {
+          readDone = true;
+          if (ended) {
+            c.close();
+            finish();
+          } else {
+            c.error(new Error("the client went away mid-stream"));
+            close();
+          }
+          return;
+        }
+        if (opts.framed !== "read") return c.enqueue(buf.subarray(0, n));
+        if (pending.length === 0) pending = buf.subarray(0, n);
+        else {
+          const joined = new Uint8Array(pending.length + n);
+          joined.set(pending);
+          joined.set(buf.subarray(0, n), pending.length);
+          pending = joined;
+        }
       }
-      if (n === null) {
-        readDone = true;
-        c.close();
-        finish();
-      } else c.enqueue(buf.subarray(0, n));
     },
     cancel() {
       readDone = true;
       finish();
     },
   }, { highWaterMark: 0 });
+  const lengthOf = (n: number) => {
+    const head = new Uint8Array(4);
+    new DataView(head.buffer).setUint32(0, n);
+    return head;
+  };
   const writable = new WritableStream<Uint8Array>({
-    write: (chunk) => writeAll(conn, chunk),
+    async write(chunk) {
+      if (opts.framed !== "write") return await writeAll(conn, chunk);
+      if (chunk.length === 0) return;
+      await writeAll(conn, lengthOf(chunk.length));
+      await writeAll(conn, chunk);
+    },
     async close() {
       writeDone = true;
       try {
+        if (opts.framed === "write") await writeAll(conn, lengthOf(0));
         await conn.closeWrite();
       } catch { /* gone */ }
       finish();
@@ -237,7 +292,12 @@ function connStream(conn: Deno.Conn, onClosed?: () => void): ByteStream & { clos
       close();
     },
   });
-  return { readable, writable, close };
+  return {
+    readable,
+    writable,
+    close,
+    atFrameBoundary: () => remaining === 0 && pending.length === 0,
+  };
 }
 
 /** Connects, sends `request`, reads the answer; throws on anything but ok. */
@@ -378,7 +438,7 @@ async function masterSession(
       direct ??= opts.direct();
       return (await direct).openStream(tag);
     }
-    const s = connStream(conn, () => open.delete(s));
+    const s = connStream(conn, { onClosed: () => open.delete(s), framed: "write" });
     open.add(s);
     return s;
   };
@@ -833,7 +893,7 @@ export async function serveMaster(
         streams++;
         log("master.stream", { tag, n: streams });
         await reply(conn, { ok: true });
-        await relay(conn, stream);
+        await relay(conn, stream, tag, log);
         return;
       }
       if (op === "control") {
@@ -878,15 +938,38 @@ export async function serveMaster(
 }
 
 /** Pipes a unix connection and a vault stream both ways, half-closes passing through. */
-async function relay(conn: Deno.UnixConn, stream: ByteStream): Promise<void> {
-  const local = connStream(conn);
-  const up = local.readable.pipeTo(stream.writable).catch(() => {
-    // The client vanished mid-stream: the vault's side is reset, as a dropped connection would be.
-    stream.readable.cancel().catch(() => {});
-    local.close();
-  });
-  const down = stream.readable.pipeTo(local.writable).catch(() => {
+async function relay(
+  conn: Deno.UnixConn,
+  stream: ByteStream,
+  tag: StreamTag,
+  log: (event: string, f?: Record<string, unknown>) => void,
+): Promise<void> {
+  const local = connStream(conn, { framed: "read" });
+  const up = (async () => {
+    const from = local.readable.getReader();
+    const to = stream.writable.getWriter();
+    try {
+      while (true) {
+        const { value, done } = await from.read();
+        if (done) return void await to.close();
+        await to.write(value);
+      }
+    } catch (err) {
+      // The client vanished mid-stream. Direct, its connection would drop and init would hang
+      // up on an exec's command (sshd does the same): say so, then reset the vault's side.
+      // Each client write is one whole frame, so between chunks a frame may be added.
+      log("master.client_gone", { error: String((err as Error)?.message ?? err) });
+      if (tag === StreamTag.exec && local.atFrameBoundary()) {
+        await to.write(encodeMessage({ type: "signal", signal: "SIGHUP" })).catch(() => {});
+      }
+      await to.abort(err).catch(() => {});
+      await stream.readable.cancel().catch(() => {});
+      local.close();
+    }
+  })();
+  const down = stream.readable.pipeTo(local.writable).catch((err) => {
     // The vault's side ended abruptly (reset, or the connection died): the client hears EOF.
+    log("master.stream_reset", { error: String(err?.message ?? err) });
     stream.writable.abort().catch(() => {});
     local.close();
   });
