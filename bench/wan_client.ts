@@ -326,14 +326,19 @@ async function consoleFigure() {
 // ---------------------------------------------------------------- forwards
 
 async function iperf(host: string, port: number, reverse: boolean): Promise<number> {
-  // The server takes a moment to finish the last test after its client is done ("busy"):
-  // retry a bounded number of times.
+  // The server takes a moment to finish the last test after its client is done ("busy"), and
+  // now and then a control connection is reset across a lossy link: retry, a bounded number of
+  // times (a figure that fails for good fails the run).
+  let failures = 0;
   for (let attempt = 0;; attempt++) {
     try {
       return await iperfOnce(host, port, reverse);
     } catch (err) {
-      if (!/busy/.test((err as Error).message) || attempt >= 50) throw err;
-      await new Promise((r) => setTimeout(r, 200));
+      const busy = /busy/.test((err as Error).message);
+      if (!busy) failures++;
+      if (attempt >= 50 || failures >= 3) throw err;
+      log(`iperf3 again after: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, busy ? 200 : 1000));
     }
   }
 }
