@@ -86,10 +86,18 @@ const machine = await launcher.start({
 const sshd = await startSshd({ hostname: address });
 const iperfPort = freePort("127.0.0.1");
 const iperf = new Deno.Command("iperf3", {
-  args: ["-s", "-p", String(iperfPort)],
-  stdout: "null",
-  stderr: "null",
+  args: ["-s", "-p", String(iperfPort), "--forceflush"],
+  stdout: "piped",
+  stderr: "piped",
 }).spawn();
+// Its errors (a reset control connection, a stuck test) go to the bench's log.
+for (const out of [iperf.stdout, iperf.stderr]) {
+  (async () => {
+    for await (const line of out.pipeThrough(new TextDecoderStream())) {
+      for (const l of line.split("\n")) if (/error/i.test(l)) console.error(`  iperf3 -s: ${l}`);
+    }
+  })().catch(() => {});
+}
 const requests = serveRequests();
 const bareQuic = await serveBareQuic(address);
 // The iperf3 server is ready once it listens (a probe connection would confuse it).
