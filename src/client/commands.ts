@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { formatError, printable, VaultError } from "../errors/mod.ts";
 import { forgetKnownVault } from "../transport/mod.ts";
 import { StatusRequest, StreamTag } from "../protocol/mod.ts";
@@ -77,7 +78,7 @@ export async function openSession(
     control: needs.control,
     masterArgs: [
       "--config",
-      config.path,
+      resolve(config.path),
       ...(flags.connectTimeout ? ["--connect-timeout", String(flags.connectTimeout)] : []),
     ],
   });

@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { VaultError } from "../errors/mod.ts";
 import {
   type AuthOk,
@@ -61,9 +61,12 @@ const HELLO_TIMEOUT_MS = 3_000;
  * Proof of life. A machine that restarted leaves our connection silently dead
  * until QUIC's idle timeout (init's new process ignores it), so the master asks
  * the vault (a status round trip on the control stream, answered from memory)
- * this often…
+ * this often while commands come and go…
  */
 const PING_INTERVAL_MS = 200;
+/** …and this often once none came or went for {@link PING_QUIET_AFTER_MS} (the next asks first)… */
+const PING_QUIET_INTERVAL_MS = 2_000;
+const PING_QUIET_AFTER_MS = 10_000;
 /**
  * …takes a command without asking when the last answer is at most one
  * interval and a round trip old (so a vault that died within the last ~¼ s is
@@ -79,7 +82,7 @@ const STARTING_STALE_MS = 30_000;
 
 function runDirFor(config: ClientConfig): string {
   const xdg = Deno.env.get("XDG_RUNTIME_DIR");
-  return xdg ? join(xdg, "fly-vault") : join(config.dir, "run");
+  return resolve(xdg ? join(xdg, "fly-vault") : join(config.dir, "run"));
 }
 
 /**
@@ -93,8 +96,8 @@ async function identityHash(config: ClientConfig, name: string, vault: VaultConf
   const pin = await lookupKnownVault(config.knownVaultsPath, name);
   const text = JSON.stringify([
     Deno.uid(),
-    config.path,
-    config.knownVaultsPath,
+    resolve(config.path),
+    resolve(config.knownVaultsPath),
     name,
     vault,
     token,
@@ -492,7 +495,14 @@ function startMaster(paths: MasterPaths, opts: UseMasterOptions): void {
   }
   try {
     const child = new Deno.Command(Deno.execPath(), {
-      args: [...argv.denoFlags, argv.script, ...opts.masterArgs, "master", opts.name, "--serve"],
+      args: [
+        ...argv.denoFlags,
+        argv.script,
+        ...opts.masterArgs,
+        "master",
+        opts.name,
+        "--serve",
+      ],
       stdin: "null",
       stdout: "null",
       stderr: "null",
@@ -755,16 +765,18 @@ export async function serveMaster(
     lastIdle = Date.now();
     idleTimer = setTimeout(() => clients === 0 && shutdown("idle"), persistMs);
   };
+  let lastActivity = Date.now();
   const busy = () => {
     clients++;
+    lastActivity = Date.now();
     clearTimeout(idleTimer);
   };
   const done = () => {
+    lastActivity = Date.now();
     if (--clients === 0 && !stopping) armIdle();
   };
   armIdle();
-  // Proof of life: a status round trip on the control stream every second (init answers it
-  // from memory), so a command rarely waits for one and a dead connection is noticed soon.
+  // Proof of life (see PING_INTERVAL_MS): a command rarely waits for it.
   let lastAlive = Date.now();
   let srtt = 0;
   let pinging: Promise<Record<string, unknown> | null> | null = null;
@@ -809,7 +821,8 @@ export async function serveMaster(
   };
   (async () => {
     while (!stopping) {
-      await new Promise((r) => setTimeout(r, PING_INTERVAL_MS));
+      const quiet = Date.now() - lastActivity > PING_QUIET_AFTER_MS;
+      await new Promise((r) => setTimeout(r, quiet ? PING_QUIET_INTERVAL_MS : PING_INTERVAL_MS));
       // An unanswered ping only makes commands go on their own; QUIC's idle timeout ends
       // the connection (and us) if the vault is really gone, as it would a direct session.
       if (!stopping) await ping();
