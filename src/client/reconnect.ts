@@ -49,6 +49,22 @@ export const HEARTBEAT: HeartbeatTiming = { intervalMs: 500, silenceMs: 2000, re
  */
 const MAX_SPARE_DIALS = 10;
 
+/** How long the old connection may take to answer once a spare got through. */
+const OLD_GRACE_MS = 200;
+
+/** True when `s`'s connection echoes a heartbeat within `ms` (false when it cannot ping). */
+async function answers(s: VaultSession, ms: number): Promise<boolean> {
+  if (!s.conn.ping) return false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((r) => timer = setTimeout(() => r(false), ms));
+  const closed = s.conn.closed.then(() => false as const);
+  try {
+    return await Promise.race([s.conn.ping().then(() => true), late, closed]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A session handle whose connection is replaced when lost. */
 export interface ReconnectingSession {
   /** The current session. */
@@ -151,8 +167,13 @@ export function reconnecting(
       if (stopped || closed) return;
       if (inFlight < MAX_SPARE_DIALS) {
         inFlight++;
-        spare().then((s) => {
+        spare().then(async (s) => {
           inFlight--;
+          if (stopped) return void s.discard().catch(() => {});
+          // A handshake just crossed the path, so it is back. The old connection carries
+          // streams a new one cannot (forwarded connections in flight): if it answers within
+          // a moment, keep it; its users hear it and stop the race.
+          if (await answers(current, OLD_GRACE_MS)) return void s.discard().catch(() => {});
           if (stopped) return void s.discard().catch(() => {});
           stop();
           win(s);
