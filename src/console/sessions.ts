@@ -21,6 +21,7 @@ import {
   SessionInput,
 } from "../protocol/mod.ts";
 import { ptyCommandInRootfs, sandboxEnv } from "../init/sandbox.ts";
+import { closeFd, openInRoot } from "../rootfs/inroot.ts";
 import { type Pty, spawnPty } from "./pty.ts";
 
 /** Bounded record of a session's most recent output, addressed by absolute offset. */
@@ -196,10 +197,11 @@ export function createConsoleSessions(
   };
 }
 
-async function loginShell(rootfsDir: string): Promise<string> {
+/** The first login shell the rootfs has, looked up as the vault sees it (never a host path). */
+function loginShell(rootfsDir: string): string {
   for (const shell of ["/bin/bash", "/bin/sh"]) {
     try {
-      await Deno.stat(rootfsDir + shell);
+      closeFd(openInRoot(rootfsDir, shell, { pathOnly: true }));
       return shell;
     } catch {
       // try the next one
@@ -220,7 +222,7 @@ async function createSession(
   rootfsDir: string,
   req: ConsoleAttach,
 ): Promise<Session> {
-  const shell = await loginShell(rootfsDir);
+  const shell = loginShell(rootfsDir);
   const { argv, env, signalTarget } = await ptyCommandInRootfs(
     rootfsDir,
     [shell, "-l"],
