@@ -224,7 +224,7 @@ sub lastcap {
  * the client chose (LD_PRELOAD or LD_LIBRARY_PATH naming a file in the
  * rootfs would load it into a host program with every capability).
  */
-function enterScript(): string {
+function enterScript(then = EXEC_PROGRAM): string {
   const nr = sys();
   const keep = Object.values(VAULT_CAPS).join(", ");
   return `$0 = "fly-vault-enter";
@@ -248,12 +248,14 @@ syscall(${nr.prctl}, 22, 2, $prog, 0, 0) == 0 or fail("seccomp: $!");
 dropcaps($last, ${Number(VAULT_CAP_MASK & 0xffffffffn)}, ${Number(VAULT_CAP_MASK >> 32n)}, ${keep});
 if (!chdir($cwd)) { print STDERR "fly-vault: cannot change directory to '$cwd': $!\n"; exit 125 }
 %ENV = %env;
-exec { $ARGV[0] } @ARGV;
+${then}`;
+}
+
+const EXEC_PROGRAM = `exec { $ARGV[0] } @ARGV;
 my $err = $! + 0;
 print STDERR "fly-vault: cannot run '$ARGV[0]': $!\n";
 exit($err == 2 ? 127 : 126);
 `;
-}
 
 /**
  * The holder, after the bash part has mounted: pivots, drops every
@@ -334,6 +336,14 @@ export interface VaultNamespace {
     cwd: string,
     env: Record<string, string>,
   ): { argv: string[]; env: Record<string, string> };
+  /**
+   * Like {@link spawn}, but instead of exec'ing a program of the rootfs the
+   * machine's perl goes on with `code` once inside (capabilities dropped,
+   * seccomp on), `@ARGV` = `args`: a helper of ours that runs no code of the
+   * rootfs with init's privileges. `code` may use perl built-ins only (no
+   * `use`: modules would load from the rootfs).
+   */
+  spawnScript(code: string, args: string[], cwd: string, opts: SpawnOptions): Deno.ChildProcess;
   /** Host pids of every process inside but the holder. */
   pids(): Promise<number[]>;
   /**
@@ -459,10 +469,23 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
   });
   const script = enterScript();
   // The program's environment rides in argv (see enterScript); perl itself starts with HOST_ENV.
-  const enterArgv = (argv: string[], cwd: string, env: Record<string, string>) => {
+  const enterArgv = (argv: string[], cwd: string, env: Record<string, string>, code = script) => {
     const pairs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-    return ["/usr/bin/perl", "-e", script, "--", String(holderPid), cwd, String(pairs.length)]
+    return ["/usr/bin/perl", "-e", code, "--", String(holderPid), cwd, String(pairs.length)]
       .concat(pairs, argv);
+  };
+  const spawnEntered = (cmdArgv: string[], opts: SpawnOptions) => {
+    if (gone) throw new VaultError("init.namespace", "the vault namespace has ended");
+    const [cmd, ...args] = cmdArgv;
+    return inPidNamespace(nsFd, () =>
+      new Deno.Command(cmd, {
+        args,
+        env: HOST_ENV,
+        clearEnv: true,
+        stdin: opts.stdin ?? "null",
+        stdout: opts.stdout ?? "inherit",
+        stderr: opts.stderr ?? "inherit",
+      }).spawn());
   };
   const pids = async () => {
     const found: number[] = [];
@@ -478,19 +501,9 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
     rootfs,
     holderPid,
     exited,
-    spawn(argv, cwd, opts) {
-      if (gone) throw new VaultError("init.namespace", "the vault namespace has ended");
-      const [cmd, ...args] = enterArgv(argv, cwd, opts.env);
-      return inPidNamespace(nsFd, () =>
-        new Deno.Command(cmd, {
-          args,
-          env: HOST_ENV,
-          clearEnv: true,
-          stdin: opts.stdin ?? "null",
-          stdout: opts.stdout ?? "inherit",
-          stderr: opts.stderr ?? "inherit",
-        }).spawn());
-    },
+    spawn: (argv, cwd, opts) => spawnEntered(enterArgv(argv, cwd, opts.env), opts),
+    spawnScript: (code, args, cwd, opts) =>
+      spawnEntered(enterArgv(args.length ? args : [""], cwd, opts.env, enterScript(code)), opts),
     ptyCommand(argv, cwd, env) {
       if (gone) throw new VaultError("init.namespace", "the vault namespace has ended");
       // nsenter --pid forks; its child (in the vault) makes itself session leader and steals

@@ -104,6 +104,35 @@ export async function spawnInRootfs(
 }
 
 /**
+ * Runs our perl `code` (built-ins only, see `spawnScript` in namespace.ts)
+ * inside the rootfs as a program entered like {@link spawnInRootfs} would
+ * enter one, `@ARGV` = `args`, working directory `/`. The machine's perl is
+ * loaded before the switch, so a rootfs without perl is fine.
+ */
+export async function spawnScriptInRootfs(
+  rootfs: string,
+  code: string,
+  args: string[],
+  opts: RootfsSpawnOptions,
+): Promise<Deno.ChildProcess> {
+  if (await detectSandbox() === "userns") {
+    const enter = `my $root = shift @ARGV;
+chroot($root) && chdir("/") or do { print STDERR "fly-vault: cannot enter the rootfs: $!\n"; exit 125 };
+`;
+    return new Deno.Command("unshare", {
+      args: ["--user", "--map-root-user", "--mount", "--pid", "--fork", "/usr/bin/perl", "-e"]
+        .concat([enter + code, "--", rootfs], args),
+      env: opts.env,
+      clearEnv: true,
+      stdin: opts.stdin ?? "null",
+      stdout: opts.stdout ?? "inherit",
+      stderr: opts.stderr ?? "inherit",
+    }).spawn();
+  }
+  return (await ensureNamespace(rootfs)).spawnScript(code, args, "/", opts);
+}
+
+/**
  * What a PTY runs to start `argv` in the rootfs's vault with exactly `env`:
  * its argv, the environment to give the PTY (in the vault, the machine's:
  * `env` reaches only the program, never the host programs that enter the
