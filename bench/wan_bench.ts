@@ -18,7 +18,8 @@
  * namespace runs the real clients (bench/wan_client.ts), so everything they
  * say to the vault, the issuer's JWKS included, crosses the link.
  *
- *   npm run bench -- wan [PROFILE...] [--quick | --tiny] [--no-mosh] [--out FILE]
+ *   npm run bench -- wan [PROFILE...] [--quick | --tiny] [--no-mosh] [--tcp-cc cubic|bbr]
+ *                        [--out FILE]
  *   (the first `wan` picks this bench; `npm run bench -- wan wan` runs the wan profile only)
  *
  * Writes bench/results/wan-DATE.json (or --out) and prints a table of
@@ -50,6 +51,10 @@ const tiny = flag("--tiny");
 const quick = flag("--quick");
 const mosh = !flag("--no-mosh");
 const outArg = option("--out");
+// TCP's congestion control in both namespaces (ssh, ssh -L, iperf3 direct). Linux's default
+// and what most clients and servers run is cubic; this machine's own default is bbr, which
+// shrugs off random loss. Say which, since on the lossy links it decides the ssh figures.
+const tcpCc = option("--tcp-cc") ?? "cubic";
 const profiles = args.filter((a) => a in PROFILES);
 const selected = profiles.length ? profiles : Object.keys(PROFILES);
 const mode = tiny ? "tiny" : quick ? "quick" : "full";
@@ -160,6 +165,11 @@ async function runProfile(profile: string) {
   // deno-lint-ignore no-explicit-any
   const link_stats: Record<string, any> = {};
   try {
+    for (const ns of [link.clientNs, link.serverNs]) {
+      const argv = link.inNs(ns, ["sysctl", "-qw", `net.ipv4.tcp_congestion_control=${tcpCc}`]);
+      const set = await new Deno.Command(argv[0], { args: argv.slice(1) }).output();
+      if (!set.success) throw new Error(`cannot set TCP congestion control ${tcpCc} in ${ns}`);
+    }
     const measuredRtt = await pingRtt((a) => link.inNs(link.clientNs, a), link.serverIp);
     const deno = Deno.execPath();
     const serverArgv = link.inNs(link.serverNs, [
@@ -241,6 +251,7 @@ const report = {
   bench: "wan",
   date: new Date().toISOString(),
   mode,
+  tcp_congestion_control: tcpCc,
   seconds: Math.round((Date.now() - started) / 1000),
   profiles: results,
   notes:
