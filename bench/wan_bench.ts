@@ -311,8 +311,9 @@ const table = [
   row("provision ÷ ssh+tar (≤1.0)", (f) => f.provision.ratio_p50_vs_ssh_tar),
   row("measured RTT ms", (_f) => undefined),
 ].join("\n");
+console.error(`\nTCP congestion control (ssh, ssh -L, iperf3 direct): ${tcpCc}`);
 console.error(
-  `\n${
+  `${
     table.replace(/measured RTT ms.*$/, () =>
       `${"measured RTT ms".padEnd(44)}${
         selected.map((p) =>
