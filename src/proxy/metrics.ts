@@ -24,6 +24,8 @@ export interface ProxyStats {
   resolves: Record<string, number>;
   /** Errors the proxy survived, by code (proxy.recv, proxy.unhandled, ...). */
   errors: Record<string, number>;
+  /** Routing events: migrated (client address changed), rerouted, woke, peer_forwarded... */
+  events: Record<string, number>;
 }
 
 /** A zeroed {@link ProxyStats}. */
@@ -42,6 +44,7 @@ export function newStats(): ProxyStats {
     refusals: {},
     resolves: {},
     errors: {},
+    events: {},
   };
 }
 
@@ -149,6 +152,14 @@ export function createMetrics(stats: ProxyStats): ProxyMetrics {
     "Machine lookups, by result",
     "result",
     () => stats.resolves,
+  );
+  synced(
+    "vault_proxy_events_total",
+    "Routing events: migrated (a client's address changed, found by DCID), rerouted (a " +
+      "machine's new address), woke (a stopped or suspended machine started for a client), " +
+      "peer_forwarded / peer_received (a packet for a session another proxy holds)",
+    "event",
+    () => stats.events,
   );
   const routingSeconds = new Histogram({
     name: "vault_proxy_routing_seconds",

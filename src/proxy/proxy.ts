@@ -44,12 +44,13 @@ import {
   CryptoAssembler,
   DEFAULT_ASSEMBLY_LIMITS,
   type DropReason,
+  parseLongHeader,
   readClientInitials,
   splitDatagram,
   TransportError,
 } from "./initial.ts";
 import { bump, createMetrics, newStats, type ProxyMetrics, type ProxyStats } from "./metrics.ts";
-import { type Backend, machineIdFromSni, type Resolver } from "./resolver.ts";
+import { type Backend, machineIdFromSni, type Resolution, type Resolver } from "./resolver.ts";
 import { bindUdp, type UdpImpl, type UdpSocket } from "./udp.ts";
 
 /** Bounds that keep the proxy's memory, file descriptors and work finite whatever arrives. */
@@ -92,6 +93,11 @@ export interface ProxyLimits {
   initialBurst: number;
   /** CRYPTO bytes and Initial packets buffered per pending client. */
   assembly: AssemblyLimits;
+  /**
+   * A session whose client sent an Initial and got nothing back from the machine for this long
+   * is routed again at once (the machine may have moved, stopped or been suspended).
+   */
+  noAnswerMs: number;
 }
 
 /** Defaults: generous for people, tight for floods (the module JSDoc says why). */
@@ -115,6 +121,8 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   // rate-limited into retransmits.
   initialBurst: 100,
   assembly: DEFAULT_ASSEMBLY_LIMITS,
+  // Below quinn's first Initial retransmit (~1 s), so a client's retransmit finds the new route.
+  noAnswerMs: 1_000,
 };
 
 /**
@@ -195,6 +203,22 @@ interface Session {
   machineId: string;
   /** The client sent something beyond Initials: it answered the machine's first flight. */
   confirmed: boolean;
+  /** The client's original DCID and SCID: an Initial CONNECTION_CLOSE needs them. */
+  dcid: Uint8Array;
+  scid: Uint8Array;
+  /** The machine's connection IDs seen in clear (SCIDs of its long-header packets), hex. */
+  cids: string[];
+  /** The machine has sent at least one datagram. */
+  answered: boolean;
+  /** When the first client datagram since the machine last spoke was relayed (0: none). */
+  waitingSince: number;
+  /** Among those unanswered datagrams was an Initial: a handshake is waiting. */
+  initialWaiting: boolean;
+  /** The client's first Initial datagrams, replayed to a new route; dropped once answered. */
+  replay: Uint8Array[] | undefined;
+  rerouting: boolean;
+  lastReroute: number;
+  closed: boolean;
 }
 
 interface Pending {
@@ -211,6 +235,11 @@ interface Pending {
   resolving: boolean;
   done: boolean;
 }
+
+/** Server connection IDs remembered per session (quinn issues a handful). */
+const MAX_CIDS_PER_SESSION = 8;
+/** Bytes of a session's first Initials kept to replay on a new route. */
+const MAX_REPLAY_BYTES = 16 * 1024;
 
 /** What an empty pending entry costs besides its buffers (objects, map slots, keys). */
 const PENDING_OVERHEAD = 512;
@@ -233,6 +262,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const stats = newStats();
   const metrics = createMetrics(stats);
   const sessions = new Map<string, Session>();
+  /** Machine connection ID (hex) → session: a client's packets find it from any address. */
+  const byCid = new Map<string, Session>();
+  /** Lengths of the machine CIDs seen (quinn: 8), to read a short header's DCID. */
+  const cidLengths = new Set<number>();
+  /** Sessions whose client sent an Initial the machine has not answered yet. */
+  const waiting = new Set<Session>();
   const sessionsBySource = new Map<string, number>();
   const sessionsByPrefix = new Map<string, number>();
   const pendings = new Map<string, Pending>();
@@ -290,18 +325,17 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   function onClient(data: Uint8Array, host: string, port: number) {
     const key = `${host}|${port}`;
     const s = sessions.get(key);
-    if (s) {
-      s.lastSeen = now();
-      if (!s.confirmed && answersHandshake(data)) s.confirmed = true;
-      if (s.up.send(data, s.backend.hostname, s.backend.port)) {
-        stats.packetsToMachine++;
-        stats.bytesToMachine += data.length;
-      } else drop("send_queue");
-      return;
-    }
+    if (s) return toMachine(s, data);
     if (closing) return;
     const p = pendings.get(key);
     if (p) return onPendingPacket(p, data, host, port);
+    // A connection the proxy knows, from a new address (NAT rebinding, a network change): its
+    // DCID is one the machine chose for it, which only that connection's peers know.
+    const known = sessionByDcid(data);
+    if (known) {
+      migrate(known, host, port, key);
+      return toMachine(known, data);
+    }
     // A new client address. Cheap checks first: only a v1 long-header Initial can start a session.
     if (data.length === 0 || !(data[0] & 0x80)) {
       return drop(data.length < 7 ? "short" : "short_header");
@@ -337,6 +371,181 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     ) evict(heaviest());
     addPending(fresh);
     onFrames(fresh, r.value.frames, data, host, port);
+  }
+
+  function toMachine(s: Session, data: Uint8Array) {
+    const t = now();
+    s.lastSeen = t;
+    if (!s.confirmed && answersHandshake(data)) s.confirmed = true;
+    if (s.waitingSince === 0) s.waitingSince = t;
+    if (!s.initialWaiting && (data[0] & 0xf0) === 0xc0) {
+      s.initialWaiting = true;
+      waiting.add(s);
+    }
+    if (s.up.send(data, s.backend.hostname, s.backend.port)) {
+      stats.packetsToMachine++;
+      stats.bytesToMachine += data.length;
+    } else drop("send_queue");
+    if (s.initialWaiting) checkAnswered(s, t);
+  }
+
+  /** A handshake the machine has not answered in `noAnswerMs`: look the machine up again. */
+  function checkAnswered(s: Session, t: number) {
+    if (
+      s.rerouting || closing || t - s.waitingSince < limits.noAnswerMs ||
+      t - s.lastReroute < limits.noAnswerMs
+    ) return;
+    s.rerouting = true;
+    s.lastReroute = t;
+    opts.resolver.invalidate?.(s.machineId);
+    void reroute(s);
+  }
+
+  async function reroute(s: Session) {
+    resolving++;
+    const r = await opts.resolver(s.machineId).catch((err) => ({
+      ok: false as const,
+      reason: "error" as const,
+      detail: String(err),
+    })).finally(() => resolving--);
+    s.rerouting = false;
+    if (s.closed || closing) return;
+    bump(stats.resolves, r.ok ? "ok" : r.reason);
+    if (!r.ok) {
+      // A lookup error: the next unanswered Initial tries again. Otherwise the client hears now
+      // why (unless the machine already answered it: then its keys are past Initial).
+      if (r.reason === "error" || s.answered) return;
+      const [reason, message] = refusal(s.machineId, r);
+      closeSession(s, `reroute_${reason}`);
+      bump(stats.refusals, reason);
+      sendClose(s.dcid, s.scid, s.clientHost, s.clientPort, message);
+      logRefusal({
+        event: "refused",
+        client: `${s.clientHost}:${s.clientPort}`,
+        machine: s.machineId,
+        reason,
+        detail: r.detail,
+      });
+      return;
+    }
+    const moved = r.backend.hostname !== s.backend.hostname || r.backend.port !== s.backend.port;
+    if (moved) {
+      const from = `${s.backend.hostname}:${s.backend.port}`;
+      if (upstreamBindAddress(r.backend.hostname) !== upstreamBindAddress(s.backend.hostname)) {
+        let up: UdpSocket;
+        try {
+          up = await bindUpstream(s);
+        } catch (err) {
+          return internalError("proxy.upstream_bind", err);
+        }
+        if (s.closed || closing) return up.close();
+        s.up.close();
+        s.up = up;
+      }
+      s.backend = r.backend;
+      bump(stats.events, "rerouted");
+      logRefusal({
+        event: "session_rerouted",
+        client: `${s.clientHost}:${s.clientPort}`,
+        machine: s.machineId,
+        from,
+        backend: `${r.backend.hostname}:${r.backend.port}`,
+      });
+    }
+    if (r.woke) {
+      bump(stats.events, "woke");
+      log({ event: "machine_woken", machine: s.machineId, from: r.woke.from, ms: r.woke.ms });
+    }
+    // The machine never saw (or never answered) the client's Initials: hand them over again now,
+    // rather than waiting for the client's next retransmit (which backs off to seconds).
+    if ((moved || r.woke) && !s.answered) {
+      for (const d of s.replay ?? []) s.up.send(d, s.backend.hostname, s.backend.port);
+    }
+  }
+
+  /** The session whose machine chose the DCID of `data`, if any. */
+  function sessionByDcid(data: Uint8Array): Session | undefined {
+    if (byCid.size === 0 || data.length < 2) return undefined;
+    if (data[0] & 0x80) {
+      const h = parseLongHeader(data);
+      return h.ok && h.value.dcid.length > 0 ? byCid.get(toHex(h.value.dcid)) : undefined;
+    }
+    if (!(data[0] & 0x40)) return undefined; // QUIC's fixed bit
+    for (const len of cidLengths) {
+      if (data.length <= 1 + len) continue;
+      const s = byCid.get(toHex(data.subarray(1, 1 + len)));
+      if (s) return s;
+    }
+    return undefined;
+  }
+
+  /** Moves a session to the client's new address (its DCID matched; see sessionByDcid). */
+  function migrate(s: Session, host: string, port: number, key: string) {
+    const from = `${s.clientHost}:${s.clientPort}`;
+    sessions.delete(s.key);
+    inc(sessionsBySource, s.clientHost, -1);
+    inc(sessionsByPrefix, s.prefix, -1);
+    s.key = key;
+    s.clientHost = host;
+    s.clientPort = port;
+    s.prefix = sourcePrefix(host);
+    sessions.set(key, s);
+    inc(sessionsBySource, host, 1);
+    inc(sessionsByPrefix, s.prefix, 1);
+    bump(stats.events, "migrated");
+    logRefusal({
+      event: "session_migrated",
+      machine: s.machineId,
+      from,
+      client: `${host}:${port}`,
+    });
+  }
+
+  /** Remembers the connection IDs the machine chose, from the SCIDs of its long headers. */
+  function learnCids(s: Session, reply: Uint8Array) {
+    const split = splitDatagram(reply);
+    if (!split.ok) return;
+    for (const h of split.value) {
+      if (h.scid.length === 0) continue;
+      const cid = toHex(h.scid);
+      if (s.cids.includes(cid)) continue;
+      // First come keeps a CID: a machine cannot take over a connection of another machine.
+      if (byCid.has(cid)) continue;
+      if (s.cids.length >= MAX_CIDS_PER_SESSION) byCid.delete(s.cids.shift()!);
+      s.cids.push(cid);
+      byCid.set(cid, s);
+      cidLengths.add(h.scid.length);
+    }
+  }
+
+  /** A socket towards `s.backend` on which only that machine may speak. */
+  function bindUpstream(s: Session): Promise<UdpSocket> {
+    return bindUdp(impl, upstreamBindAddress(s.backend.hostname), 0, (reply, fh, fp) => {
+      if (s.closed) return;
+      if (fp !== s.backend.port || !sameHost(fh, s.backend.hostname)) {
+        return drop("upstream_stranger");
+      }
+      s.lastSeen = now();
+      if (s.waitingSince !== 0) {
+        s.waitingSince = 0;
+        if (s.initialWaiting) {
+          s.initialWaiting = false;
+          waiting.delete(s);
+        }
+      }
+      if (!s.answered) {
+        s.answered = true;
+        s.replay = undefined;
+      }
+      if (reply[0] & 0x80) learnCids(s, reply);
+      if (front.send(reply, s.clientHost, s.clientPort)) {
+        stats.packetsToClient++;
+        stats.bytesToClient += reply.length;
+      } else drop("send_queue");
+    }, {
+      recvBuffer: UPSTREAM_RECV_BUFFER,
+      onError: (err) => internalError("proxy.upstream_recv", err),
+    });
   }
 
   function onPendingPacket(p: Pending, data: Uint8Array, host: string, port: number) {
@@ -431,14 +640,8 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         reason: r.reason,
         detail: r.detail,
       });
-      return refuse(
-        p,
-        host,
-        port,
-        r.reason === "unknown" ? "unknown_machine" : "resolve_error",
-        r.reason === "unknown" ? `unknown machine ${id}` : `cannot reach machine ${id} now`,
-        true,
-      );
+      const [reason, message] = refusal(id, r);
+      return refuse(p, host, port, reason, message, true);
     }
     if (sessions.size >= limits.maxSessions) return refuse(p, host, port, "full", "proxy is full");
     if ((sessionsBySource.get(host) ?? 0) >= limits.maxSessionsPerSource) {
@@ -458,24 +661,33 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     }
     const backend = r.backend;
     const key = p.key;
+    const t0 = now();
+    let replayBytes = 0;
+    const s: Session = {
+      key,
+      clientHost: host,
+      clientPort: port,
+      prefix: p.prefix,
+      backend,
+      up: undefined as unknown as UdpSocket,
+      opened: t0,
+      lastSeen: t0,
+      machineId: id,
+      confirmed: false,
+      dcid: p.dcid,
+      scid: p.scid,
+      cids: [],
+      answered: false,
+      waitingSince: 0,
+      initialWaiting: false,
+      replay: p.buffered.filter((d) => (replayBytes += d.length) <= MAX_REPLAY_BYTES),
+      rerouting: false,
+      lastReroute: t0,
+      closed: false,
+    };
     let up: UdpSocket;
     try {
-      up = await bindUdp(impl, upstreamBindAddress(backend.hostname), 0, (reply, fh, fp) => {
-        const s = sessions.get(key);
-        if (!s) return;
-        // Only the machine may speak on this socket.
-        if (fp !== backend.port || !sameHost(fh, backend.hostname)) {
-          return drop("upstream_stranger");
-        }
-        s.lastSeen = now();
-        if (front.send(reply, s.clientHost, s.clientPort)) {
-          stats.packetsToClient++;
-          stats.bytesToClient += reply.length;
-        } else drop("send_queue");
-      }, {
-        recvBuffer: UPSTREAM_RECV_BUFFER,
-        onError: (err) => internalError("proxy.upstream_recv", err),
-      });
+      up = await bindUpstream(s);
     } catch (err) {
       const exhausted = EXHAUSTION.test(String(err));
       logRefusal({
@@ -493,23 +705,13 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         true,
       );
     }
+    s.up = up;
     if (p.done || closing) {
       up.close();
       return;
     }
     const t = now();
-    const s: Session = {
-      key,
-      clientHost: host,
-      clientPort: port,
-      prefix: p.prefix,
-      backend,
-      up,
-      opened: t,
-      lastSeen: t,
-      machineId: id,
-      confirmed: false,
-    };
+    s.opened = s.lastSeen = s.lastReroute = t;
     forget(p);
     sessions.set(key, s);
     inc(sessionsBySource, host, 1);
@@ -524,6 +726,14 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       }
     }
     p.buffered = [];
+    // The machine is to answer these: if it does not, the route is looked up again.
+    s.waitingSince = t;
+    s.initialWaiting = true;
+    waiting.add(s);
+    if (r.woke) {
+      bump(stats.events, "woke");
+      log({ event: "machine_woken", machine: id, from: r.woke.from, ms: r.woke.ms });
+    }
     const secs = (t - p.started) / 1000;
     metrics.routingSeconds.observe(secs);
     logRefusal({
@@ -545,17 +755,27 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   ) {
     forget(p);
     bump(stats.refusals, reason);
+    sendClose(p.dcid, p.scid, host, port, message);
+    if (!logged) {
+      logRefusal({ event: "refused", client: `${host}:${port}`, reason, detail: message });
+    }
+  }
+
+  function sendClose(
+    dcid: Uint8Array,
+    scid: Uint8Array,
+    host: string,
+    port: number,
+    message: string,
+  ) {
     const close = buildInitialClose({
-      originalDcid: p.dcid,
-      clientScid: p.scid,
+      originalDcid: dcid,
+      clientScid: scid,
       serverCid: crypto.getRandomValues(new Uint8Array(8)),
       code: TransportError.CONNECTION_REFUSED,
       reason: message,
     });
     front.send(close, host, port);
-    if (!logged) {
-      logRefusal({ event: "refused", client: `${host}:${port}`, reason, detail: message });
-    }
   }
 
   function addPending(p: Pending) {
@@ -622,8 +842,11 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   }
 
   function closeSession(s: Session, reason: string) {
-    if (sessions.get(s.key) !== s) return;
-    sessions.delete(s.key);
+    if (s.closed) return;
+    s.closed = true;
+    if (sessions.get(s.key) === s) sessions.delete(s.key);
+    for (const cid of s.cids) if (byCid.get(cid) === s) byCid.delete(cid);
+    waiting.delete(s);
     inc(sessionsBySource, s.clientHost, -1);
     inc(sessionsByPrefix, s.prefix, -1);
     s.up.close();
@@ -668,6 +891,13 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     }
   }, sweepEvery);
 
+  // Unanswered handshakes are checked between client retransmits too, so a new route (or a woken
+  // machine) gets the client's Initials replayed without waiting for the next one.
+  const answerCheck = setInterval(() => {
+    const t = now();
+    for (const s of waiting) checkAnswered(s, t);
+  }, Math.max(50, Math.min(250, limits.noAnswerMs / 4)));
+
   log({
     event: "listening",
     address: `${front.hostname}:${front.port}`,
@@ -686,6 +916,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       if (closing) return;
       closing = true;
       clearInterval(sweeper);
+      clearInterval(answerCheck);
       front.close();
       for (const s of [...sessions.values()]) closeSession(s, "shutdown");
       for (const p of [...pendings.values()]) forget(p);
@@ -693,6 +924,31 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       log({ event: "stopped" });
     },
   };
+}
+
+/** The refusal reason and the client's CONNECTION_CLOSE text for a failed lookup. */
+function refusal(id: string, r: Resolution & { ok: false }): [string, string] {
+  switch (r.reason) {
+    case "unknown":
+      return ["unknown_machine", `unknown machine ${id}`];
+    case "stopped":
+      return [
+        "stopped",
+        `${r.detail}; this proxy does not wake machines: fly-vault wake, then retry`,
+      ];
+    case "wake_failed":
+      return ["wake_failed", `waking machine ${id} failed: ${r.detail}`];
+    default:
+      return ["resolve_error", `cannot reach machine ${id} now`];
+  }
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+function toHex(b: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < b.length; i++) out += HEX[b[i]];
+  return out;
 }
 
 /** Refusal, open and close log lines per second at most; the rest are counted ("suppressed"). */

@@ -15,13 +15,23 @@ export interface Backend {
   port: number;
 }
 
-/** A resolver's answer. "unknown" means the machine does not exist (for this app). */
+/**
+ * A resolver's answer. "unknown": the machine does not exist (for this app). "stopped": it
+ * exists but is not running (stopped, suspended...) and this resolver does not wake machines.
+ * "wake_failed": a wake was tried and the machine did not start; `detail` says why. `woke`: the
+ * machine was started for this answer (from which state, how long it took).
+ */
 export type Resolution =
-  | { ok: true; backend: Backend }
-  | { ok: false; reason: "unknown" | "error"; detail: string };
+  | { ok: true; backend: Backend; woke?: { from: string; ms: number } }
+  | { ok: false; reason: "unknown" | "error" | "stopped" | "wake_failed"; detail: string };
 
-/** Resolves a machine id (already validated: lowercase letters, digits, '-'). */
-export type Resolver = (machineId: string) => Promise<Resolution>;
+/**
+ * Resolves a machine id (already validated: lowercase letters, digits, '-'). `invalidate`, when
+ * present, forgets a cached answer so the next lookup asks again (a route that got no answer).
+ */
+export type Resolver = ((machineId: string) => Promise<Resolution>) & {
+  invalidate?: (machineId: string) => void;
+};
 
 /** Machine ids the proxy accepts: Fly's are 14 hex digits; allow a little more, never dots. */
 export const MACHINE_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -82,13 +92,36 @@ const MachineReply = z.looseObject({
   id: z.string(),
   state: z.string().optional(),
   private_ip: z.string().optional(),
+  events: z.array(z.looseObject({
+    type: z.string().optional(),
+    status: z.string().optional(),
+    timestamp: z.number().optional(),
+    request: z.looseObject({ error: z.unknown().optional() }).optional(),
+  })).optional(),
 });
+
+/** States a start (or a wait) can bring to `started`: the proxy wakes these. */
+const WAKEABLE = new Set(["stopped", "suspended", "suspending", "stopping", "created", "starting"]);
+/** States that mean the machine is gone. */
+const GONE = new Set(["destroyed", "destroying"]);
+
+/** Printable ASCII only, bounded: API text goes into a client's CONNECTION_CLOSE and logs. */
+function inert(text: string, max = 200): string {
+  return text.replace(/[^\x20-\x7e]/g, "?").slice(0, max);
+}
 
 /**
  * A resolver through the Machines API: `GET {url}/v1/apps/{app}/machines/{id}`.
  * The app is in the path, so a machine of another app is a 404 ("unknown");
  * the reply's `id` must be the one asked for. The address is
  * `[private_ip]:port` (8443 by default, DESIGN §7).
+ *
+ * A machine that is not started is "stopped", or with `wake` it is started
+ * (`POST …/start`, which resumes a suspended machine), waited for
+ * (`GET …/wait?state=started,failed`) and read again, since a machine started
+ * from `stopped` may have a new address. A start that fails is "wake_failed"
+ * naming why (the machine's last event), at once rather than at a deadline.
+ * The token then needs to read and start the app's machines (nothing else).
  */
 export function machinesApiResolver(opts: {
   url: string;
@@ -97,15 +130,25 @@ export function machinesApiResolver(opts: {
   port?: number;
   fetch?: typeof fetch;
   timeoutMs?: number;
+  /** Start a stopped or suspended machine (default false). */
+  wake?: boolean;
+  /** Longest a wake may take (default 30 s). */
+  wakeTimeoutMs?: number;
 }): Resolver {
   const f = opts.fetch ?? fetch;
   const base = opts.url.replace(/\/+$/, "");
-  return async (id) => {
-    const url = `${base}/v1/apps/${encodeURIComponent(opts.app)}/machines/${id}`;
+  const headers: Record<string, string> = opts.token
+    ? { authorization: `Bearer ${opts.token}` }
+    : {};
+  const machineUrl = (id: string) =>
+    `${base}/v1/apps/${encodeURIComponent(opts.app)}/machines/${id}`;
+
+  type Read = { ok: true; m: z.infer<typeof MachineReply> } | Resolution & { ok: false };
+  const read = async (id: string): Promise<Read> => {
     let res: Response;
     try {
-      res = await f(url, {
-        headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {},
+      res = await f(machineUrl(id), {
+        headers,
         signal: AbortSignal.timeout(opts.timeoutMs ?? 3000),
       });
     } catch (err) {
@@ -121,22 +164,99 @@ export function machinesApiResolver(opts: {
     }
     const parsed = MachineReply.safeParse(await res.json().catch(() => null));
     if (!parsed.success) return { ok: false, reason: "error", detail: "machines API: bad reply" };
-    const m = parsed.data;
-    if (m.id !== id) return { ok: false, reason: "unknown", detail: `reply names ${m.id}` };
-    if (m.state && m.state !== "started") {
-      return { ok: false, reason: "unknown", detail: `machine ${id} is ${m.state}` };
+    if (parsed.data.id !== id) {
+      return { ok: false, reason: "unknown", detail: `reply names ${inert(parsed.data.id)}` };
     }
+    return { ok: true, m: parsed.data };
+  };
+  const address = (id: string, m: z.infer<typeof MachineReply>): Resolution => {
     if (!m.private_ip || !isIP(m.private_ip)) {
       return { ok: false, reason: "error", detail: `machine ${id} has no private IP` };
     }
     return { ok: true, backend: { hostname: m.private_ip, port: opts.port ?? 8443 } };
+  };
+  const post = async (url: string, timeoutMs: number): Promise<Response | string> => {
+    try {
+      return await f(url, {
+        method: url.includes("/wait?") ? "GET" : "POST",
+        headers,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+
+  const wake = async (id: string, from: string): Promise<Resolution> => {
+    const started = performance.now();
+    const budget = opts.wakeTimeoutMs ?? 30_000;
+    if (from !== "starting") {
+      const res = await post(`${machineUrl(id)}/start`, budget);
+      if (typeof res === "string") {
+        return { ok: false, reason: "wake_failed", detail: `start: ${inert(res)}` };
+      }
+      const body = await res.text().catch(() => "");
+      if (!res.ok) {
+        const msg = (() => {
+          try {
+            const e = JSON.parse(body)?.error;
+            return typeof e === "string" ? e : "";
+          } catch {
+            return "";
+          }
+        })();
+        return {
+          ok: false,
+          reason: res.status === 404 ? "unknown" : "wake_failed",
+          detail: `start refused (HTTP ${res.status}${msg ? `: ${inert(msg)}` : ""})`,
+        };
+      }
+    }
+    const waitSec = Math.max(1, Math.min(60, Math.ceil(budget / 1000)));
+    const waited = await post(
+      `${machineUrl(id)}/wait?state=started,failed&timeout=${waitSec}`,
+      budget + 2000,
+    );
+    if (typeof waited !== "string") await waited.body?.cancel();
+    const after = await read(id);
+    if (!after.ok) return after.reason === "unknown" ? after : { ...after, reason: "wake_failed" };
+    if (after.m.state !== "started") {
+      const last = [...(after.m.events ?? [])].sort((a, b) =>
+        (b.timestamp ?? 0) - (a.timestamp ?? 0)
+      )[0];
+      const why = last?.request?.error;
+      return {
+        ok: false,
+        reason: "wake_failed",
+        detail: `machine ${id} did not start (${inert(after.m.state ?? "unknown", 32)}${
+          typeof why === "string" ? `: ${inert(why, 120)}` : ""
+        })`,
+      };
+    }
+    const r = address(id, after.m);
+    return r.ok ? { ...r, woke: { from, ms: Math.round(performance.now() - started) } } : r;
+  };
+
+  return async (id) => {
+    const r = await read(id);
+    if (!r.ok) return r;
+    const state = r.m.state ?? "started";
+    if (state === "started") return address(id, r.m);
+    if (GONE.has(state)) {
+      return { ok: false, reason: "unknown", detail: `machine ${id} is ${state}` };
+    }
+    if (!opts.wake || !WAKEABLE.has(state)) {
+      return { ok: false, reason: "stopped", detail: `machine ${id} is ${inert(state, 32)}` };
+    }
+    return await wake(id, state);
   };
 }
 
 /**
  * Caches answers: hits for `ttlMs`, "unknown" for `negativeTtlMs` (a flood of
  * bogus ids must not become a flood of lookups), errors not at all. Concurrent
- * lookups of one id share one request. At most `max` entries.
+ * lookups of one id share one request. At most `max` entries. `invalidate(id)`
+ * forgets the id's answer (the proxy calls it when a route gets no answer).
  */
 export function cachedResolver(
   inner: Resolver,
@@ -148,7 +268,7 @@ export function cachedResolver(
   const now = opts.now ?? Date.now;
   const cache = new Map<string, { at: number; r: Resolution }>();
   const inflight = new Map<string, Promise<Resolution>>();
-  return (id) => {
+  const resolve: Resolver = (id) => {
     const hit = cache.get(id);
     if (hit) {
       const age = now() - hit.at;
@@ -171,4 +291,9 @@ export function cachedResolver(
     inflight.set(id, p);
     return p;
   };
+  resolve.invalidate = (id) => {
+    cache.delete(id);
+    inner.invalidate?.(id);
+  };
+  return resolve;
 }

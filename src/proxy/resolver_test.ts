@@ -51,7 +51,7 @@ Deno.test("template resolver: AAAA first, then A, NXDOMAIN is unknown, failures 
   assert.throws(() => templateResolver("no-placeholder:1"));
 });
 
-Deno.test("Machines API resolver: app in the path, id checked, only started machines", async () => {
+Deno.test("Machines API resolver: app in the path, id checked, a stopped machine is said so", async () => {
   const machines: Record<string, unknown> = {
     "/v1/apps/tenants/machines/m1": { id: "m1", state: "started", private_ip: "fdaa::5" },
     "/v1/apps/tenants/machines/m2": { id: "m2", state: "stopped", private_ip: "fdaa::6" },
@@ -74,7 +74,60 @@ Deno.test("Machines API resolver: app in the path, id checked, only started mach
     const x = await r(id);
     return x.ok ? "ok" : x.reason;
   }));
-  assert.deepEqual(reasons, ["unknown", "unknown", "error", "error", "unknown"]);
+  assert.deepEqual(reasons, ["stopped", "unknown", "error", "error", "unknown"]);
+});
+
+Deno.test("Machines API resolver with wake: starts a suspended machine, reads its new address; a failed start says why", async () => {
+  const state: Record<string, { state: string; ip: string; fails?: boolean }> = {
+    s1: { state: "suspended", ip: "fdaa::1" },
+    s2: { state: "stopped", ip: "fdaa::2", fails: true },
+    s3: { state: "destroyed", ip: "fdaa::3" },
+  };
+  const calls: string[] = [];
+  const fake = (input: string | URL | Request, init?: RequestInit) => {
+    const url = new URL(String(input));
+    const [, , , , , id, action] = url.pathname.split("/");
+    const m = state[id];
+    calls.push(`${init?.method ?? "GET"} ${id}${action ? "/" + action : ""}`);
+    assert.equal(new Headers(init?.headers).get("authorization"), "Bearer tok");
+    if (!m) return Promise.resolve(new Response("{}", { status: 404 }));
+    if (action === "start") {
+      if (m.fails) m.state = "failed";
+      else {
+        m.state = "started";
+        m.ip = m.ip.replace("::", "::9"); // a stopped machine may come back elsewhere
+      }
+      return Promise.resolve(Response.json({ previous_state: "suspended" }));
+    }
+    if (action === "wait") return Promise.resolve(Response.json({ ok: true }));
+    return Promise.resolve(Response.json({
+      id,
+      state: m.state,
+      private_ip: m.ip,
+      events: m.state === "failed"
+        ? [{ type: "start", status: "failed", timestamp: 2, request: { error: "no \x1b[31mroom" } }]
+        : [],
+    }));
+  };
+  const r = machinesApiResolver({
+    url: "http://api",
+    app: "tenants",
+    token: "tok",
+    wake: true,
+    fetch: fake as typeof fetch,
+  });
+  const woke = await r("s1");
+  assert.ok(woke.ok);
+  assert.deepEqual(woke.backend, { hostname: "fdaa::91", port: 8443 });
+  assert.equal(woke.woke?.from, "suspended");
+  assert.deepEqual(calls, ["GET s1", "POST s1/start", "GET s1/wait", "GET s1"]);
+  const failed = await r("s2");
+  assert.equal(failed.ok, false);
+  assert.equal(!failed.ok && failed.reason, "wake_failed");
+  assert.match(!failed.ok ? failed.detail : "", /did not start \(failed: no \?\[31mroom\)/);
+  const gone = await r("s3");
+  assert.equal(!gone.ok && gone.reason, "unknown", "a destroyed machine is not woken");
+  assert.ok(!calls.includes("POST s3/start"));
 });
 
 Deno.test("cache: hits for the TTL, unknown for the negative TTL, errors never; one lookup at a time", async () => {
