@@ -9,6 +9,8 @@ import { isVaultError } from "../src/errors/mod.ts";
 import { planCopy, runCopy, serveCopy } from "../src/copy/mod.ts";
 import { StreamTag } from "../src/protocol/mod.ts";
 import { startLoopbackServer } from "./console_loopback.ts";
+import { hostRootfsTemplate } from "./harness.ts";
+import { stopNamespace } from "../src/init/namespace.ts";
 
 interface Entry {
   kind: "file" | "dir" | "link";
@@ -63,9 +65,13 @@ async function makeTree(dir: string): Promise<void> {
   await Deno.chmod(`${dir}/sub`, 0o750);
 }
 
+/** A rootfs with the machine's tools (tar: cp runs the vault's own), laid fresh per test. */
 async function setup() {
-  const rootfs = await Deno.makeTempDir({ prefix: "fv-cp-rootfs-" });
-  await Deno.mkdir(`${rootfs}/root`);
+  const rootfs = `${await Deno.makeTempDir({ prefix: "fv-cp-rootfs-" })}/rootfs`;
+  const laid = await new Deno.Command("cp", { args: ["-a", await hostRootfsTemplate(), rootfs] })
+    .output();
+  assert.ok(laid.success, "cp -a of the template rootfs");
+  await Deno.mkdir(`${rootfs}/root`, { recursive: true });
   const local = await Deno.makeTempDir({ prefix: "fv-cp-local-" });
   const server = startLoopbackServer((tag, reader, writer) =>
     tag === StreamTag.copy ? serveCopy(reader, writer, { rootfsDir: rootfs }) : Promise.resolve()
@@ -76,7 +82,8 @@ async function setup() {
     server,
     async cleanup() {
       await server.close();
-      await Deno.remove(rootfs, { recursive: true }).catch(() => {});
+      await stopNamespace(rootfs);
+      await Deno.remove(`${rootfs}/..`, { recursive: true }).catch(() => {});
       await Deno.remove(local, { recursive: true }).catch(() => {});
     },
   };

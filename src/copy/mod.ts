@@ -6,4 +6,4 @@
  */
 export { type CopyOptions, type CopyResult, type OpenStream, runCopy } from "./client.ts";
 export { serveCopy } from "./server.ts";
-export { type CopyPlan, planCopy, resolveInRoot, splitRemote } from "./paths.ts";
+export { type CopyPlan, planCopy, splitRemote } from "./paths.ts";

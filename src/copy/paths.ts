@@ -1,7 +1,7 @@
 /**
- * Paths for `cp`: telling remote from local arguments, resolving a path
- * inside the rootfs as the chrooted tenant would see it (symlinks may not
- * lead out of the rootfs), and adding up sizes for the progress bar.
+ * Paths for `cp`: telling remote from local arguments, and adding up local
+ * sizes for the progress bar. Paths inside the vault are never resolved
+ * here: the agent does that inside the vault (agent.ts).
  *
  * @module
  */
@@ -59,55 +59,6 @@ export function planCopy(args: string[]): CopyPlan {
     sources: remoteSources.map((r) => r!.path),
     dest,
   };
-}
-
-/**
- * The host path of `path` inside `root`, resolving symlinks the way the
- * chrooted tenant would see them: absolute links restart at `root`, `..`
- * stops at `root`. With `followLast` false the last component is not
- * followed (so a symlink is copied as a link). Missing components are kept
- * literally (the caller checks existence).
- */
-export async function resolveInRoot(
-  root: string,
-  path: string,
-  followLast = true,
-): Promise<string> {
-  const rootReal = await Deno.realPath(root);
-  let parts = path.split("/").filter((p) => p && p !== ".");
-  const resolved: string[] = [];
-  let hops = 0;
-  while (parts.length) {
-    const part = parts.shift()!;
-    if (part === "..") {
-      resolved.pop();
-      continue;
-    }
-    const candidate = [...resolved, part];
-    const host = `${rootReal}/${candidate.join("/")}`;
-    if (!followLast && parts.length === 0) {
-      resolved.push(part);
-      break;
-    }
-    let info: Deno.FileInfo | null = null;
-    try {
-      info = await Deno.lstat(host);
-    } catch {
-      // missing: keep the rest literally
-    }
-    if (info?.isSymlink) {
-      if (++hops > 40) {
-        throw new VaultError("copy.symlink_loop", `too many symbolic links in ${path}`, "");
-      }
-      const target = await Deno.readLink(host);
-      const targetParts = target.split("/").filter((p) => p && p !== ".");
-      if (target.startsWith("/")) resolved.length = 0;
-      parts = [...targetParts, ...parts];
-      continue;
-    }
-    resolved.push(part);
-  }
-  return resolved.length ? `${rootReal}/${resolved.join("/")}` : rootReal;
 }
 
 /** Sum of regular-file sizes under `path` (not following links). */

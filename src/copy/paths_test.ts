@@ -1,26 +1,5 @@
 import assert from "node:assert/strict";
-import { planCopy, resolveInRoot, splitRemote } from "./paths.ts";
-
-Deno.test("cp paths: symlinks resolve inside the rootfs, never out of it", async () => {
-  const root = await Deno.realPath(await Deno.makeTempDir());
-  try {
-    await Deno.mkdir(`${root}/root/real`, { recursive: true });
-    await Deno.symlink("/", `${root}/root/to-root`);
-    await Deno.symlink("../../../../..", `${root}/root/up`);
-    await Deno.symlink("/root/real", `${root}/root/abs`);
-    await Deno.symlink("real", `${root}/root/rel`);
-    assert.equal(await resolveInRoot(root, "/root/to-root/etc/passwd"), `${root}/etc/passwd`);
-    assert.equal(await resolveInRoot(root, "/root/up/etc"), `${root}/etc`);
-    assert.equal(await resolveInRoot(root, "/../../etc"), `${root}/etc`);
-    assert.equal(await resolveInRoot(root, "/root/abs/x"), `${root}/root/real/x`);
-    assert.equal(await resolveInRoot(root, "/root/rel/"), `${root}/root/real`);
-    assert.equal(await resolveInRoot(root, "/root/rel", false), `${root}/root/rel`);
-    await Deno.symlink("loop", `${root}/root/loop`);
-    await assert.rejects(resolveInRoot(root, "/root/loop"), /too many symbolic links/);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-});
+import { planCopy, splitRemote } from "./paths.ts";
 
 Deno.test("cp paths: remote arguments", () => {
   assert.deepEqual(splitRemote("vault:/root/x"), { vault: "vault", path: "/root/x" });

@@ -1,8 +1,9 @@
 /**
- * Init side of `cp`. Remote paths are resolved inside the rootfs as the
- * chrooted tenant sees them. Uploads unpack into a staging directory next to
- * the destination and are renamed into place only once the archive is
- * complete; downloads stream a tar of the sources.
+ * Init side of `cp`. Init touches no path of the rootfs itself: an agent
+ * inside the vault (agent.ts), entered as exec enters, resolves every path
+ * as the tenant sees it and runs the vault's tar. Uploads unpack into a
+ * staging directory next to the destination and are renamed into place only
+ * once the archive is complete; downloads stream a tar of the sources.
  *
  * @module
  */
@@ -14,9 +15,8 @@ import {
   type FrameReader,
   type FrameWriter,
 } from "../protocol/mod.ts";
-import { commitStaging, commitTarget, discardStaging, makeStaging } from "./commit.ts";
-import { resolveInRoot, treeSize } from "./paths.ts";
-import { createArchive, extractArchive } from "./tar.ts";
+import { answer, startAgent } from "./agent.ts";
+import { tarError } from "./tar.ts";
 
 function errorMessage(err: unknown) {
   if (isVaultError(err)) {
@@ -43,6 +43,14 @@ export async function serveCopy(
   }
 }
 
+/** A length-prefixed frame for the agent's stdin (length 0 = commit). */
+function agentFrame(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + bytes.length);
+  new DataView(out.buffer).setUint32(0, bytes.length);
+  out.set(bytes, 4);
+  return out;
+}
+
 async function receive(
   req: CopyRequest,
   reader: FrameReader,
@@ -50,53 +58,51 @@ async function receive(
   rootfs: string,
 ): Promise<void> {
   if (!req.dest) throw new VaultError("copy.usage", "upload without a destination", "");
-  const host = await resolveInRoot(rootfs, req.dest);
-  const target = await commitTarget(req.dest.endsWith("/") ? `${host}/` : host, req.count);
-  if (target.dir.endsWith("/")) target.dir = target.dir.replace(/\/+$/, "");
-  let staging: string | null = await makeStaging(target);
+  const staging = `.fly-vault-cp.${crypto.randomUUID().slice(0, 12)}`;
+  const agent = await startAgent(rootfs, ["upload", req.dest, String(req.count), staging], true);
+  const stdin = agent.stdin!;
+  // Closing the agent's stdin without the commit frame makes it remove its staging directory.
+  const finish = async () => {
+    await stdin.close().catch(() => {});
+    await agent.done();
+  };
   try {
-    const tar = extractArchive(staging);
+    await answer(agent, /^READY$/, "write");
     await writer.send({ type: "copy_ready" });
     let complete = false;
     let received = 0;
-    try {
-      while (true) {
-        const frame = await reader.next();
-        if (frame === null) break;
-        if (frame.kind === "data") {
-          received += frame.bytes.length;
-          await tar.stdin.write(frame.bytes);
-          continue;
-        }
-        const msg = CopyClientMessage.parse(frame.message);
-        if (msg.type === "copy_end") {
-          if (msg.bytes !== received) {
-            throw new VaultError(
-              "copy.truncated",
-              `archive is ${received} bytes, the client sent ${msg.bytes}`,
-              "copy again",
-            );
-          }
-          complete = true;
-          break;
-        }
+    let agentGone = false;
+    while (true) {
+      const frame = await reader.next();
+      if (frame === null) break;
+      if (frame.kind === "data") {
+        received += frame.bytes.length;
+        if (agentGone || frame.bytes.length === 0) continue;
+        // A write fails when the agent stopped (tar failed): its answer says why.
+        agentGone = await stdin.write(agentFrame(frame.bytes)).then(() => false, () => true);
+        if (agentGone) break;
+        continue;
       }
-    } catch (err) {
-      tar.kill();
-      throw err;
+      const msg = CopyClientMessage.parse(frame.message);
+      if (msg.type === "copy_end") {
+        if (msg.bytes !== received) {
+          throw new VaultError(
+            "copy.truncated",
+            `archive is ${received} bytes, the client sent ${msg.bytes}`,
+            "copy again",
+          );
+        }
+        complete = true;
+        break;
+      }
     }
-    if (!complete) {
-      tar.kill();
-      await tar.done().catch(() => {});
-      return; // the client went away mid-copy: nothing is committed
-    }
-    await tar.stdin.close().catch(() => {});
-    await tar.done();
-    const entries = await commitStaging(staging, target);
-    staging = null;
-    await writer.send({ type: "copy_done", entries });
+    if (agentGone) await answer(agent, /^DONE\t/, "write");
+    if (!complete) return; // the client went away mid-copy: nothing is committed
+    await stdin.write(agentFrame(new Uint8Array(0))).catch(() => {});
+    const done = await answer(agent, /^DONE\t(\d+)$/, "write");
+    await writer.send({ type: "copy_done", entries: Number(done[1]) });
   } finally {
-    await discardStaging(staging);
+    await finish();
   }
 }
 
@@ -106,38 +112,28 @@ async function send(
   writer: FrameWriter,
   rootfs: string,
 ): Promise<void> {
-  const paths: string[] = [];
-  let total = 0;
-  for (const source of req.sources) {
-    const host = await resolveInRoot(rootfs, source, false);
-    const info = await Deno.lstat(host).catch(() => null);
-    if (!info) {
-      throw new VaultError(
-        "copy.no_source",
-        `${source}: no such file or directory in the vault`,
-        "",
-      );
-    }
-    if (info.isDirectory && !req.recursive) {
-      throw new VaultError("copy.is_directory", `${source} is a directory`, "use cp -r");
-    }
-    total += await treeSize(host);
-    paths.push(host);
-  }
-  await writer.send({ type: "copy_ready", total });
-  const tar = createArchive(paths);
-  let bytes = 0;
+  const agent = await startAgent(
+    rootfs,
+    ["download", req.recursive ? "1" : "0", ...req.sources],
+    false,
+  );
+  let finished = false;
   try {
-    for await (const chunk of tar.stdout) {
+    const ready = await answer(agent, /^READY\t(\d+)$/, "read");
+    await writer.send({ type: "copy_ready", total: Number(ready[1]) });
+    let bytes = 0;
+    for await (const chunk of agent.rest()) {
       bytes += chunk.length;
       await writer.writer.write(encodeData(2, chunk));
     }
-  } catch (err) {
-    tar.kill();
-    throw err;
+    const { code, stderr } = await agent.done();
+    if (code !== 0) throw tarError(stderr, "read");
+    finished = true;
+    await writer.send({ type: "copy_end", bytes });
+    // Wait for the client to finish (it closes its side after committing).
+    await reader.next().catch(() => null);
+  } finally {
+    if (!finished) agent.kill();
+    await agent.done();
   }
-  await tar.done();
-  await writer.send({ type: "copy_end", bytes });
-  // Wait for the client to finish (it closes its side after committing).
-  await reader.next().catch(() => null);
 }
