@@ -54,6 +54,11 @@ export interface MasterPaths {
   starting: string;
 }
 
+/**
+ * The unix-socket wire's version, part of the socket's name (as is this
+ * module's location): a client never talks to a master of another build.
+ */
+const MASTER_WIRE = 1;
 const LIMIT_HEADER = 64 * 1024;
 /** A master is local: a live one answers at once, even on a busy machine. */
 const HELLO_TIMEOUT_MS = 3_000;
@@ -86,15 +91,17 @@ function runDirFor(config: ClientConfig): string {
 }
 
 /**
- * Hex sha-256 of the vault's whole identity, its current pin included: a
- * changed config, a re-pin, `forget` or an edited known_vaults all make a new
- * master. Reading the pins checks known_vaults' modes (a loose file throws,
+ * Hex sha-256 of the vault's whole identity (and of this build), its current
+ * pin included: a changed config, a re-pin, `forget` or an edited known_vaults
+ * all make a new master. Reading the pins checks known_vaults' modes (a loose file throws,
  * and the command then connects on its own and reports it).
  */
 async function identityHash(config: ClientConfig, name: string, vault: VaultConfig) {
   const token = Deno.env.get("FLY_VAULT_ACCESS_TOKEN") ?? vault.access_token ?? "";
   const pin = await lookupKnownVault(config.knownVaultsPath, name);
   const text = JSON.stringify([
+    MASTER_WIRE,
+    import.meta.url,
     Deno.uid(),
     resolve(config.path),
     resolve(config.knownVaultsPath),
