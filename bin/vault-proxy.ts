@@ -13,6 +13,7 @@ import {
   runProxy,
   splitHostPort,
   templateResolver,
+  withApiFallback,
 } from "../src/proxy/mod.ts";
 
 const program = new Command("vault-proxy")
@@ -33,7 +34,21 @@ const program = new Command("vault-proxy")
       "'{machine_id}.vm.vault-tenants.internal:8443'",
   )
   .option("--machines-api <url>", "resolve machines through the Machines API instead (flysim too)")
-  .option("--app <name>", "with --machines-api: the app machines must belong to")
+  .option(
+    "--app <name>",
+    "the app machines must belong to: with --machines-api always; with --backend it turns on " +
+      "waking through the Machines API (--api-base) for names DNS does not know",
+  )
+  .option(
+    "--api-base <url>",
+    "with --backend and --app: the Machines API that wakes machines",
+    "https://api.machines.dev",
+  )
+  .option(
+    "--no-wake",
+    "do not start stopped or suspended machines; their clients get a CONNECTION_CLOSE saying so",
+  )
+  .option("--wake-timeout <ms>", "longest a machine may take to start for a client", "30000")
   .option("--admin <host:port>", "serve /healthz and /metrics here (e.g. 0.0.0.0:9090)")
   .option("--udp <impl>", "UDP implementation: deno or node", "deno")
   .option(
@@ -64,7 +79,10 @@ const program = new Command("vault-proxy")
   .option("--cache-ttl <ms>", "how long a machine's address is cached", "30000")
   .addHelpText(
     "after",
-    "\nEnvironment:\n  FLY_API_TOKEN   bearer token for --machines-api (never logged)\n" +
+    "\nEnvironment:\n  FLY_API_TOKEN   Machines API token (never logged): to look machines up (--machines-api)\n" +
+      "                  and to wake them. It needs only to read and start the app's machines:\n" +
+      "                  e.g. fly tokens create deploy -a APP (app-scoped), better attenuated to\n" +
+      "                  machine read + start (see the README).\n" +
       "\nExamples:\n" +
       "  On Fly:   vault-proxy --backend '{machine_id}.vm.vault-tenants.internal:8443' --admin 0.0.0.0:9090\n" +
       "  Locally:  vault-proxy --listen 127.0.0.1:4433 --machines-api http://127.0.0.1:4280 --app vault-tenants\n" +
@@ -84,6 +102,9 @@ const o = program.opts<{
   maxPerSource: string;
   machineRate: string;
   cacheTtl: string;
+  apiBase: string;
+  wake: boolean;
+  wakeTimeout: string;
 }>();
 
 function usage(message: string, hint: string): never {
@@ -114,12 +135,33 @@ try {
       );
     }
     resolver = templateResolver(o.backend);
+    if (o.app && o.wake) {
+      const token = Deno.env.get("FLY_API_TOKEN");
+      if (!token) {
+        usage(
+          "--backend with --app wakes machines, which needs FLY_API_TOKEN",
+          "set FLY_API_TOKEN (an app-scoped token that may read and start machines), or --no-wake",
+        );
+      }
+      resolver = withApiFallback(
+        resolver,
+        machinesApiResolver({
+          url: o.apiBase,
+          app: o.app,
+          token,
+          wake: true,
+          wakeTimeoutMs: count("--wake-timeout", o.wakeTimeout),
+        }),
+      );
+    }
   } else if (o.machinesApi) {
     if (!o.app) usage("--machines-api needs --app", "the app whose machines may be reached");
     resolver = machinesApiResolver({
       url: o.machinesApi,
       app: o.app,
       token: Deno.env.get("FLY_API_TOKEN"),
+      wake: o.wake,
+      wakeTimeoutMs: count("--wake-timeout", o.wakeTimeout),
     });
   } else {
     usage("no way to find machines", "give --backend TEMPLATE or --machines-api URL --app NAME");

@@ -23,6 +23,7 @@ export {
   type Resolver,
   splitHostPort,
   templateResolver,
+  withApiFallback,
 } from "./resolver.ts";
 export {
   answersHandshake,

@@ -930,7 +930,13 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
 function refusal(id: string, r: Resolution & { ok: false }): [string, string] {
   switch (r.reason) {
     case "unknown":
-      return ["unknown_machine", `unknown machine ${id}`];
+      // DNS knows only started machines: no record may also be a stopped or suspended one.
+      return [
+        "unknown_machine",
+        `unknown machine ${id}${
+          r.detail.startsWith("no AAAA") ? " (or not running: stopped or suspended)" : ""
+        }`,
+      ];
     case "stopped":
       return [
         "stopped",

@@ -253,6 +253,24 @@ export function machinesApiResolver(opts: {
 }
 
 /**
+ * DNS routing with waking: Fly's DNS publishes only started machines, so a
+ * name with no record may be a stopped or suspended machine. Such an id is
+ * asked of `api` (a {@link machinesApiResolver}, usually with `wake`), which
+ * says whether it exists, and starts it.
+ */
+export function withApiFallback(primary: Resolver, api: Resolver): Resolver {
+  const r: Resolver = async (id) => {
+    const first = await primary(id);
+    return first.ok || first.reason !== "unknown" ? first : await api(id);
+  };
+  r.invalidate = (id) => {
+    primary.invalidate?.(id);
+    api.invalidate?.(id);
+  };
+  return r;
+}
+
+/**
  * Caches answers: hits for `ttlMs`, "unknown" for `negativeTtlMs` (a flood of
  * bogus ids must not become a flood of lookups), errors not at all. Concurrent
  * lookups of one id share one request. At most `max` entries. `invalidate(id)`
