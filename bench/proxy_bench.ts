@@ -17,8 +17,10 @@ const { values } = parseArgs({
     mib: { type: "string", default: "64" },
     pings: { type: "string", default: "2000" },
     sessions: { type: "string", default: "10000" },
+    impls: { type: "string", default: "mmsg,deno,node" },
   },
 });
+const IMPLS = values.impls.split(",");
 const MIB = Number(values.mib);
 const PINGS = Number(values.pings);
 const SESSIONS = Number(values.sessions);
@@ -125,7 +127,7 @@ const echoPort = echo.first.port as number;
 const caPem = echo.first.caPem as string;
 const result: Record<string, unknown> = { mib: MIB, pings: PINGS };
 
-for (const udp of MIB > 0 ? ["deno", "node"] : []) {
+for (const udp of MIB > 0 ? IMPLS : []) {
   const proxy = await spawn(["proxy", udp, "127.0.0.1", String(echoPort)]);
   const proxyPort = proxy.first.port as number;
   const paths = { direct: echoPort, proxy: proxyPort };
@@ -169,7 +171,7 @@ for (const udp of MIB > 0 ? ["deno", "node"] : []) {
 
 // 10,000 idle sessions per UDP implementation: each from its own client socket, each routed (so
 // each holds an upstream socket), then left silent.
-for (const udp of SESSIONS > 0 ? ["deno", "node"] : []) {
+for (const udp of SESSIONS > 0 ? IMPLS : []) {
   const proxy = await spawn(["proxy", udp, "127.0.0.1", String(echoPort)]);
   const port = proxy.first.port as number;
   const to = { transport: "udp" as const, hostname: "127.0.0.1", port };

@@ -5,7 +5,7 @@
  *   proxy_child.ts proxy <udp> <host> <port>         vault-proxy to that backend
  * Prints one JSON line when ready, then runs until killed.
  */
-import { startProxy } from "../src/proxy/mod.ts";
+import { startProxy, type UdpImpl } from "../src/proxy/mod.ts";
 import { startEchoServer } from "../tests/proxy_fixture.ts";
 
 const [mode, a, b, c] = Deno.args;
@@ -15,7 +15,7 @@ if (mode === "echo") {
 } else if (mode === "proxy") {
   const proxy = await startProxy({
     listen: { hostname: "127.0.0.1", port: 0 },
-    udp: a as "deno" | "node",
+    udp: a as UdpImpl,
     resolver: () => Promise.resolve({ ok: true, backend: { hostname: b, port: Number(c) } }),
     limits: {
       // The bench opens 10,000 sessions from one address to one machine: lift the per-source,

@@ -39,5 +39,6 @@ export {
 } from "./proxy.ts";
 export type { ProxyStats } from "./metrics.ts";
 export { type AdminServer, startAdmin } from "./admin.ts";
-export type { UdpImpl } from "./udp.ts";
+export { resolveUdpImpl, UDP_IMPLS, type UdpImpl } from "./udp.ts";
+export { mmsgAvailable, mmsgStats } from "./udp_mmsg.ts";
 export { runProxy, type RunProxyOptions } from "./run.ts";
