@@ -411,3 +411,48 @@ Deno.test("persist: pipe (a forward stream) through the master keeps half-close:
     await sim.close();
   }
 });
+
+Deno.test("persist: a forward through the master has loss detection: its heartbeats are the vault's echoes", async () => {
+  const { sim, run, env, rd } = await setup("1m");
+  try {
+    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
+    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (free.addr as Deno.NetAddr).port;
+    free.close();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        join(ROOT, "bin", "fly-vault.ts"),
+        "-v",
+        "forward",
+        "demo",
+        `127.0.0.1:${port}:127.0.0.1:9`,
+      ],
+      env: { ...cleanEnv(), FLY_VAULT_CONFIG_DIR: sim.configDir, NO_COLOR: "1", ...env },
+      clearEnv: true,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    let seen = "";
+    const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    while (!/heartbeat answered by demo/.test(seen)) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      seen += value;
+    }
+    child.kill("SIGTERM");
+    await child.status;
+    clearTimeout(timer);
+    await lines.cancel().catch(() => {});
+    assert.match(seen, /using the master for demo/);
+    assert.match(seen, /heartbeat answered by demo in \d+ ms/);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});

@@ -314,6 +314,7 @@ function connStream(
 async function ask(
   socket: string,
   request: Record<string, unknown>,
+  timeoutMs = HELLO_TIMEOUT_MS,
 ): Promise<{ conn: Deno.UnixConn; reply: Record<string, unknown> }> {
   const conn = await Deno.connect({ transport: "unix", path: socket });
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -326,7 +327,7 @@ async function ask(
       new Promise<never>((_, reject) => {
         timer = setTimeout(
           () => reject(new VaultError("master.timeout", "the master did not answer", "")),
-          HELLO_TIMEOUT_MS,
+          timeoutMs,
         );
       }),
     ]);
@@ -456,6 +457,12 @@ async function masterSession(
     remoteAddr: { hostname: paths.socket, port: 0 },
     openStream,
     async *incoming() {},
+    // Loss detection (reconnect.ts) pings through the master: its echo is the vault's.
+    ping: () =>
+      ask(paths.socket, { op: "ping" }, PING_TIMEOUT_MS * 2).then(
+        (r) => r.conn.close(),
+        () => new Promise<void>(() => {}),
+      ),
     async close() {
       for (const s of open) s.close();
       helloStream.close();
@@ -865,6 +872,14 @@ export async function serveMaster(
     if (op === "stop") {
       await reply(conn, { ok: true, pid: Deno.pid });
       return void await shutdown("stop");
+    }
+    if (op === "ping") {
+      // A heartbeat for a client's loss detection: answered when the vault echoes (never on a
+      // dead path; the client keeps its own time).
+      if (session.conn.ping) await session.conn.ping();
+      else if (!await ping()) return conn.close();
+      await reply(conn, { ok: true }).catch(() => {});
+      return conn.close();
     }
     busy();
     try {
