@@ -5,8 +5,7 @@
  * - `bare`: a Deno QUIC endpoint with nothing of ours on it. Each stream
  *   starts with a 13-byte command: `u` (read and discard to the end, then
  *   answer the byte count), `d` (write COUNT bytes in WRITE-byte writes), or
- *   `U`/`D`, the same through Deno's native pipe; then u32 WRITE, u64 COUNT,
- *   big-endian.
+ *   the variants of {@link Command}; then u32 WRITE, u64 COUNT, big-endian.
  * - `tagged`: our transport (`listenQuic`, tagged streams). A forward stream
  *   is served by the real `serveForward`; a stream of any other tag (the
  *   bench uses `copy`) carries the bare commands over the tagged stream.
@@ -25,13 +24,14 @@ import { listenQuic, type TaggedStream } from "../src/transport/mod.ts";
 export type Congestion = "default" | "throughput" | "low-latency";
 
 /**
- * What a measurement stream asks of the far side: `u`/`d` move the bytes
- * through JS (a read or write per chunk, as a program using the stream does),
- * `U`/`D` through Deno's native pipe (`pipeTo` between a file and the QUIC
- * stream, no JS per chunk): the transport's own ceiling.
+ * What a measurement stream asks of the far side: `u`/`d` (upload/download)
+ * move the bytes through JS at both ends (a write or read per chunk, as a
+ * program using the stream does), `U`/`D` through Deno's native pipe at both
+ * ends (`pipeTo` between a file and the QUIC stream, no JS per chunk), and
+ * `v`/`w` write through JS but read natively, the cheapest pair here.
  */
 export interface Command {
-  op: "u" | "d" | "U" | "D";
+  op: "u" | "d" | "U" | "D" | "v" | "w";
   /** Write size the far side uses for `d`. */
   write: number;
   /** Bytes to move. */
@@ -115,10 +115,10 @@ async function serveCommand(stream: {
   const count = Number(v.getBigUint64(5));
   if (op === "u") {
     await reply(stream.writable, await drain(stream.readable));
-  } else if (op === "U") {
+  } else if (op === "U" || op === "v") {
     await stream.readable.pipeTo((await devNull()).writable);
     await reply(stream.writable, count);
-  } else if (op === "d") {
+  } else if (op === "d" || op === "w") {
     const writer = stream.writable.getWriter();
     await blast(writer, write, count);
     await writer.close();
@@ -138,12 +138,12 @@ export async function measure(
   cmd: Command,
 ): Promise<{ gbps: number; bytes: number }> {
   const source = cmd.op === "U" ? await zeros(cmd.count) : undefined;
-  const sink = cmd.op === "D" ? await devNull() : undefined;
+  const sink = cmd.op === "D" || cmd.op === "w" ? await devNull() : undefined;
   const writer = stream.writable.getWriter();
   const start = performance.now();
   await writer.write(encodeCommand(cmd));
   let bytes = cmd.count;
-  if (cmd.op === "u" || cmd.op === "U") {
+  if (cmd.op === "u" || cmd.op === "U" || cmd.op === "v") {
     if (source) {
       writer.releaseLock();
       await source.readable.pipeTo(stream.writable);
