@@ -3,15 +3,60 @@
  * have their own event loop (as in production):
  *   proxy_child.ts echo <machine_id>                 QUIC echo server
  *   proxy_child.ts proxy <udp> <host> <port>         vault-proxy to that backend
+ *   proxy_child.ts sink                              counts UDP datagrams ("?" → {count})
+ *   proxy_child.ts blast <port> <sni> <bytes>        opens a session through the proxy at
+ *                                                    <port>, then on "go <ms>" sends datagrams
+ *                                                    as fast as it can for that long
  * Prints one JSON line when ready, then runs until killed.
  */
 import { startProxy, type UdpImpl } from "../src/proxy/mod.ts";
+import { bindMmsg } from "../src/proxy/udp_mmsg.ts";
+import { clientHello, clientInitials } from "../src/proxy/testutil.ts";
 import { startEchoServer } from "../tests/proxy_fixture.ts";
+
+/** Answers each line on stdin with `answer(line)` as one JSON line. */
+async function serve(answer: (line: string) => unknown | Promise<unknown>) {
+  for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+    for (const line of chunk.split("\n").filter(Boolean)) {
+      console.log(JSON.stringify(await answer(line)));
+    }
+  }
+}
+
+/** CPU seconds this process has used (user + system). */
+function cpuSeconds(): number {
+  const f = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
 
 const [mode, a, b, c] = Deno.args;
 if (mode === "echo") {
   const s = await startEchoServer(a);
   console.log(JSON.stringify({ port: s.port, caPem: s.identity.identityPem }));
+} else if (mode === "sink") {
+  let count = 0;
+  const sock = await bindMmsg("127.0.0.1", 0, () => count++);
+  console.log(JSON.stringify({ port: sock.port }));
+  await serve(() => ({ count, cpu_s: cpuSeconds() }));
+} else if (mode === "blast") {
+  const to = Number(a);
+  const sock = await bindMmsg("127.0.0.1", 0, () => {});
+  const initial = clientInitials(clientHello({ sni: b }))[0];
+  const data = new Uint8Array(Number(c)).fill(0x55);
+  data[0] = 0x40; // a short-header packet: relayed once the session exists
+  console.log(JSON.stringify({ port: sock.port }));
+  await serve(async (line) => {
+    if (line === "hello") return { sent: sock.send(initial, "127.0.0.1", to) };
+    const ms = Number(line.split(" ")[1]);
+    let sent = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < ms) {
+      // A stage's worth per turn (sends are flushed 512 at a time), then let the loop breathe.
+      for (let i = 0; i < 512; i++) if (sock.send(data, "127.0.0.1", to)) sent++;
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    return { sent };
+  });
 } else if (mode === "proxy") {
   const proxy = await startProxy({
     listen: { hostname: "127.0.0.1", port: 0 },
@@ -37,13 +82,13 @@ if (mode === "echo") {
   });
   // Sessions on request: one line in, one line out, so the bench waits on an answer, not a timer.
   console.log(JSON.stringify({ port: proxy.port }));
-  for await (const line of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+  await serve((line) => {
     // "gc": collect garbage first, so memory figures count what is held, not what is litter.
     const gc = (globalThis as { gc?: () => void }).gc;
     if (line.startsWith("gc") && gc) {
       gc();
       gc();
     }
-    console.log(JSON.stringify(proxy.stats));
-  }
+    return { ...proxy.stats, cpu_s: cpuSeconds() };
+  });
 }
