@@ -49,6 +49,9 @@ export const HEARTBEAT: HeartbeatTiming = { intervalMs: 500, silenceMs: 2000, re
  */
 const MAX_SPARE_DIALS = 10;
 
+/** Ping interval while the path is silent (5-byte datagrams). */
+const SILENT_PING_MS = 100;
+
 /** How long the old connection may take to answer once a spare got through. */
 const OLD_GRACE_MS = 200;
 
@@ -229,13 +232,23 @@ export function reconnecting(
         unhush();
         onStatus(`${name} answers again`);
       };
+      let watchdog: ReturnType<typeof setTimeout> | undefined;
       const tick = () => {
         const s = current;
         if (!s.conn.ping) return;
         const sent = performance.now();
         s.conn.ping().then(() => heard(s, sent));
-        if (heardFrom !== s || silent) return;
-        if (performance.now() - lastHeard < timing.silenceMs) return;
+        check();
+      };
+      const check = () => {
+        clearTimeout(watchdog);
+        if (heardFrom !== current || silent) return;
+        const left = timing.silenceMs - (performance.now() - lastHeard);
+        // Due before the next ping: look again right then, not up to a ping later.
+        if (left > 0) {
+          if (left < timing.intervalMs) watchdog = setTimeout(check, left);
+          return;
+        }
         silent = true;
         hush();
         const secs = Math.round(timing.silenceMs / 100) / 10;
@@ -257,10 +270,16 @@ export function reconnecting(
           onStatus(`cannot reconnect: ${(err as Error).message}`);
         });
       };
-      const timer = setInterval(tick, timing.intervalMs);
-      tick(); // armed within a round trip, not a ping interval
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const pulse = () => {
+        tick();
+        // While silent, probe often: the first echo after the path returns ends the wait.
+        timer = setTimeout(pulse, silent ? SILENT_PING_MS : timing.intervalMs);
+      };
+      pulse(); // armed within a round trip, not a ping interval
       return () => {
-        clearInterval(timer);
+        clearTimeout(timer);
+        clearTimeout(watchdog);
         race?.stop();
         unhush();
       };

@@ -82,6 +82,8 @@ const MAX_PENDING_INPUT = 64 * 1024;
 /** Keyboard bytes kept until init acknowledges them, to re-send after a switch. */
 const MAX_UNACKED_INPUT = 64 * 1024;
 const HEARTBEAT = { intervalMs: 500, silenceMs: 2000 };
+/** Ping interval while the path is silent (a few dozen bytes each). */
+const SILENT_PING_MS = 100;
 
 class Lost extends Error {}
 /** The path went silent and a spare connection answered first: re-attach there. */
@@ -349,13 +351,15 @@ async function consoleLoop(
       // Due before the next ping: look again right then, not up to a ping later.
       else if (left < hb.intervalMs) watchdog = setTimeout(check, left);
     };
-    const beat = reply.heartbeat
-      ? setInterval(() => {
-        clearTimeout(watchdog);
-        if (!silent) check();
-        writer.send({ type: "ping", seq: seq++ }).catch(fail);
-      }, hb.intervalMs)
-      : undefined;
+    let beat: ReturnType<typeof setTimeout> | undefined;
+    const pulse = () => {
+      clearTimeout(watchdog);
+      if (!silent) check();
+      writer.send({ type: "ping", seq: seq++ }).catch(fail);
+      // While silent, probe often: the first ping through after the path returns ends the wait.
+      beat = setTimeout(pulse, silent ? SILENT_PING_MS : hb.intervalMs);
+    };
+    if (reply.heartbeat) beat = setTimeout(pulse, hb.intervalMs);
     const onSilence = () => {
       silent = true;
       const secs = Math.round(hb.silenceMs / 100) / 10;
@@ -420,7 +424,7 @@ async function consoleLoop(
       throw new Lost(broken ? "write failed" : (err as Error).message);
     } finally {
       ended = true;
-      clearInterval(beat);
+      clearTimeout(beat);
       clearTimeout(watchdog);
       link = null;
       detachTimers.forEach(clearTimeout);
