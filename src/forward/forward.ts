@@ -17,7 +17,11 @@ import {
 import { type ForwardSpec, parseForwardSpec, parseHostPort } from "./spec.ts";
 import { type RemoteStream, spliceTcp } from "./tcp.ts";
 
-/** Opens a stream of kind `tag` on the current connection (tag byte already written). */
+/**
+ * Opens a stream of kind `tag` on the current connection (tag byte already
+ * written). Its writable must be done with a chunk once that write resolves:
+ * forwards reuse their read buffers (Deno's QUIC and socket writables copy).
+ */
 export type OpenStream = (tag: StreamTag) => Promise<ByteStream>;
 
 const CONNECT_TIMEOUT_MS = 10_000;
