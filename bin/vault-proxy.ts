@@ -10,9 +10,12 @@ import {
   DEFAULT_LIMITS,
   machinesApiResolver,
   type Resolver,
+  resolveUdpImpl,
   runProxy,
   splitHostPort,
   templateResolver,
+  UDP_IMPLS,
+  type UdpImpl,
   withApiFallback,
 } from "../src/proxy/mod.ts";
 
@@ -50,7 +53,12 @@ const program = new Command("vault-proxy")
   )
   .option("--wake-timeout <ms>", "longest a machine may take to start for a client", "30000")
   .option("--admin <host:port>", "serve /healthz and /metrics here (e.g. 0.0.0.0:9090)")
-  .option("--udp <impl>", "UDP implementation: deno or node", "deno")
+  .option(
+    "--udp <impl>",
+    "UDP data path: mmsg (batched recvmmsg/sendmmsg through FFI, Linux), deno or node (one " +
+      "datagram per call); auto is mmsg where FFI is permitted, else deno",
+    "auto",
+  )
   .option(
     "--max-sessions <n>",
     "sessions at once (lowered to fit the open-file limit: one socket each)",
@@ -166,12 +174,15 @@ try {
   } else {
     usage("no way to find machines", "give --backend TEMPLATE or --machines-api URL --app NAME");
   }
-  if (o.udp !== "deno" && o.udp !== "node") usage(`--udp ${o.udp}`, "deno or node");
+  if (!(UDP_IMPLS as readonly string[]).includes(o.udp)) {
+    usage(`--udp ${o.udp}`, UDP_IMPLS.join(", "));
+  }
   const code = await runProxy({
     listen: address("--listen", o.listen),
     admin: o.admin ? address("--admin", o.admin) : undefined,
     resolver,
-    udp: o.udp,
+    // "auto" settles here, so the "listening" log line names the path in use.
+    udp: resolveUdpImpl(o.udp as UdpImpl),
     cacheTtlMs: count("--cache-ttl", o.cacheTtl),
     limits: {
       maxSessions: count("--max-sessions", o.maxSessions),
