@@ -3,18 +3,26 @@
  * behind one vault-proxy; the real client, configured with the proxy's
  * address and each vault's machine_id, reaches each machine concurrently —
  * checked by the attested machine id and by exec output — and a vault whose
- * machine does not exist fails fast with "unknown machine".
+ * machine does not exist fails fast with "unknown machine". Run on the JS
+ * data path (deno) and on the batched one (mmsg, issue 11.1).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startProxy } from "../src/proxy/mod.ts";
+import { mmsgStats, startProxy, type UdpImpl } from "../src/proxy/mod.ts";
 import { startSim, vaultFor } from "./harness.ts";
 
-Deno.test("proxy e2e: two machines behind one proxy, each client reaches its own", async () => {
+for (const udp of ["deno", "mmsg"] as UdpImpl[]) {
+  Deno.test(`proxy e2e (${udp}): two machines behind one proxy, each client reaches its own`, () =>
+    twoMachines(udp));
+}
+
+async function twoMachines(udp: UdpImpl) {
+  const batched = mmsgStats.recvCalls;
   const sim = await startSim();
   const ids = ["e2e0a0000000a1", "e2e0b0000000b2"];
   const proxy = await startProxy({
     listen: { hostname: "127.0.0.1", port: 0 },
+    udp,
     resolver: (id) => {
       const m = sim.machines.get(id);
       if (!m) return Promise.resolve({ ok: false, reason: "unknown", detail: `no machine ${id}` });
@@ -61,8 +69,12 @@ Deno.test("proxy e2e: two machines behind one proxy, each client reaches its own
     console.log(`unknown machine: the CLI exited after ${Math.round(ghost.ms)} ms`);
     assert.ok(ghost.ms < 3000, `${ghost.ms} ms`);
     assert.ok(proxy.stats.refusals.unknown_machine >= 1);
+    // The batched path served the proxy's sockets (each wake drains with recvmmsg), and only
+    // when chosen.
+    if (udp === "mmsg") assert.ok(mmsgStats.recvCalls > batched, "recvmmsg was never called");
+    else assert.equal(mmsgStats.recvCalls, batched);
   } finally {
     await proxy.close();
     await sim.close();
   }
-});
+}
