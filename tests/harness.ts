@@ -158,6 +158,9 @@ export function vaultFor(sim: Sim, m: LaunchedMachine, extra: Record<string, unk
     access_token: TOKEN,
     oidc_issuer: sim.issuer.baseUrl,
     local_simulation: true,
+    // The persistent client is on by default; a test wants it explicitly (persist_e2e_test.ts),
+    // so no background master authenticates while a test counts init's events.
+    persist: "no",
     ...extra,
   };
 }

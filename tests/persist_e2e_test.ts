@@ -58,11 +58,14 @@ function runDir(xdg: string) {
   return { dir, files, socket, logLines };
 }
 
-async function setup(persist: string) {
+/** A sim with one vault; `persist` undefined leaves the key out (the default: on, 10 minutes). */
+async function setup(persist: string | undefined) {
   const sim = await startSim();
   const id = `p${crypto.randomUUID().slice(0, 8).replace(/-/g, "")}`;
   const m = await sim.startMachine(id);
-  await sim.writeConfig({ demo: vaultFor(sim, m, { persist }) });
+  const vault: Record<string, unknown> = vaultFor(sim, m, { persist });
+  if (persist === undefined) delete vault.persist;
+  await sim.writeConfig({ demo: vault });
   const xdg = join(sim.dir, "xdg");
   await Deno.mkdir(xdg, { mode: 0o700 });
   const env = { XDG_RUNTIME_DIR: xdg };
@@ -82,8 +85,8 @@ async function stopMaster(sim: Sim, env: Record<string, string>) {
   await sim.client(["master", "demo", "--stop"], { env });
 }
 
-Deno.test("persist: two commands share one master; output, exit codes and signals as without it", async () => {
-  const { sim, m, env, run, rd } = await setup("1m");
+Deno.test("persist (on by default): two commands share one master; output, exit codes and signals as without it", async () => {
+  const { sim, m, env, run, rd } = await setup(undefined);
   try {
     const cases: Array<{ argv: string[]; stdin?: string }> = [
       { argv: ["exec", "demo", "--", "sh", "-c", "echo out; echo err >&2; exit 3"] },
