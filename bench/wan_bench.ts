@@ -51,10 +51,11 @@ const tiny = flag("--tiny");
 const quick = flag("--quick");
 const mosh = !flag("--no-mosh");
 const outArg = option("--out");
-// TCP's congestion control in both namespaces (ssh, ssh -L, iperf3 direct). Linux's default
-// and what most clients and servers run is cubic; this machine's own default is bbr, which
-// shrugs off random loss. Say which, since on the lossy links it decides the ssh figures.
-const tcpCc = option("--tcp-cc") ?? "cubic";
+// TCP's congestion control (ssh, ssh -L, iperf3 direct) decides the ssh figures on lossy links:
+// bbr shrugs off random loss, cubic (Linux's usual default) does not. A namespace starts with
+// the host's; --tcp-cc sets another where the kernel lets us (this host's container does not).
+const tcpCcWanted = option("--tcp-cc");
+let tcpCc = "unknown";
 const profiles = args.filter((a) => a in PROFILES);
 const selected = profiles.length ? profiles : Object.keys(PROFILES);
 const mode = tiny ? "tiny" : quick ? "quick" : "full";
@@ -166,10 +167,21 @@ async function runProfile(profile: string) {
   const link_stats: Record<string, any> = {};
   try {
     for (const ns of [link.clientNs, link.serverNs]) {
-      const argv = link.inNs(ns, ["sysctl", "-qw", `net.ipv4.tcp_congestion_control=${tcpCc}`]);
+      if (!tcpCcWanted) break;
+      const argv = link.inNs(ns, [
+        "sysctl",
+        "-qw",
+        `net.ipv4.tcp_congestion_control=${tcpCcWanted}`,
+      ]);
       const set = await new Deno.Command(argv[0], { args: argv.slice(1) }).output();
-      if (!set.success) throw new Error(`cannot set TCP congestion control ${tcpCc} in ${ns}`);
+      if (!set.success) {
+        throw new Error(`cannot set TCP congestion control ${tcpCcWanted} in ${ns}`);
+      }
     }
+    const ccArgv = link.inNs(link.clientNs, ["cat", "/proc/sys/net/ipv4/tcp_congestion_control"]);
+    const cc = await new Deno.Command(ccArgv[0], { args: ccArgv.slice(1), stdout: "piped" })
+      .output();
+    tcpCc = new TextDecoder().decode(cc.stdout).trim() || "unknown";
     const measuredRtt = await pingRtt((a) => link.inNs(link.clientNs, a), link.serverIp);
     const deno = Deno.execPath();
     const serverArgv = link.inNs(link.serverNs, [
