@@ -274,3 +274,64 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cp: paths are the vault's — a link out of the rootfs stays inside, messages never name a host path, no tar is copy.no_tar",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const env = await setup();
+    const hostDir = await Deno.makeTempDir({ prefix: "fv-cp-host-" });
+    try {
+      const open = env.server.openStream;
+      await Deno.writeTextFile(`${env.local}/f`, "upload\n");
+      await Deno.writeTextFile(`${hostDir}/secret`, "HOST\n");
+      // Absolute links name the rootfs's paths, as the tenant sees them.
+      await Deno.symlink(hostDir, `${env.rootfs}/root/out`);
+      await assert.rejects(
+        runCopy(open, planCopy([`${env.local}/f`, "vault:/root/out/"])),
+        (err) => {
+          assert.ok(isVaultError(err, "copy.no_dest"), String(err));
+          assert.equal(err.message, "destination directory /root/out/ does not exist");
+          return true;
+        },
+      );
+      await assert.rejects(
+        runCopy(open, planCopy(["vault:/root/out/secret", `${env.local}/got`])),
+        (err) => {
+          assert.ok(isVaultError(err, "copy.no_source"), String(err));
+          assert.equal(err.message, "/root/out/secret: no such file or directory in the vault");
+          return true;
+        },
+      );
+      await Deno.mkdir(env.rootfs + hostDir, { recursive: true });
+      await Deno.writeTextFile(`${env.rootfs}${hostDir}/secret`, "rootfs\n");
+      await runCopy(open, planCopy([`${env.local}/f`, "vault:/root/out/"]));
+      await runCopy(open, planCopy(["vault:/root/out/secret", `${env.local}/got`]));
+      assert.equal(await Deno.readTextFile(`${env.local}/got`), "rootfs\n");
+      assert.equal(await Deno.readTextFile(`${env.rootfs}${hostDir}/f`), "upload\n");
+      const onHost: string[] = [];
+      for await (const e of Deno.readDir(hostDir)) onHost.push(e.name);
+      assert.deepEqual(onHost, ["secret"]);
+
+      // A rootfs without tar: a clear error both ways (as scp needs the remote's scp).
+      for (const dir of ["usr/bin", "bin"]) {
+        await Deno.remove(`${env.rootfs}/${dir}/tar`).catch(() => {});
+      }
+      for (
+        const plan of [[`${env.local}/f`, "vault:/root/"], ["vault:/root/out/secret", env.local]]
+      ) {
+        await assert.rejects(runCopy(open, planCopy(plan)), (err) => {
+          assert.ok(isVaultError(err, "copy.no_tar"), String(err));
+          assert.match(err.hint, /install tar in the vault's image/);
+          return true;
+        });
+      }
+      assert.deepEqual(await leftovers(`${env.rootfs}/root`), []);
+    } finally {
+      await Deno.remove(hostDir, { recursive: true }).catch(() => {});
+      await env.cleanup();
+    }
+  },
+});
