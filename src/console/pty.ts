@@ -1,12 +1,28 @@
 /**
- * A thin byte-oriented wrapper over node-pty for init: bytes in, bytes out,
- * flow control, resize, exit with a signal name. Everything else in this
- * folder is written against {@link Pty} so tests and the server share it.
+ * Programs on pseudo-terminals, byte-oriented: bytes in, bytes out, flow
+ * control, resize, exit with a signal name. Everything else in this folder
+ * is written against {@link Pty} so tests and the server share it.
+ *
+ * Two ways to get one. {@link spawnPty}: node-pty's forkpty, a PTY of the
+ * machine's own devpts (tests, benchmarks, the laptop's `userns` fallback).
+ * {@link spawnPtyInRootfs}: in the vault, the PTY comes from the vault's own
+ * devpts instance (mounted at `<rootfs>/dev/pts` with `newinstance`, so the
+ * machine's terminals are not visible inside): init opens its `ptmx` without
+ * following any link, unlocks the pair and keeps the master; the program
+ * enters the vault and takes `/dev/pts/N` as its controlling terminal by its
+ * in-vault path, so `tty` names a file that exists there. The master is read
+ * and written through the same tty stream node-pty uses, so keystrokes take
+ * the same path as before.
  *
  * @module
  */
 import pty from "node-pty";
+import tty from "node:tty";
 import { constants } from "node:os";
+import { VaultError } from "../errors/mod.ts";
+import { detectSandbox, ptyCommandInRootfs } from "../init/sandbox.ts";
+import { ensureNamespace } from "../init/namespace.ts";
+import { closeFd, openInRoot } from "../rootfs/inroot.ts";
 
 /** A running program on a pseudo-terminal. */
 export interface Pty {
@@ -85,4 +101,218 @@ export function spawnPty(
       });
     },
   };
+}
+
+const O_RDWR = 2;
+const O_NOCTTY = 0o400;
+const O_NOFOLLOW = 0o400000;
+const O_CLOEXEC = 0o2000000;
+const DEVPTS_SUPER_MAGIC = 0x1cd1n;
+// asm-generic ioctl numbers: the same on x86_64 and aarch64.
+const TCGETS = 0x5401n;
+const TCSETS = 0x5402n;
+const TIOCSWINSZ = 0x5414n;
+const TIOCGPTN = 0x80045430n;
+const TIOCSPTLCK = 0x40045431n;
+// As node-pty's forkpty sets them beyond the kernel's defaults (IUTF8: backspace over UTF-8).
+const EXTRA_IFLAG = 0x2 /* BRKINT */ | 0x800 /* IXANY */ | 0x2000 /* IMAXBEL */ | 0x4000; // IUTF8
+
+type Libc = {
+  openat(dirfd: number, path: BufferSource, flags: number, mode: number): number;
+  ioctl(fd: number, request: bigint, arg: BufferSource): number;
+  fstatfs(fd: number, buf: BufferSource): number;
+  close(fd: number): number;
+};
+
+let libc: Libc | undefined;
+
+function lib(): Libc {
+  return libc ??= Deno.dlopen("libc.so.6", {
+    openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
+    ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+    fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
+    close: { parameters: ["i32"], result: "i32" },
+  }).symbols as unknown as Libc;
+}
+
+function winsize(cols: number, rows: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new Uint16Array([rows, cols, 0, 0]).buffer);
+}
+
+/** The master side of a PTY pair of a rootfs's own devpts, and the pair's number there. */
+interface VaultPtyPair {
+  master: number;
+  index: number;
+}
+
+/**
+ * Allocates a PTY pair from the devpts instance mounted at `<rootfs>/dev/pts`.
+ * Returns null when that is not a devpts of its own (no mounts made, as in
+ * unit tests' bare rootfs, or the machine's devpts itself): the caller falls
+ * back to the machine's PTYs, which the vault then cannot name either.
+ */
+export function openVaultPty(rootfs: string, cols: number, rows: number): VaultPtyPair | null {
+  let dir: number;
+  try {
+    dir = openInRoot(rootfs, "dev/pts", { pathOnly: true, noSymlinks: true });
+  } catch {
+    return null;
+  }
+  const l = lib();
+  let master = -1;
+  try {
+    const fs = new BigInt64Array(15); // struct statfs; f_type first
+    if (l.fstatfs(dir, new Uint8Array(fs.buffer)) !== 0 || BigInt(fs[0]) !== DEVPTS_SUPER_MAGIC) {
+      return null;
+    }
+    // The same instance as the machine's /dev/pts: never hand the vault one of those.
+    if (Deno.statSync(`/proc/self/fd/${dir}`).dev === Deno.statSync("/dev/pts").dev) return null;
+    master = l.openat(
+      dir,
+      new TextEncoder().encode("ptmx\0"),
+      O_RDWR | O_NOCTTY | O_NOFOLLOW | O_CLOEXEC,
+      0,
+    );
+    if (master < 0) throw new VaultError("console.pty", "cannot open the vault's /dev/pts/ptmx");
+    const n = new Int32Array(1);
+    if (l.ioctl(master, TIOCSPTLCK, new Uint8Array(n.buffer)) !== 0) {
+      throw new VaultError("console.pty", "cannot unlock a vault PTY");
+    }
+    if (l.ioctl(master, TIOCGPTN, new Uint8Array(n.buffer)) !== 0) {
+      throw new VaultError("console.pty", "cannot number a vault PTY");
+    }
+    const termios = new Uint32Array(16);
+    if (l.ioctl(master, TCGETS, new Uint8Array(termios.buffer)) === 0) {
+      termios[0] |= EXTRA_IFLAG;
+      l.ioctl(master, TCSETS, new Uint8Array(termios.buffer));
+    }
+    l.ioctl(master, TIOCSWINSZ, winsize(cols, rows));
+    const pair = { master, index: n[0] };
+    master = -1;
+    return pair;
+  } finally {
+    if (master >= 0) l.close(master);
+    closeFd(dir);
+  }
+}
+
+/** How long output may still arrive after the program exited (as node-pty waits). */
+const DRAIN_MS = 200;
+
+/**
+ * A {@link Pty} over `master` (owned from here on: closed on every path) and
+ * `child`, the program that took the pair's slave as its terminal. Output
+ * still in the PTY when the program exits is delivered before the exit; a
+ * background process keeping the slave open gets at most {@link DRAIN_MS}.
+ */
+export function attachPty(master: number, child: Deno.ChildProcess): Pty {
+  const socket = new tty.ReadStream(master);
+  const dataListeners: ((bytes: Uint8Array) => void)[] = [];
+  const exitListeners: ((exit: { code: number | null; signal: string | null }) => void)[] = [];
+  let exited = false;
+  let closed = false;
+  let resolveClosed!: () => void;
+  const socketClosed = new Promise<void>((r) => resolveClosed = r);
+  const emit = (bytes: Uint8Array) => {
+    for (const l of dataListeners) l(bytes);
+  };
+  socket.on("data", (d: Uint8Array) => emit(d));
+  socket.on("error", (err: Error & { code?: string }) => {
+    // EIO: the last holder of the slave closed it. Anything else also ends reading.
+    if (err.code === "EAGAIN") return;
+    socket.destroy();
+  });
+  socket.on("close", () => {
+    closed = true;
+    resolveClosed();
+  });
+  // What the entry printed before it took the terminal (a failure to enter the vault).
+  const early = (async () => {
+    try {
+      for await (const chunk of child.stderr) emit(chunk);
+    } catch {
+      // cancelled on exit
+    }
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const finished = child.status.then(async (status) => {
+    exited = true;
+    const drained = Promise.all([socketClosed, early]);
+    await Promise.race([drained, new Promise((r) => timer = setTimeout(r, DRAIN_MS))]);
+    clearTimeout(timer);
+    if (!closed) socket.destroy();
+    await child.stderr.cancel().catch(() => {});
+    await socketClosed;
+    return status.signal
+      ? { code: null, signal: status.signal as string }
+      : { code: status.code, signal: null };
+  });
+  return {
+    pid: child.pid,
+    write(bytes) {
+      if (!closed && bytes.length) socket.write(bytes);
+    },
+    resize(cols, rows) {
+      if (closed) return;
+      lib().ioctl(master, TIOCSWINSZ, winsize(cols, rows));
+    },
+    pause: () => socket.pause(),
+    resume: () => socket.resume(),
+    kill(signal = "SIGHUP") {
+      if (exited) return;
+      try {
+        child.kill(signal as Deno.Signal);
+      } catch {
+        // already gone
+      }
+    },
+    onData(listener) {
+      dataListeners.push(listener);
+    },
+    onExit(listener) {
+      exitListeners.push(listener);
+      if (exitListeners.length === 1) {
+        finished.then((exit) => {
+          for (const l of exitListeners) l(exit);
+        });
+      }
+    },
+  };
+}
+
+/**
+ * Spawns `argv` in the rootfs's vault on a PTY of the vault's own devpts
+ * (see the module doc), working directory `cwd`, exactly `env` for the
+ * program. Falls back to {@link spawnPty} with the sandbox's PTY command in
+ * the laptop's `userns` mode or when the rootfs has no devpts of its own.
+ */
+export async function spawnPtyInRootfs(
+  rootfs: string,
+  argv: string[],
+  cwd: string,
+  env: Record<string, string>,
+  opts: { cols: number; rows: number; term: string },
+): Promise<Pty> {
+  if (await detectSandbox() === "root") {
+    const ns = await ensureNamespace(rootfs);
+    const pair = openVaultPty(rootfs, opts.cols, opts.rows);
+    if (pair) {
+      let child: Deno.ChildProcess;
+      try {
+        child = ns.spawnOnPty(pair.index, argv, cwd, env);
+      } catch (err) {
+        lib().close(pair.master);
+        throw err;
+      }
+      try {
+        return attachPty(pair.master, child);
+      } catch (err) {
+        lib().close(pair.master);
+        child.kill("SIGKILL");
+        throw err;
+      }
+    }
+  }
+  const cmd = await ptyCommandInRootfs(rootfs, argv, cwd, env);
+  return spawnPty(cmd.argv, { ...opts, env: cmd.env, signalTarget: cmd.signalTarget });
 }

@@ -20,9 +20,9 @@ import {
   type SessionInfo,
   SessionInput,
 } from "../protocol/mod.ts";
-import { ptyCommandInRootfs, sandboxEnv } from "../init/sandbox.ts";
+import { sandboxEnv } from "../init/sandbox.ts";
 import { closeFd, openInRoot } from "../rootfs/inroot.ts";
-import { type Pty, spawnPty } from "./pty.ts";
+import { type Pty, spawnPtyInRootfs } from "./pty.ts";
 
 /** Bounded record of a session's most recent output, addressed by absolute offset. */
 export class ReplayRing {
@@ -223,13 +223,13 @@ async function createSession(
   req: ConsoleAttach,
 ): Promise<Session> {
   const shell = loginShell(rootfsDir);
-  const { argv, env, signalTarget } = await ptyCommandInRootfs(
+  const pty = await spawnPtyInRootfs(
     rootfsDir,
     [shell, "-l"],
     "/root",
     sandboxEnv({ ...req.env, TERM: req.term, SHELL: shell, HOME: "/root" }),
+    { cols: req.cols, rows: req.rows, term: req.term },
   );
-  const pty = spawnPty(argv, { cols: req.cols, rows: req.rows, env, term: req.term, signalTarget });
   let markExited!: () => void;
   const session: Session = {
     exitedPromise: new Promise<void>((r) => markExited = r),
@@ -403,19 +403,13 @@ export async function serveExecTty(
   const term = req.term ?? "xterm-256color";
   let pty: Pty;
   try {
-    const { argv, env, signalTarget } = await ptyCommandInRootfs(
+    pty = await spawnPtyInRootfs(
       ctx.rootfsDir,
       req.argv,
       req.cwd ?? "/root",
       sandboxEnv({ ...req.env, TERM: term }),
+      { cols: req.cols ?? 80, rows: req.rows ?? 24, term },
     );
-    pty = spawnPty(argv, {
-      cols: req.cols ?? 80,
-      rows: req.rows ?? 24,
-      term,
-      env,
-      signalTarget,
-    });
   } catch (err) {
     await writer.send({
       type: "error",

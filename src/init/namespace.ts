@@ -115,11 +115,17 @@ export const VAULT_CAP_MASK = Object.values(VAULT_CAPS).reduce((m, c) => m | (1n
 
 /** Syscall numbers perl's `syscall` needs, per architecture. */
 const SYSCALLS = {
-  x86_64: { setns: 308, pivot_root: 155, prctl: 157, capset: 126 },
-  aarch64: { setns: 268, pivot_root: 41, prctl: 167, capset: 91 },
+  x86_64: { setns: 308, pivot_root: 155, prctl: 157, capset: 126, setsid: 112 },
+  aarch64: { setns: 268, pivot_root: 41, prctl: 167, capset: 91, setsid: 157 },
 } as const;
 
-function sys(): { setns: number; pivot_root: number; prctl: number; capset: number } {
+function sys(): {
+  setns: number;
+  pivot_root: number;
+  prctl: number;
+  capset: number;
+  setsid: number;
+} {
   const nr = SYSCALLS[Deno.build.arch as keyof typeof SYSCALLS];
   if (!nr) throw new VaultError("init.namespace", `no vault support on ${Deno.build.arch}`);
   return nr;
@@ -218,18 +224,36 @@ sub lastcap {
 `;
 
 /**
- * Enters the vault and runs a program there: \`perl -e ENTER -- holderPid cwd
- * nEnv K=V… argv…\`. The program's environment travels as arguments, so no
- * host-side program (nsenter, setsid, perl) ever starts with an environment
- * the client chose (LD_PRELOAD or LD_LIBRARY_PATH naming a file in the
- * rootfs would load it into a host program with every capability).
+ * Takes the terminal `/dev/pts/$pts` of the vault's own devpts (opened by
+ * its in-vault path, once inside its root) as controlling terminal and
+ * stdio: a new session, TIOCSCTTY, then fds 0-2. Anything printed before
+ * (a failure to enter) went to the stderr pipe init reads.
  */
-function enterScript(then = EXEC_PROGRAM): string {
+const ATTACH_TTY = (nr: { setsid: number }) =>
+  `syscall(${nr.setsid}) >= 0 or fail("setsid: $!");
+open(my $tty, "+<", "/dev/pts/$pts") or fail("terminal /dev/pts/$pts: $!");
+-c $tty or fail("/dev/pts/$pts is not a terminal");
+ioctl($tty, 0x540E, 0) or fail("TIOCSCTTY: $!");
+open(STDIN, "<&", $tty) && open(STDOUT, ">&", $tty) && open(STDERR, ">&", $tty) or fail("dup: $!");
+close($tty);
+`;
+
+/**
+ * Enters the vault and runs a program there: \`perl -e ENTER -- holderPid cwd
+ * nEnv K=V… argv…\` (with `tty`, `pts holderPid …`: the program runs on the
+ * vault's `/dev/pts/<pts>`, see {@link ATTACH_TTY}). The program's
+ * environment travels as arguments, so no host-side program (nsenter,
+ * setsid, perl) ever starts with an environment the client chose
+ * (LD_PRELOAD or LD_LIBRARY_PATH naming a file in the rootfs would load it
+ * into a host program with every capability).
+ */
+function enterScript(then = EXEC_PROGRAM, tty = false): string {
   const nr = sys();
   const keep = Object.values(VAULT_CAPS).join(", ");
   return `$0 = "fly-vault-enter";
 sub fail { print STDERR "fly-vault: cannot enter the vault: $_[0]\n"; exit 125 }
 ${PERL_CAPS(nr)}
+${tty ? 'my $pts = shift @ARGV; $pts =~ /^\\d+$/ or fail("bad terminal number");' : ""}
 my ($pid, $cwd, $n) = splice(@ARGV, 0, 3);
 my %env = map { split(/=/, $_, 2) } splice(@ARGV, 0, $n);
 @ARGV or fail("no program");
@@ -241,7 +265,11 @@ close($ns);
 chdir($root) or fail("fchdir: $!");
 chroot(".") or fail("chroot: $!");
 closedir($root);
-# The filter first: installing one without no_new_privs needs SYS_ADMIN, still held here.
+${
+    tty
+      ? ATTACH_TTY(nr)
+      : ""
+  }# The filter first: installing one without no_new_privs needs SYS_ADMIN, still held here.
 my $filter = pack("H*", "${userNamespaceFilter()}");
 my $prog = pack("S x6 P", length($filter) / 8, $filter);
 syscall(${nr.prctl}, 22, 2, $prog, 0, 0) == 0 or fail("seccomp: $!");
@@ -344,6 +372,20 @@ export interface VaultNamespace {
    * `use`: modules would load from the rootfs).
    */
   spawnScript(code: string, args: string[], cwd: string, opts: SpawnOptions): Deno.ChildProcess;
+  /**
+   * Spawns `argv` inside on the vault's terminal `/dev/pts/<pts>` (of the
+   * devpts instance mounted at the rootfs's /dev/pts, allocated by the
+   * caller): it becomes the program's controlling terminal and stdio. The
+   * child is the program itself (exact pid, exit status and signals); its
+   * stderr pipe carries only what is printed before the terminal is taken
+   * (a failure to enter) and then ends.
+   */
+  spawnOnPty(
+    pts: number,
+    argv: string[],
+    cwd: string,
+    env: Record<string, string>,
+  ): Deno.ChildProcess;
   /** Host pids of every process inside but the holder. */
   pids(): Promise<number[]>;
   /**
@@ -468,6 +510,7 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
     lib().close(nsFd);
   });
   const script = enterScript();
+  const ttyScript = enterScript(EXEC_PROGRAM, true);
   // The program's environment rides in argv (see enterScript); perl itself starts with HOST_ENV.
   const enterArgv = (argv: string[], cwd: string, env: Record<string, string>, code = script) => {
     const pairs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
@@ -504,6 +547,15 @@ export async function startNamespace(rootfs: string): Promise<VaultNamespace> {
     spawn: (argv, cwd, opts) => spawnEntered(enterArgv(argv, cwd, opts.env), opts),
     spawnScript: (code, args, cwd, opts) =>
       spawnEntered(enterArgv(args.length ? args : [""], cwd, opts.env, enterScript(code)), opts),
+    spawnOnPty(pts, argv, cwd, env) {
+      const [perl, e, code, dashes, ...rest] = enterArgv(argv, cwd, env, ttyScript);
+      return spawnEntered([perl, e, code, dashes, String(pts), ...rest], {
+        env,
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      });
+    },
     ptyCommand(argv, cwd, env) {
       if (gone) throw new VaultError("init.namespace", "the vault namespace has ended");
       // nsenter --pid forks; its child (in the vault) makes itself session leader and steals

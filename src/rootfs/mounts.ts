@@ -217,11 +217,20 @@ export async function prepareMounts(paths: StorePaths): Promise<string[]> {
       await Deno.symlink("/proc/self/fd/0", `${dev}/stdin`);
       await Deno.symlink("/proc/self/fd/1", `${dev}/stdout`);
       await Deno.symlink("/proc/self/fd/2", `${dev}/stderr`);
-      // PTYs are allocated by init from the host's devpts: bind it (and its ptmx) so
-      // ttyname() inside agrees with the terminal init handed over.
-      await run(["mount", "--bind", "/dev/pts", `${dev}/pts`]);
-      await Deno.writeFile(`${dev}/ptmx`, new Uint8Array(0), { mode: 0o666 });
-      await run(["mount", "--bind", "/dev/ptmx", `${dev}/ptmx`]);
+      // A devpts instance of the vault's own, never the machine's (whose terminals root
+      // inside could open, read and type into): consoles get their PTYs from it (init opens
+      // its ptmx), and so do tmux, sshd and script inside. The kernel keeps
+      // kernel.pty.reserve PTYs for the machine's own instance.
+      await run([
+        "mount",
+        "-t",
+        "devpts",
+        "-o",
+        "newinstance,ptmxmode=0666,mode=0620,gid=5,nosuid,noexec",
+        "devpts",
+        `${dev}/pts`,
+      ]);
+      await Deno.symlink("pts/ptmx", `${dev}/ptmx`);
     }
     let resolv: string | undefined;
     try {
