@@ -710,6 +710,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       up.close();
       return;
     }
+    // Routes resolved at once all passed the check above before any had its socket (seen with
+    // 161 of 160 under a file limit): check again, so the descriptor budget is never overshot.
+    if (sessions.size >= limits.maxSessions) {
+      up.close();
+      return refuse(p, host, port, "full", "proxy is full");
+    }
     const t = now();
     s.opened = s.lastSeen = s.lastReroute = t;
     forget(p);
