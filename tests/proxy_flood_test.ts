@@ -4,7 +4,8 @@
  * well-formed Initials for a real flysim machine leave the proxy serving,
  * a real client connecting and init's memory bounded; a proxy with 256 file
  * descriptors stays alive and counts its refusals; a 48 KiB ClientHello in
- * 1000-byte chunks is routed. Bounded in count and time; loopback only.
+ * 1000-byte chunks is routed. Bounded in count and time; loopback only. Each
+ * runs on the JS data path (deno) and on the batched one (mmsg, issue 11.1).
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -16,6 +17,7 @@ import {
   startAdmin,
   startProxy,
   TransportError,
+  type UdpImpl,
 } from "../src/proxy/mod.ts";
 import { clientHello, clientInitials } from "../src/proxy/testutil.ts";
 import { captureClient, dial, echo, startEchoServer } from "./proxy_fixture.ts";
@@ -126,10 +128,11 @@ function vmRssKib(pid: number): number {
   return m ? Number(m[1]) : 0;
 }
 
-Deno.test("flood: incomplete ClientHellos from 1,000 sources cannot lock out a new client", async () => {
+async function incompleteFlood(udp: UdpImpl) {
   const machine = await startEchoServer("f100d000000001");
   const proxy = await startProxy({
     listen: { hostname: "127.0.0.1", port: 0 },
+    udp,
     resolver: (id) =>
       Promise.resolve(
         id === "f100d000000001"
@@ -201,13 +204,14 @@ Deno.test("flood: incomplete ClientHellos from 1,000 sources cannot lock out a n
     await proxy.close();
     machine.close();
   }
-});
+}
 
-Deno.test("flood: a 48 KiB ClientHello in 1000-byte Initials is routed", async () => {
+async function bigHello(udp: UdpImpl) {
   // The "machine" is a plain UDP socket: the test is whether the proxy routes, not TLS.
   const machine = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
   const proxy = await startProxy({
     listen: { hostname: "127.0.0.1", port: 0 },
+    udp,
     resolver: () =>
       Promise.resolve({
         ok: true,
@@ -237,88 +241,85 @@ Deno.test("flood: a 48 KiB ClientHello in 1000-byte Initials is routed", async (
     machine.close();
     await proxy.close();
   }
-});
+}
 
-Deno.test({
-  name: "flood: 25,000 Initials for a real machine from 1,000 sources; proxy, client and init hold",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    const sim = await startSim();
-    const id = "f100d00000e2e1";
-    const m = await sim.startMachine(id);
-    const [hostname, port] = m.address.split(":");
-    const proxy: Proxy = await startProxy({
-      listen: { hostname: "127.0.0.1", port: 0 },
-      resolver: (mid) =>
-        Promise.resolve(
-          mid === id
-            ? { ok: true, backend: { hostname, port: Number(port) } }
-            : { ok: false, reason: "unknown", detail: `no machine ${mid}` },
-        ),
-      log: () => {},
+async function realMachineFlood(udp: UdpImpl) {
+  const sim = await startSim();
+  const id = "f100d00000e2e1";
+  const m = await sim.startMachine(id);
+  const [hostname, port] = m.address.split(":");
+  const proxy: Proxy = await startProxy({
+    listen: { hostname: "127.0.0.1", port: 0 },
+    udp,
+    resolver: (mid) =>
+      Promise.resolve(
+        mid === id
+          ? { ok: true, backend: { hostname, port: Number(port) } }
+          : { ok: false, reason: "unknown", detail: `no machine ${mid}` },
+      ),
+    log: () => {},
+  });
+  const admin = await startAdmin(proxy, { hostname: "127.0.0.1", port: 0 });
+  let peakKib = 0;
+  const sample = () => peakKib = Math.max(peakKib, vmRssKib(m.pid));
+  const sampler = setInterval(sample, 100);
+  try {
+    // Let init settle, then take its resting size.
+    const baseKib = vmRssKib(m.pid);
+    // Real Initials: a real client's ClientHello (key shares, transport parameters) under a
+    // fresh DCID each, so init does a full handshake's work for every one it is given.
+    const { hello, scid } = await realClientHello(`${id}.vault.internal`);
+    const t0 = performance.now();
+    const sent = await flood({
+      port: proxy.port,
+      count: 25_000,
+      every: 250,
+      flight: () =>
+        clientInitials(hello, { scid, dcid: crypto.getRandomValues(new Uint8Array(8)) }),
     });
-    const admin = await startAdmin(proxy, { hostname: "127.0.0.1", port: 0 });
-    let peakKib = 0;
-    const sample = () => peakKib = Math.max(peakKib, vmRssKib(m.pid));
-    const sampler = setInterval(sample, 100);
-    try {
-      // Let init settle, then take its resting size.
-      const baseKib = vmRssKib(m.pid);
-      // Real Initials: a real client's ClientHello (key shares, transport parameters) under a
-      // fresh DCID each, so init does a full handshake's work for every one it is given.
-      const { hello, scid } = await realClientHello(`${id}.vault.internal`);
-      const t0 = performance.now();
-      const sent = await flood({
-        port: proxy.port,
-        count: 25_000,
-        every: 250,
-        flight: () =>
-          clientInitials(hello, { scid, dcid: crypto.getRandomValues(new Uint8Array(8)) }),
-      });
-      const floodMs = performance.now() - t0;
-      assert.equal(sent, 25_000);
-      const health = await within(
-        5000,
-        fetch(`http://127.0.0.1:${admin.port}/healthz`).then((r) => r.json()),
-        "healthz",
-      );
-      assert.equal(health.ok, true);
-      // A real client, through the proxy, to the real init.
-      await sim.writeConfig({
-        flood: vaultFor(sim, m, { address: `127.0.0.1:${proxy.port}`, machine_id: id }),
-      });
-      const status = await sim.client(["status", "--json", "flood"]);
-      assert.equal(status.code, 0, status.stderr);
-      assert.equal(JSON.parse(status.stdout).machine_id, id);
-      sample();
-      const refused = proxy.stats.refusals;
-      console.log(
-        `25,000 Initials in ${(floodMs / 1000).toFixed(1)} s: sessions opened ` +
-          `${proxy.stats.opened}, refusals ${JSON.stringify(refused)}; init VmRSS ` +
-          `${(baseKib / 1024).toFixed(0)} MiB at rest, peak ${(peakKib / 1024).toFixed(0)} MiB`,
-      );
-      // The machine's rate (10/s, burst 40) let through a few hundred handshakes at most.
-      assert.ok(proxy.stats.opened <= 40 + 10 * (floodMs / 1000 + 10), `${proxy.stats.opened}`);
-      assert.ok((refused.machine_rate ?? 0) > 20_000, JSON.stringify(refused));
-      assert.ok(
-        peakKib - baseKib < INIT_RSS_GROWTH_KIB,
-        `init grew ${((peakKib - baseKib) / 1024).toFixed(0)} MiB`,
-      );
-    } finally {
-      clearInterval(sampler);
-      await admin.close();
-      await proxy.close();
-      await sim.close();
-    }
-  },
-});
+    const floodMs = performance.now() - t0;
+    assert.equal(sent, 25_000);
+    const health = await within(
+      5000,
+      fetch(`http://127.0.0.1:${admin.port}/healthz`).then((r) => r.json()),
+      "healthz",
+    );
+    assert.equal(health.ok, true);
+    // A real client, through the proxy, to the real init.
+    await sim.writeConfig({
+      flood: vaultFor(sim, m, { address: `127.0.0.1:${proxy.port}`, machine_id: id }),
+    });
+    const status = await sim.client(["status", "--json", "flood"]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.equal(JSON.parse(status.stdout).machine_id, id);
+    sample();
+    const refused = proxy.stats.refusals;
+    console.log(
+      `25,000 Initials in ${(floodMs / 1000).toFixed(1)} s: sessions opened ` +
+        `${proxy.stats.opened}, refusals ${JSON.stringify(refused)}; init VmRSS ` +
+        `${(baseKib / 1024).toFixed(0)} MiB at rest, peak ${(peakKib / 1024).toFixed(0)} MiB`,
+    );
+    // The machine's rate (10/s, burst 40) let through a few hundred handshakes at most.
+    assert.ok(proxy.stats.opened <= 40 + 10 * (floodMs / 1000 + 10), `${proxy.stats.opened}`);
+    assert.ok((refused.machine_rate ?? 0) > 20_000, JSON.stringify(refused));
+    assert.ok(
+      peakKib - baseKib < INIT_RSS_GROWTH_KIB,
+      `init grew ${((peakKib - baseKib) / 1024).toFixed(0)} MiB`,
+    );
+  } finally {
+    clearInterval(sampler);
+    await admin.close();
+    await proxy.close();
+    await sim.close();
+  }
+}
 
 /** init may grow this much answering the handshakes the proxy lets through (it grew 1.3 GiB before). */
 const INIT_RSS_GROWTH_KIB = 128 * 1024;
 
-Deno.test("flood: vault-proxy with 256 file descriptors stays alive and counts refusals", async () => {
-  const ip = `127.${NET}.200.9`;
+async function fileLimit(udp: UdpImpl) {
+  // Its own address per data path: the previous run's machine may still hold its port.
+  const ip = `127.${NET}.200.${udp === "deno" ? 9 : 10}`;
   const machine = await startEchoServer("f100d0000000f0", ip, 8443);
   const api = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
     const path = new URL(req.url).pathname;
@@ -334,6 +335,8 @@ Deno.test("flood: vault-proxy with 256 file descriptors stays alive and counts r
       "run",
       "-A",
       BIN,
+      "--udp",
+      udp,
       "--listen",
       "127.0.0.1:0",
       "--admin",
@@ -432,4 +435,24 @@ Deno.test("flood: vault-proxy with 256 file descriptors stays alive and counts r
     await api.shutdown();
     machine.close();
   }
-});
+}
+
+for (const udp of ["deno", "mmsg"] as UdpImpl[]) {
+  Deno.test(
+    `flood (${udp}): incomplete ClientHellos from 1,000 sources cannot lock out a new client`,
+    () => incompleteFlood(udp),
+  );
+  Deno.test(`flood (${udp}): a 48 KiB ClientHello in 1000-byte Initials is routed`, () =>
+    bigHello(udp));
+  Deno.test({
+    name:
+      `flood (${udp}): 25,000 Initials for a real machine from 1,000 sources; proxy, client and init hold`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () => realMachineFlood(udp),
+  });
+  Deno.test(
+    `flood (${udp}): vault-proxy with 256 file descriptors stays alive and counts refusals`,
+    () => fileLimit(udp),
+  );
+}
