@@ -335,3 +335,82 @@ Deno.test({
     }
   },
 });
+
+/** The child of the userns test: a loopback init side and a client, as an unprivileged user. */
+const USERNS_CHILD = `
+import { planCopy, runCopy, serveCopy } from "./src/copy/mod.ts";
+import { StreamTag } from "./src/protocol/mod.ts";
+import { detectSandbox } from "./src/init/sandbox.ts";
+import { startLoopbackServer } from "./tests/console_loopback.ts";
+const rootfs = Deno.env.get("CP_ROOTFS"), local = Deno.env.get("CP_LOCAL");
+console.log("sandbox " + await detectSandbox());
+const server = startLoopbackServer((tag, r, w) =>
+  tag === StreamTag.copy ? serveCopy(r, w, { rootfsDir: rootfs }) : Promise.resolve()
+);
+const opts = { recursive: true, progress: false };
+await runCopy(server.openStream, planCopy([local + "/project", "vault:/root/project"]), opts);
+await runCopy(server.openStream, planCopy(["vault:/root/project", local + "/back"]), opts);
+try {
+  await runCopy(server.openStream, planCopy(["vault:/root/nope", local + "/x"]), opts);
+} catch (err) {
+  console.log(err.code + ": " + err.message);
+}
+await server.close();
+`;
+
+Deno.test({
+  name: "cp: the laptop's userns fallback (init not root) copies both ways inside the rootfs",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const env = await setup();
+    const denoDir = await Deno.makeTempDir({ prefix: "fv-cp-denodir-" });
+    try {
+      await makeTree(`${env.local}/project`);
+      // The unprivileged user owns the vault's /root and the local side, as on a laptop.
+      const nobody = "65534";
+      for (const path of [`${env.rootfs}/root`, env.local, denoDir]) {
+        const out = await new Deno.Command("chown", { args: ["-R", `${nobody}:${nobody}`, path] })
+          .output();
+        assert.ok(out.success, `chown ${path}`);
+      }
+      for (const dir of [`${env.rootfs}/..`, env.rootfs]) await Deno.chmod(dir, 0o755);
+      await Deno.chmod(env.local, 0o755);
+      const child = await new Deno.Command("setpriv", {
+        args: [
+          `--reuid=${nobody}`,
+          `--regid=${nobody}`,
+          "--clear-groups",
+          Deno.execPath(),
+          "eval",
+          "--quiet",
+          USERNS_CHILD,
+        ],
+        cwd: new URL("..", import.meta.url).pathname,
+        env: {
+          PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+          DENO_DIR: denoDir,
+          HOME: denoDir,
+          CP_ROOTFS: env.rootfs,
+          CP_LOCAL: env.local,
+        },
+        clearEnv: true,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stdout = new TextDecoder().decode(child.stdout);
+      assert.ok(child.success, `${stdout}${new TextDecoder().decode(child.stderr)}`);
+      assert.equal(
+        stdout,
+        "sandbox userns\ncopy.no_source: /root/nope: no such file or directory in the vault\n",
+      );
+      const original = await snapshot(`${env.local}/project`);
+      assert.deepEqual(await snapshot(`${env.rootfs}/root/project`), original);
+      assert.deepEqual(await snapshot(`${env.local}/back`), original);
+      assert.deepEqual(await leftovers(`${env.rootfs}/root`), []);
+    } finally {
+      await Deno.remove(denoDir, { recursive: true }).catch(() => {});
+      await env.cleanup();
+    }
+  },
+});
