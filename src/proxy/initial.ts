@@ -97,8 +97,10 @@ export interface LongHeader {
 /**
  * Parses the long header of the packet starting at `offset` (RFC 9000 §17.2).
  * A version other than 1 is reported as "version" once the version is read.
+ * `greased`: accept a cleared fixed bit (RFC 9287: quinn greases it once the
+ * peer allows, so only a client's first Initials are sure to carry it).
  */
-export function parseLongHeader(buf: Uint8Array, offset = 0): Result<LongHeader> {
+export function parseLongHeader(buf: Uint8Array, offset = 0, greased = false): Result<LongHeader> {
   if (buf.length - offset < 7) {
     return fail(buf.length > offset && !(buf[offset] & 0x80) ? "short_header" : "short");
   }
@@ -107,7 +109,7 @@ export function parseLongHeader(buf: Uint8Array, offset = 0): Result<LongHeader>
   const version = ((buf[offset + 1] << 24) | (buf[offset + 2] << 16) | (buf[offset + 3] << 8) |
     buf[offset + 4]) >>> 0;
   if (version !== QUIC_V1) return fail("version");
-  if (!(b0 & 0x40)) return fail("header");
+  if (!(b0 & 0x40) && !greased) return fail("header");
   const type = (b0 >> 4) & 3;
   let p = offset + 5;
   const dcidLen = buf[p++];
@@ -499,7 +501,7 @@ export interface DatagramPacket {
  * Splits a datagram into its coalesced long-header packets (RFC 9000 §12.2).
  * A trailing short-header packet or padding ends the walk.
  */
-export function splitDatagram(buf: Uint8Array): Result<LongHeader[]> {
+export function splitDatagram(buf: Uint8Array, greased = false): Result<LongHeader[]> {
   const out: LongHeader[] = [];
   let off = 0;
   while (off < buf.length && out.length < 8) {
@@ -507,7 +509,7 @@ export function splitDatagram(buf: Uint8Array): Result<LongHeader[]> {
       if (out.length === 0) return fail(buf.length < 7 ? "short" : "short_header");
       break; // a 1-RTT packet after the long ones
     }
-    const h = parseLongHeader(buf, off);
+    const h = parseLongHeader(buf, off, greased);
     if (!h.ok) {
       if (out.length === 0) return h;
       break; // junk after valid packets is ignored (RFC 9000 §12.2 allows padding-like junk)

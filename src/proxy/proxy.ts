@@ -52,6 +52,7 @@ import {
 import { bump, createMetrics, newStats, type ProxyMetrics, type ProxyStats } from "./metrics.ts";
 import { type Backend, machineIdFromSni, type Resolution, type Resolver } from "./resolver.ts";
 import { bindUdp, type UdpImpl, type UdpSocket } from "./udp.ts";
+import { decodePeer, encodePeer, type PeerMessage } from "./peers.ts";
 
 /** Bounds that keep the proxy's memory, file descriptors and work finite whatever arrives. */
 export interface ProxyLimits {
@@ -174,6 +175,18 @@ export interface ProxyOptions {
   udp?: UdpImpl;
   limits?: Partial<ProxyLimits>;
   log?: (e: LogEvent) => void;
+  /**
+   * Other proxies in front of the same machines (see peers.ts): each tells the others which
+   * clients it holds, and forwards them the packets of those clients that land on it.
+   */
+  peers?: {
+    /** This proxy's peer socket (a private address: on Fly, its 6PN address). */
+    listen: { hostname: string; port: number };
+    /** The other proxies' peer sockets. */
+    addresses: { hostname: string; port: number }[];
+    /** Shared by all peers; signs every peer message. */
+    secret: Uint8Array;
+  };
   /** Called on every drop (after counting); tests wait on it. */
   onDrop?: (reason: string) => void;
   now?: () => number;
@@ -187,6 +200,8 @@ export interface Proxy {
   metrics: ProxyMetrics;
   /** The limits in force (maxSessions lowered to fit the open-file limit). */
   limits: ProxyLimits;
+  /** The peer socket's port, when peers are configured. */
+  peerPort?: number;
   /** Stops receiving, closes every session. */
   close(): Promise<void>;
 }
@@ -236,6 +251,16 @@ interface Pending {
   done: boolean;
 }
 
+/** A client another proxy holds (it told us): its packets that land here go to that proxy. */
+interface Remote {
+  key: string;
+  /** The holder's peer socket (where its announcement came from). */
+  peer: { hostname: string; port: number };
+  sender: string;
+  cids: string[];
+  seen: number;
+}
+
 /** Server connection IDs remembered per session (quinn issues a handful). */
 const MAX_CIDS_PER_SESSION = 8;
 /** Bytes of a session's first Initials kept to replay on a new route. */
@@ -268,6 +293,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const cidLengths = new Set<number>();
   /** Sessions whose client sent an Initial the machine has not answered yet. */
   const waiting = new Set<Session>();
+  /** Clients other proxies hold, by client address and by machine CID. */
+  const remotes = new Map<string, Remote>();
+  const remoteByCid = new Map<string, Remote>();
+  const peerId = crypto.getRandomValues(new Uint8Array(8));
+  const peerIdHex = toHex(peerId);
+  let peerSock: UdpSocket | undefined;
   const sessionsBySource = new Map<string, number>();
   const sessionsByPrefix = new Map<string, number>();
   const pendings = new Map<string, Pending>();
@@ -317,6 +348,23 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     );
   }
 
+  if (opts.peers) {
+    try {
+      peerSock = await bindUdp(impl, opts.peers.listen.hostname, opts.peers.listen.port, onPeer, {
+        onError: (err) => internalError("proxy.peer_recv", err),
+      });
+    } catch (err) {
+      front.close();
+      throw new VaultError(
+        "proxy.listen",
+        `cannot listen for peers on ${opts.peers.listen.hostname}:${opts.peers.listen.port}: ${
+          (err as Error).message
+        }`,
+        "choose another --peer-listen address",
+      );
+    }
+  }
+
   function internalError(code: string, err: unknown) {
     bump(stats.errors, code);
     logRefusal({ event: "error", code, error: String(err) });
@@ -327,6 +375,10 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     const s = sessions.get(key);
     if (s) return toMachine(s, data);
     if (closing) return;
+    if (remotes.size > 0) {
+      const r = remotes.get(key);
+      if (r) return forwardToPeer(r, data, host, port);
+    }
     const p = pendings.get(key);
     if (p) return onPendingPacket(p, data, host, port);
     // A connection the proxy knows, from a new address (NAT rebinding, a network change): its
@@ -336,6 +388,8 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       migrate(known, host, port, key);
       return toMachine(known, data);
     }
+    const held = remoteByCid.size > 0 ? byDcid(remoteByCid, data) : undefined;
+    if (held) return forwardToPeer(held, data, host, port);
     // A new client address. Cheap checks first: only a v1 long-header Initial can start a session.
     if (data.length === 0 || !(data[0] & 0x80)) {
       return drop(data.length < 7 ? "short" : "short_header");
@@ -465,18 +519,115 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
 
   /** The session whose machine chose the DCID of `data`, if any. */
   function sessionByDcid(data: Uint8Array): Session | undefined {
-    if (byCid.size === 0 || data.length < 2) return undefined;
+    return byCid.size === 0 ? undefined : byDcid(byCid, data);
+  }
+
+  function byDcid<T>(table: Map<string, T>, data: Uint8Array): T | undefined {
+    if (data.length < 2) return undefined;
     if (data[0] & 0x80) {
-      const h = parseLongHeader(data);
-      return h.ok && h.value.dcid.length > 0 ? byCid.get(toHex(h.value.dcid)) : undefined;
+      const h = parseLongHeader(data, 0, true);
+      return h.ok && h.value.dcid.length > 0 ? table.get(toHex(h.value.dcid)) : undefined;
     }
-    if (!(data[0] & 0x40)) return undefined; // QUIC's fixed bit
+    // No fixed-bit check: quinn greases it (RFC 9287). Only an exact learned CID matches.
     for (const len of cidLengths) {
       if (data.length <= 1 + len) continue;
-      const s = byCid.get(toHex(data.subarray(1, 1 + len)));
+      const s = table.get(toHex(data.subarray(1, 1 + len)));
       if (s) return s;
     }
     return undefined;
+  }
+
+  function announce(m: PeerMessage) {
+    if (!peerSock || !opts.peers) return;
+    const buf = encodePeer(m, peerId, opts.peers.secret);
+    for (const a of opts.peers.addresses) peerSock.send(buf, a.hostname, a.port);
+  }
+
+  function announceOpen(s: Session) {
+    announce({
+      op: "open",
+      host: s.clientHost,
+      port: s.clientPort,
+      cids: s.cids.map(fromHexString),
+    });
+  }
+
+  function forwardToPeer(r: Remote, data: Uint8Array, host: string, port: number) {
+    r.seen = now();
+    if (!peerSock || !opts.peers) return drop("peer_unavailable");
+    const buf = encodePeer({ op: "packet", host, port, data }, peerId, opts.peers.secret);
+    if (peerSock.send(buf, r.peer.hostname, r.peer.port)) bump(stats.events, "peer_forwarded");
+    else drop("send_queue");
+  }
+
+  function forgetRemote(r: Remote) {
+    if (remotes.get(r.key) === r) remotes.delete(r.key);
+    for (const c of r.cids) if (remoteByCid.get(c) === r) remoteByCid.delete(c);
+  }
+
+  /** A message from another proxy (signed, fresh: decodePeer checked). */
+  function onPeer(buf: Uint8Array, fromHost: string, fromPort: number) {
+    if (closing || !opts.peers) return;
+    const d = decodePeer(buf, opts.peers.secret, now());
+    if (!d) return drop("peer_refused");
+    if (d.sender === peerIdHex) return;
+    const m = d.message;
+    const key = `${m.host}|${m.port}`;
+    if (m.op === "packet") {
+      bump(stats.events, "peer_received");
+      let s = sessions.get(key);
+      if (!s) {
+        s = sessionByDcid(m.data);
+        if (s) migrate(s, m.host, m.port, key);
+      }
+      // Never forwarded again: a packet crosses at most one proxy-to-proxy hop.
+      if (s) toMachine(s, m.data);
+      else drop("peer_unknown");
+      return;
+    }
+    if (m.op === "close") {
+      const r = remotes.get(key);
+      if (r && r.sender === d.sender) forgetRemote(r);
+      return;
+    }
+    // "open": the sender holds this client. Two proxies that both routed the client's Initials
+    // (a retransmit landed on the other) keep one session: the one the machine answered (it has
+    // learned CIDs), else the one of the lower proxy id.
+    const local = sessions.get(key);
+    if (local) {
+      if (local.answered || (m.cids.length === 0 && d.sender > peerIdHex)) return;
+      closeSession(local, "peer_holds");
+    }
+    const p = pendings.get(key);
+    const old = remotes.get(key);
+    if (old) forgetRemote(old);
+    // The same connection under a new client address (it migrated at the holder): the new "open"
+    // replaces the old one at once, so its CIDs are never unrouted in between.
+    for (const c of m.cids) {
+      const prev = remoteByCid.get(toHex(c));
+      if (prev && prev.sender === d.sender) forgetRemote(prev);
+    }
+    while (remotes.size >= limits.maxSessions * 2) forgetRemote(remotes.values().next().value!);
+    const r: Remote = {
+      key,
+      peer: { hostname: fromHost, port: fromPort },
+      sender: d.sender,
+      cids: [],
+      seen: now(),
+    };
+    remotes.set(key, r);
+    for (const c of m.cids.slice(0, MAX_CIDS_PER_SESSION)) {
+      const hex = toHex(c);
+      if (byCid.has(hex)) continue; // ours: never handed to another proxy
+      r.cids.push(hex);
+      remoteByCid.set(hex, r);
+      cidLengths.add(c.length);
+    }
+    if (p) {
+      const buffered = p.buffered;
+      forget(p);
+      for (const b of buffered) forwardToPeer(r, b, m.host, m.port);
+    }
   }
 
   /** Moves a session to the client's new address (its DCID matched; see sessionByDcid). */
@@ -493,6 +644,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     inc(sessionsBySource, host, 1);
     inc(sessionsByPrefix, s.prefix, 1);
     bump(stats.events, "migrated");
+    announceOpen(s);
     logRefusal({
       event: "session_migrated",
       machine: s.machineId,
@@ -503,8 +655,9 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
 
   /** Remembers the connection IDs the machine chose, from the SCIDs of its long headers. */
   function learnCids(s: Session, reply: Uint8Array) {
-    const split = splitDatagram(reply);
+    const split = splitDatagram(reply, true);
     if (!split.ok) return;
+    let learned = false;
     for (const h of split.value) {
       if (h.scid.length === 0) continue;
       const cid = toHex(h.scid);
@@ -515,7 +668,9 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       s.cids.push(cid);
       byCid.set(cid, s);
       cidLengths.add(h.scid.length);
+      learned = true;
     }
+    if (learned) announceOpen(s);
   }
 
   /** A socket towards `s.backend` on which only that machine may speak. */
@@ -724,6 +879,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     inc(sessionsByPrefix, p.prefix, 1);
     stats.sessions = sessions.size;
     stats.opened++;
+    announceOpen(s);
     for (const d of p.buffered) {
       if (!s.confirmed && answersHandshake(d)) s.confirmed = true;
       if (up.send(d, backend.hostname, backend.port)) {
@@ -853,6 +1009,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     if (sessions.get(s.key) === s) sessions.delete(s.key);
     for (const cid of s.cids) if (byCid.get(cid) === s) byCid.delete(cid);
     waiting.delete(s);
+    announce({ op: "close", host: s.clientHost, port: s.clientPort });
     inc(sessionsBySource, s.clientHost, -1);
     inc(sessionsByPrefix, s.prefix, -1);
     s.up.close();
@@ -886,6 +1043,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         drop("incomplete");
       }
     }
+    for (const r of remotes.values()) if (t - r.seen > limits.idleTimeoutMs) forgetRemote(r);
     for (const [h, b] of buckets) {
       if (b.tokens + ((t - b.at) / 1000) * limits.initialsPerSecond >= limits.initialBurst) {
         buckets.delete(h);
@@ -918,6 +1076,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     stats,
     metrics,
     limits,
+    peerPort: peerSock?.port,
     async close() {
       if (closing) return;
       closing = true;
@@ -926,6 +1085,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       front.close();
       for (const s of [...sessions.values()]) closeSession(s, "shutdown");
       for (const p of [...pendings.values()]) forget(p);
+      peerSock?.close();
       await front.done;
       log({ event: "stopped" });
     },
@@ -956,6 +1116,12 @@ function refusal(id: string, r: Resolution & { ok: false }): [string, string] {
 }
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+function fromHexString(h: string): Uint8Array {
+  const out = new Uint8Array(h.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(h.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
 
 function toHex(b: Uint8Array): string {
   let out = "";
