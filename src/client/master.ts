@@ -626,9 +626,11 @@ function linuxPeerCheck(
   }
   const SOL_SOCKET = 1, SO_PEERCRED = 17, SO_DOMAIN = 39, AF_UNIX = 1, SHUT_RDWR = 2;
   const uid = Deno.uid();
+  let known = new Set<string>();
   return {
     strangers() {
       const found: number[] = [];
+      const checked = new Set<string>();
       for (const e of Deno.readDirSync("/proc/self/fd")) {
         const fd = Number(e.name);
         let target: string;
@@ -638,6 +640,12 @@ function linuxPeerCheck(
           continue;
         }
         if (!target.startsWith("socket:")) continue;
+        // An fd holding the same socket inode as at the last scan was judged then.
+        const key = `${fd}:${target}`;
+        if (known.has(key)) {
+          checked.add(key);
+          continue;
+        }
         const int = new Uint8Array(4);
         const len = new Uint32Array([4]);
         const lenBuf = new Uint8Array(len.buffer);
@@ -651,8 +659,9 @@ function linuxPeerCheck(
         if (peerUid !== uid) {
           lib.symbols.shutdown(fd, SHUT_RDWR);
           found.push(peerUid);
-        }
+        } else checked.add(key);
       }
+      known = checked;
       return found;
     },
   };
@@ -695,10 +704,13 @@ export async function serveMaster(
   // Lines are kept until the log's name is known: it follows the pin, which connecting may change.
   const early: string[] = [];
   const sink: { file?: Deno.FsFile } = {};
+  let lines = 0;
   const log = (event: string, fields: Record<string, unknown> = {}) => {
     const line = JSON.stringify({ ts: new Date().toISOString(), event, ...fields }) + "\n";
     if (!sink.file) return void (early.length < 1000 && early.push(line));
     try {
+      // A master used for days stays a few MiB of log at most.
+      if (++lines % 1000 === 0 && sink.file.statSync().size > 4 << 20) sink.file.truncateSync(0);
       sink.file.writeSync(new TextEncoder().encode(line));
     } catch { /* disk full: carry on */ }
   };
