@@ -1,0 +1,149 @@
+/**
+ * The batched UDP path on its own: bursts are read and written many datagrams per system call,
+ * intact and in order; addresses read from the kernel are spelled as Deno spells them (one
+ * session key per peer); IPv6; errors; close.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { bindUdp, resolveUdpImpl } from "./udp.ts";
+import { bindMmsg, formatIPv6, mmsgAvailable, mmsgStats, parseIP } from "./udp_mmsg.ts";
+
+/** Resolves with `p`, or rejects after `ms`. */
+function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+Deno.test("mmsg: available here (Linux, --allow-ffi), and auto chooses it", () => {
+  assert.equal(mmsgAvailable(), true);
+  assert.equal(resolveUdpImpl("auto"), "mmsg");
+  assert.equal(resolveUdpImpl("deno"), "deno");
+});
+
+Deno.test("mmsg: IPv6 text round-trips and is spelled as WHATWG/RFC 5952 spell it", () => {
+  // Addresses rich in zero groups, so the "::" choice (longest run, first on a tie) is exercised.
+  const group = fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff }));
+  fc.assert(
+    fc.property(fc.array(group, { minLength: 8, maxLength: 8 }), (groups) => {
+      const b = new Uint8Array(16);
+      groups.forEach((g, k) => {
+        b[2 * k] = g >> 8;
+        b[2 * k + 1] = g & 0xff;
+      });
+      const text = formatIPv6(b);
+      assert.deepEqual(parseIP(text)?.v6, b, text);
+      const mapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+      if (!mapped) assert.equal(`[${text}]`, new URL(`http://[${text}]/`).hostname);
+    }),
+    { numRuns: 5000 },
+  );
+  assert.equal(formatIPv6(parseIP("::ffff:127.0.0.1")!.v6), "::ffff:127.0.0.1");
+  assert.equal(formatIPv6(parseIP("fdaa:0:1::3")!.v6), "fdaa:0:1::3");
+  for (const bad of ["1.2.3", "1.2.3.256", "::1::", "12345::", "fly-global-services", ""]) {
+    assert.equal(parseIP(bad), undefined, bad);
+  }
+});
+
+Deno.test("mmsg: a burst is read and written in batches, every datagram intact and in order", async () => {
+  const got: Uint8Array[] = [];
+  let wake: (() => void) | undefined;
+  const echo = await bindMmsg("127.0.0.1", 0, (d, host, port) => {
+    // The receive buffer is reused after this returns: what is kept is copied (send copies too).
+    echo.send(d, host, port);
+  });
+  const client = await bindMmsg("127.0.0.1", 0, (d, host, port) => {
+    assert.equal(host, "127.0.0.1");
+    assert.equal(port, echo.port);
+    got.push(d.slice());
+    wake?.();
+  });
+  try {
+    const sent: Uint8Array[] = [];
+    for (let i = 0; i < 150; i++) {
+      const d = crypto.getRandomValues(new Uint8Array(1 + ((i * 131) % 1200)));
+      d[0] = i;
+      sent.push(d);
+    }
+    const before = { ...mmsgStats };
+    // Staged in one turn and flushed together: all are in the kernel before the echo wakes.
+    for (const d of sent) assert.ok(client.send(d, "127.0.0.1", echo.port));
+    while (got.length < sent.length) {
+      await within(5000, new Promise<void>((r) => wake = r), `echo ${got.length}/150`);
+    }
+    assert.deepEqual(got, sent);
+    const reads = mmsgStats.recvCalls - before.recvCalls;
+    const read = mmsgStats.recvDatagrams - before.recvDatagrams;
+    const writes = mmsgStats.sendCalls - before.sendCalls;
+    // 300 datagrams moved (150 each way); the first of each wake comes through Deno's receive.
+    assert.ok(read >= 250, `only ${read} datagrams came through recvmmsg`);
+    assert.ok(reads <= 20, `${reads} recvmmsg calls for ${read} datagrams`);
+    assert.equal(mmsgStats.sendDatagrams - before.sendDatagrams, 300);
+    assert.ok(writes <= 20, `${writes} sendmmsg calls for 300 datagrams`);
+  } finally {
+    echo.close();
+    client.close();
+    await Promise.all([echo.done, client.done]);
+  }
+});
+
+Deno.test("mmsg: IPv6 peers, and a Deno socket on the other side", async () => {
+  const seen: string[] = [];
+  const sock = await bindMmsg("::1", 0, (d, host, port) => {
+    seen.push(host);
+    sock.send(d, host, port);
+  });
+  const peer = Deno.listenDatagram({ transport: "udp", hostname: "::1", port: 0 });
+  try {
+    assert.equal(sock.hostname, "::1");
+    for (let i = 0; i < 3; i++) {
+      await peer.send(new Uint8Array([i, 1, 2]), {
+        transport: "udp",
+        hostname: "::1",
+        port: sock.port,
+      });
+      const [reply] = await within(5000, peer.receive(), "reply");
+      assert.deepEqual(reply, new Uint8Array([i, 1, 2]));
+    }
+    assert.deepEqual(seen, ["::1", "::1", "::1"]);
+  } finally {
+    peer.close();
+    sock.close();
+    await sock.done;
+  }
+});
+
+Deno.test("mmsg: a port in use is refused as Deno refuses it; sends after close are refused", async () => {
+  const a = await bindUdp("mmsg", "127.0.0.1", 0, () => {});
+  await assert.rejects(bindUdp("mmsg", "127.0.0.1", a.port, () => {}), Deno.errors.AddrInUse);
+  assert.equal(a.send(new Uint8Array(8), "not-an-address", 9), false);
+  a.close();
+  await a.done;
+  assert.equal(a.send(new Uint8Array(8), "127.0.0.1", 9), false);
+});
+
+Deno.test("mmsg: on a dual-stack socket a v4 peer has one spelling, whichever way it is read", async () => {
+  const seen = new Set<string>();
+  let n = 0;
+  let wake: (() => void) | undefined;
+  const sock = await bindMmsg("::", 0, (_d, host) => {
+    seen.add(host);
+    n++;
+    wake?.();
+  });
+  const peer = await bindMmsg("127.0.0.1", 0, () => {});
+  try {
+    // A burst, so some come through Deno's receive and the rest through recvmmsg.
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 40; i++) peer.send(new Uint8Array([i]), "127.0.0.1", sock.port);
+      while (n < 40 * (round + 1)) await within(5000, new Promise<void>((r) => wake = r), "burst");
+    }
+    assert.deepEqual([...seen], ["::ffff:127.0.0.1"]);
+  } finally {
+    peer.close();
+    sock.close();
+    await Promise.all([sock.done, peer.done]);
+  }
+});
