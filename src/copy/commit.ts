@@ -1,9 +1,10 @@
 /**
- * Receiving side of a copy, shared by init (upload) and the client
- * (download): unpack into a temporary directory next to the destination,
- * then move each entry under its final name with rename(2). A copy cut short
- * leaves nothing under the final name; a directory that already exists is
- * merged entry by entry (each file replaced atomically).
+ * Receiving side of a download, on the client's machine: unpack into a
+ * temporary directory next to the destination, then move each entry under
+ * its final name with rename(2). A copy cut short leaves nothing under the
+ * final name; a directory that already exists is merged entry by entry (each
+ * file replaced atomically). Uploads do the same inside the vault, in the
+ * agent (agent.ts): init never runs this on a tenant's paths.
  *
  * @module
  */

@@ -1,8 +1,11 @@
 /**
- * GNU tar as the archive engine on both ends: `create` streams an archive of
- * named entries (symlinks as links, modes and mtimes recorded), `extract`
- * unpacks a stream into a directory keeping modes and mtimes. Owners are
- * not carried over (like scp): files belong to whoever receives them.
+ * tar as the archive engine on both ends: here the client machine's GNU tar
+ * (`create` streams an archive of named entries, symlinks as links, modes
+ * and mtimes recorded; `extract` unpacks a stream into a directory keeping
+ * modes and mtimes), in the vault the vault's own tar run by the agent with
+ * the same options (GNU or busybox). Owners are not carried over (like scp):
+ * files belong to whoever receives them. {@link tarError} reads either's
+ * complaints.
  *
  * @module
  */
