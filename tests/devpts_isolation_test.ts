@@ -11,7 +11,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ROOT, startSim, vaultFor } from "./harness.ts";
 import { outerTerminal } from "./console_term.ts";
-import { spawnPty } from "../src/console/pty.ts";
+import { openVaultPty, spawnPty, spawnPtyInRootfs } from "../src/console/pty.ts";
+import { stopNamespace } from "../src/init/namespace.ts";
+import { buildTestRootfs } from "./console_rootfs.ts";
 
 const PROMPT = /root@vault:[^\r\n]*[#$] $/;
 const decoder = new TextDecoder();
@@ -118,3 +120,169 @@ async function waitForCmdline(cmdline: string, ms = 10_000): Promise<void> {
   }
   throw new Error(`no process ${JSON.stringify(cmdline)} within ${ms} ms`);
 }
+
+/** A small rootfs with a /dev holding a devpts instance of its own, as prepareMounts makes it. */
+async function rootfsWithDevpts(): Promise<{ root: string; close(): Promise<void> }> {
+  const root = await buildTestRootfs();
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command(args[0], { args: args.slice(1), stderr: "piped" }).output();
+    assert.ok(out.success, `${args.join(" ")}: ${decoder.decode(out.stderr)}`);
+  };
+  await Deno.mkdir(`${root}/dev/pts`, { recursive: true });
+  await run("mount", "-t", "tmpfs", "tmpfs", `${root}/dev`);
+  await Deno.mkdir(`${root}/dev/pts`);
+  await run(
+    "mount",
+    "-t",
+    "devpts",
+    "-o",
+    "newinstance,ptmxmode=0666",
+    "devpts",
+    `${root}/dev/pts`,
+  );
+  await Deno.symlink("pts/ptmx", `${root}/dev/ptmx`);
+  return {
+    root,
+    async close() {
+      await stopNamespace(root);
+      await run("umount", "-R", "-l", `${root}/dev`);
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+/** A program on a vault PTY, its output as text, and its exit. */
+async function vaultProgram(root: string, argv: string[], cwd = "/") {
+  const p = await spawnPtyInRootfs(
+    root,
+    argv,
+    cwd,
+    { PATH: "/usr/bin:/bin", TERM: "xterm", PS1: "fv# ", HOME: "/" },
+    { cols: 80, rows: 24, term: "xterm" },
+  );
+  let text = "";
+  let wake: (() => void) | null = null;
+  p.onData((b) => {
+    text += decoder.decode(b, { stream: true });
+    wake?.();
+  });
+  const exit = new Promise<{ code: number | null; signal: string | null; text: string }>((r) =>
+    p.onExit((e) => r({ ...e, text }))
+  );
+  return {
+    p,
+    exit,
+    /** Waits (bounded) until the output matches, then forgets it. */
+    async until(re: RegExp, ms = 10_000): Promise<string> {
+      const deadline = Date.now() + ms;
+      while (!re.test(text)) {
+        if (Date.now() > deadline) throw new Error(`no ${re} in ${JSON.stringify(text)}`);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          new Promise<void>((r) => wake = r),
+          new Promise((r) => timer = setTimeout(r, deadline - Date.now())),
+        ]);
+        clearTimeout(timer);
+      }
+      const seen = text;
+      text = "";
+      return seen;
+    },
+  };
+}
+
+/** Descriptors of this process open on a ptmx under `root`. */
+function mastersUnder(root: string): number {
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      if (Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith(`${root}/dev/pts/ptmx`)) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+Deno.test({
+  name:
+    "vault PTY: resize reaches the program (SIGWINCH), all output before the exit, exit codes and signals, a failed entry is shown, every master closed",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { root, close } = await rootfsWithDevpts();
+    try {
+      const sh = await vaultProgram(root, ["/bin/bash", "--norc", "--noprofile", "-i"]);
+      await sh.until(/fv# $/);
+      assert.equal(mastersUnder(root), 1, "the console's master is from the rootfs's devpts");
+      sh.p.write(new TextEncoder().encode("trap 'echo winch-$(stty size)' WINCH; tty\r"));
+      assert.match(await sh.until(/fv# $/), /\/dev\/pts\/0\r\n/);
+      sh.p.resize(100, 50);
+      await sh.until(/winch-50 100/);
+      // Everything the program wrote reaches the reader before its exit.
+      sh.p.write(
+        new TextEncoder().encode(
+          "i=0; while [ $i -lt 5000 ]; do echo line-$i; i=$((i+1)); done; exit 4\r",
+        ),
+      );
+      const done = await sh.exit;
+      assert.equal(done.code, 4);
+      assert.match(done.text, /line-4999\r\n/);
+
+      const killed = await vaultProgram(root, ["/usr/bin/sleep", "300"]);
+      killed.p.kill("SIGTERM");
+      assert.deepEqual({ ...(await killed.exit), text: "" }, {
+        code: null,
+        signal: "SIGTERM",
+        text: "",
+      });
+
+      // A background process keeping the terminal open does not hold the exit back.
+      const started = Date.now();
+      const bg = await vaultProgram(root, ["/bin/sh", "-c", "sleep 300 & echo bg-started"]);
+      const bgExit = await bg.exit;
+      assert.equal(bgExit.code, 0);
+      assert.match(bgExit.text, /bg-started/);
+      assert.ok(Date.now() - started < 5000, `${Date.now() - started} ms`);
+
+      // A failure to enter (here the working directory) is shown on the terminal.
+      const bad = await vaultProgram(root, ["/bin/sh"], "/no-such-dir");
+      const badExit = await bad.exit;
+      assert.equal(badExit.code, 125);
+      assert.match(badExit.text, /cannot change directory to '\/no-such-dir'/);
+
+      assert.equal(mastersUnder(root), 0, "a master left open");
+    } finally {
+      await close();
+    }
+  },
+});
+
+Deno.test({
+  name: "vault PTY: never from the machine's own devpts, nor from a /dev/pts that is not devpts",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const root = await buildTestRootfs();
+    try {
+      await Deno.mkdir(`${root}/dev/pts`, { recursive: true });
+      assert.equal(openVaultPty(root, 80, 24), null, "a plain directory");
+      const bind = await new Deno.Command("mount", {
+        args: ["--bind", "/dev/pts", `${root}/dev/pts`],
+      })
+        .output();
+      assert.ok(bind.success);
+      try {
+        assert.equal(openVaultPty(root, 80, 24), null, "the machine's devpts bound in");
+      } finally {
+        await new Deno.Command("umount", { args: ["-l", `${root}/dev/pts`] }).output();
+      }
+      // A link out of the rootfs is not followed.
+      await Deno.remove(`${root}/dev/pts`);
+      await Deno.symlink("/dev/pts", `${root}/dev/pts`);
+      assert.equal(openVaultPty(root, 80, 24), null, "a symlink to the machine's /dev/pts");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});

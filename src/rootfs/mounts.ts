@@ -1,7 +1,8 @@
 /**
  * The mounts a workload needs inside the rootfs: persisted /root and /home
  * (bind), /proc, /sys, a minimal /dev (tmpfs with the usual nodes bound from
- * the host, as rootless containers do), /dev/pts and /etc/resolv.conf.
+ * the host, as rootless containers do, and a devpts instance of its own at
+ * /dev/pts) and /etc/resolv.conf.
  *
  * Every mount point is checked component by component with lstat first:
  * mount(2) follows symlinks, and a tenant image whose `/root` is a symlink
@@ -220,16 +221,11 @@ export async function prepareMounts(paths: StorePaths): Promise<string[]> {
       // A devpts instance of the vault's own, never the machine's (whose terminals root
       // inside could open, read and type into): consoles get their PTYs from it (init opens
       // its ptmx), and so do tmux, sshd and script inside. The kernel keeps
-      // kernel.pty.reserve PTYs for the machine's own instance.
-      await run([
-        "mount",
-        "-t",
-        "devpts",
-        "-o",
-        "newinstance,ptmxmode=0666,mode=0620,gid=5,nosuid,noexec",
-        "devpts",
-        `${dev}/pts`,
-      ]);
+      // kernel.pty.reserve PTYs for the machine's own instance. Group tty (5) as runc does,
+      // unless it is not mapped (a user namespace: as rootless podman, without it).
+      const devpts = "newinstance,ptmxmode=0666,mode=0620,nosuid,noexec";
+      await run(["mount", "-t", "devpts", "-o", `${devpts},gid=5`, "devpts", `${dev}/pts`])
+        .catch(() => run(["mount", "-t", "devpts", "-o", devpts, "devpts", `${dev}/pts`]));
       await Deno.symlink("pts/ptmx", `${dev}/ptmx`);
     }
     let resolv: string | undefined;
