@@ -23,11 +23,17 @@
  * namespace fd, through FFI) just around the spawn, and the child runs the
  * machine's perl, which enters the mount namespace and root, drops
  * capabilities and execs the program in place (see {@link enterScript}). So
- * the spawned pid is the program itself: signals and exit codes are exact. A
- * PTY (node-pty) cannot be spawned that way (node-pty starts a thread, which
- * the kernel refuses while the PID namespace differs), so a PTY runs
- * `nsenter --pid` whose child takes the terminal over with `setsid --ctty`,
- * then the same perl; signals init sends go to that child ({@link innerPid}).
+ * the spawned pid is the program itself: signals and exit codes are exact.
+ * Consoles and `exec -t` are spawned the same way ({@link
+ * VaultNamespace.spawnOnPty}): their PTY comes from the vault's own devpts
+ * instance (the machine's terminals are not visible inside), and the perl
+ * takes it as controlling terminal by its in-vault path `/dev/pts/N`. Only a
+ * rootfs without a devpts of its own (unit tests' bare rootfs) still gets a
+ * node-pty PTY of the machine, which cannot be spawned that way (node-pty
+ * starts a thread, which the kernel refuses while the PID namespace
+ * differs): it runs `nsenter --pid` whose child takes the terminal over with
+ * `setsid --ctty`, then the same perl; signals go to that child
+ * ({@link innerPid}).
  *
  * @module
  */
