@@ -12,6 +12,7 @@ import {
   type Resolver,
   resolveUdpImpl,
   runProxy,
+  type RunProxyOptions,
   splitHostPort,
   templateResolver,
   UDP_IMPLS,
@@ -85,12 +86,29 @@ const program = new Command("vault-proxy")
     String(DEFAULT_LIMITS.machineSessionsPerSecond),
   )
   .option("--cache-ttl <ms>", "how long a machine's address is cached", "30000")
+  .option(
+    "--peer-listen <host:port>",
+    "run with other proxies in front of the same machines: this proxy's peer socket, on a " +
+      "private address (on Fly its 6PN address, e.g. [fdaa:…]:4434); needs VAULT_PROXY_PEER_SECRET",
+  )
+  .option(
+    "--peer <host:port>",
+    "another proxy's peer socket (repeatable)",
+    (v: string, prev: string[]) => [...prev, v],
+    [] as string[],
+  )
+  .option(
+    "--peers-dns <name:port>",
+    "the other proxies by DNS, re-read every 10 s (on Fly: '<proxy-app>.internal:4434')",
+  )
   .addHelpText(
     "after",
     "\nEnvironment:\n  FLY_API_TOKEN   Machines API token (never logged): to look machines up (--machines-api)\n" +
       "                  and to wake them. It needs only to read and start the app's machines:\n" +
       "                  e.g. fly tokens create deploy -a APP (app-scoped), better attenuated to\n" +
       "                  machine read + start (see the README).\n" +
+      "  VAULT_PROXY_PEER_SECRET  with --peer-listen: a secret (32+ characters) all peers share;\n" +
+      "                  it signs every message between them (never logged)\n" +
       "\nExamples:\n" +
       "  On Fly:   vault-proxy --backend '{machine_id}.vm.vault-tenants.internal:8443' --admin 0.0.0.0:9090\n" +
       "  Locally:  vault-proxy --listen 127.0.0.1:4433 --machines-api http://127.0.0.1:4280 --app vault-tenants\n" +
@@ -113,6 +131,9 @@ const o = program.opts<{
   apiBase: string;
   wake: boolean;
   wakeTimeout: string;
+  peerListen?: string;
+  peer: string[];
+  peersDns?: string;
 }>();
 
 function usage(message: string, hint: string): never {
@@ -177,6 +198,28 @@ try {
   if (!(UDP_IMPLS as readonly string[]).includes(o.udp)) {
     usage(`--udp ${o.udp}`, UDP_IMPLS.join(", "));
   }
+  let peers: RunProxyOptions["peers"];
+  if (o.peerListen) {
+    const secret = Deno.env.get("VAULT_PROXY_PEER_SECRET") ?? "";
+    if (secret.length < 32) {
+      usage(
+        "--peer-listen needs VAULT_PROXY_PEER_SECRET of at least 32 characters",
+        "e.g. fly secrets set VAULT_PROXY_PEER_SECRET=$(openssl rand -hex 32) -a <proxy-app>",
+      );
+    }
+    const dns = o.peersDns ? address("--peers-dns", o.peersDns) : undefined;
+    peers = {
+      listen: address("--peer-listen", o.peerListen),
+      addresses: o.peer.map((p) => address("--peer", p)),
+      dns: dns ? { name: dns.hostname, port: dns.port } : undefined,
+      secret: new TextEncoder().encode(secret),
+    };
+  } else if (o.peer.length > 0 || o.peersDns) {
+    usage(
+      "--peer and --peers-dns need --peer-listen",
+      "the address this proxy's peers reach it on",
+    );
+  }
   const code = await runProxy({
     listen: address("--listen", o.listen),
     admin: o.admin ? address("--admin", o.admin) : undefined,
@@ -184,6 +227,7 @@ try {
     // "auto" settles here, so the "listening" log line names the path in use.
     udp: resolveUdpImpl(o.udp as UdpImpl),
     cacheTtlMs: count("--cache-ttl", o.cacheTtl),
+    peers,
     limits: {
       maxSessions: count("--max-sessions", o.maxSessions),
       idleTimeoutMs: count("--idle-timeout", o.idleTimeout),

@@ -217,3 +217,116 @@ Deno.test("peer messages: signed, fresh, and nothing else is read", async () => 
   assert.equal(decodePeer(old, secret), undefined, "a replayed (old) message is refused");
   assert.equal(decodePeer(open.subarray(0, 20), secret), undefined);
 });
+
+Deno.test({
+  name: "vault-proxy --peer-listen/--peer: two processes, a client alternating between them",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const bin = new URL("../bin/vault-proxy.ts", import.meta.url).pathname;
+    const ip = `127.${50 + Math.floor(Math.random() * 150)}.${
+      1 + Math.floor(Math.random() * 250)
+    }.7`;
+    const machine = await startEchoServer("0a1b2c3d4e5f61", ip, 8443);
+    const api = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+      if (new URL(req.url).pathname === "/v1/apps/vault-tenants/machines/0a1b2c3d4e5f61") {
+        return Response.json({ id: "0a1b2c3d4e5f61", state: "started", private_ip: ip });
+      }
+      return Response.json({ error: "not found" }, { status: 404 });
+    });
+    const reserve = () => {
+      const s = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+      const port = (s.addr as Deno.NetAddr).port;
+      s.close();
+      return port;
+    };
+    const peerPorts = [reserve(), reserve()];
+    const secret = "a-secret-the-two-proxies-share-0123456789";
+    const spawn = (i: number, env: Record<string, string>) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          bin,
+          "--listen",
+          "127.0.0.1:0",
+          "--machines-api",
+          `http://127.0.0.1:${api.addr.port}`,
+          "--app",
+          "vault-tenants",
+          "--peer-listen",
+          `127.0.0.1:${peerPorts[i]}`,
+          "--peer",
+          `127.0.0.1:${peerPorts[1 - i]}`,
+          "--admin",
+          "127.0.0.1:0",
+        ],
+        env,
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    // No secret (or a short one): refused at start, saying what is needed.
+    const bad = await spawn(0, { VAULT_PROXY_PEER_SECRET: "short" }).output();
+    assert.equal(bad.code, 2);
+    assert.match(new TextDecoder().decode(bad.stderr), /VAULT_PROXY_PEER_SECRET of at least 32/);
+
+    const children = [0, 1].map((i) => spawn(i, { VAULT_PROXY_PEER_SECRET: secret }));
+    const ports: number[] = [];
+    let relay: ReturnType<typeof startAlternatingRelay> | undefined;
+    const logs: string[] = [];
+    const admins: string[] = [];
+    try {
+      for (const c of children) {
+        let text = "";
+        const reader = c.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        const deadline = Date.now() + 30_000;
+        while (!/"event":"admin_listening"/.test(text)) {
+          if (Date.now() > deadline) throw new Error(`no admin line: ${text}`);
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`exited: ${text}`);
+          text += value;
+        }
+        logs.push(text);
+        ports.push(Number(/"listening","address":"127\.0\.0\.1:(\d+)"/.exec(text)![1]));
+        admins.push(/"admin_listening","address":"([^"]+)"/.exec(text)![1]);
+        // Keep draining, so the child never blocks on a full pipe.
+        (async () => {
+          while (!(await reader.read()).done) { /* drained */ }
+        })();
+      }
+      relay = startAlternatingRelay(ports);
+      const conn = await dial({
+        hostname: "127.0.0.1",
+        port: relay.port,
+        serverName: "0a1b2c3d4e5f61.vault.internal",
+        caPem: machine.identity.identityPem,
+      });
+      const data = crypto.getRandomValues(new Uint8Array(60_000));
+      const back = await echo(conn, data);
+      assert.deepEqual(back, data);
+      conn.close();
+      let forwarded = 0;
+      for (const a of admins) {
+        const m = /vault_proxy_events_total\{event="peer_forwarded"\} (\d+)/.exec(
+          await (await fetch(`http://${a}/metrics`)).text(),
+        );
+        forwarded += Number(m?.[1] ?? 0);
+      }
+      assert.ok(forwarded >= 10, `datagrams forwarded between the proxies: ${forwarded}`);
+      assert.ok(!logs.join("").includes(secret), "the peer secret is never logged");
+    } finally {
+      relay?.close();
+      for (const c of children) {
+        try {
+          c.kill("SIGTERM");
+        } catch {
+          // gone
+        }
+        await c.status;
+        await c.stderr.cancel().catch(() => {});
+      }
+      await api.shutdown();
+      machine.close();
+    }
+  },
+});

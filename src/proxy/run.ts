@@ -21,6 +21,31 @@ export interface RunProxyOptions {
   cacheTtlMs?: number;
   udp?: UdpImpl;
   limits?: Partial<ProxyLimits>;
+  /**
+   * Other proxies (issue 11.4): this proxy's peer socket, the others' addresses (static, and/or
+   * a DNS name whose AAAA/A records are re-read every 10 s, e.g. Fly's `<app>.internal`), and
+   * the secret they share.
+   */
+  peers?: {
+    listen: { hostname: string; port: number };
+    addresses: { hostname: string; port: number }[];
+    dns?: { name: string; port: number };
+    secret: Uint8Array;
+  };
+}
+
+/** Re-reads the peers' DNS name: every proxy machine of the app, except this one. */
+async function peersFromDns(
+  dns: { name: string; port: number },
+  self: { hostname: string; port: number },
+): Promise<{ hostname: string; port: number }[] | undefined> {
+  const found: string[] = [];
+  for (const type of ["AAAA", "A"] as const) {
+    found.push(...await Deno.resolveDns(dns.name, type).catch(() => [] as string[]));
+  }
+  if (found.length === 0) return undefined; // keep the last list through a DNS hiccup
+  return found.filter((h) => !(h === self.hostname && dns.port === self.port))
+    .map((hostname) => ({ hostname, port: dns.port }));
 }
 
 /** Runs until SIGTERM or SIGINT; resolves with the exit code. */
@@ -64,13 +89,31 @@ export async function runProxy(opts: RunProxyOptions): Promise<number> {
       );
     }
   }
+  const peers = opts.peers
+    ? { listen: opts.peers.listen, addresses: [...opts.peers.addresses], secret: opts.peers.secret }
+    : undefined;
+  const refreshPeers = async () => {
+    if (!opts.peers?.dns || !peers) return;
+    const found = await peersFromDns(opts.peers.dns, opts.peers.listen);
+    if (found) peers.addresses.splice(0, peers.addresses.length, ...opts.peers.addresses, ...found);
+  };
+  await refreshPeers();
   const proxy = await startProxy({
     listen: { hostname, port: opts.listen.port },
     resolver: cachedResolver(opts.resolver, { ttlMs: opts.cacheTtlMs }),
     udp: opts.udp,
     limits: opts.limits,
     log,
+    peers,
   });
+  const peerTimer = opts.peers?.dns ? setInterval(() => void refreshPeers(), 10_000) : undefined;
+  if (peers) {
+    log({
+      event: "peers",
+      listen: `${peers.listen.hostname}:${proxy.peerPort}`,
+      peers: peers.addresses.map((a) => `${a.hostname}:${a.port}`),
+    });
+  }
   for (const [code, n] of Object.entries(errors)) proxy.stats.errors[code] = n;
   running.stats = proxy.stats;
   const admin = opts.admin ? await startAdmin(proxy, opts.admin) : undefined;
@@ -84,6 +127,7 @@ export async function runProxy(opts: RunProxyOptions): Promise<number> {
   Deno.removeSignalListener("SIGTERM", onTerm);
   Deno.removeSignalListener("SIGINT", onInt);
   log({ event: "stopping", signal, sessions: proxy.stats.sessions });
+  if (peerTimer) clearInterval(peerTimer);
   await Promise.all([proxy.close(), admin?.close()]);
   globalThis.removeEventListener("unhandledrejection", onRejection);
   globalThis.removeEventListener("error", onUncaught);
