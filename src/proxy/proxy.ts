@@ -35,6 +35,28 @@
  * - Logs: refusals and session open/close are logged at most 20 a second, the rest counted in
  *   the next line's `suppressed`; every refusal is counted in `vault_proxy_refusals_total`.
  *
+ * Sessions that follow the client (issue 11.2). The machine's connection IDs are in clear in the
+ * SCID of its long-header packets (Initial, Handshake); the proxy learns them per session (at most
+ * 8, first come keeps a CID, forgotten with the session). A datagram from an unknown address whose
+ * DCID is one of them (a short header read at each learned CID length, the fixed bit not
+ * required: quinn greases it) moves that session to the new address: NAT rebinding or a network
+ * change costs nothing. No other packet from a new address touches a session. quinn clients keep
+ * their DCID when their address changes under them (they rotate only on an explicit rebind,
+ * which Deno does not expose); a client that switched to a CID announced later in an encrypted
+ * NEW_CONNECTION_ID frame would not be found (its packets from the old address still are).
+ *
+ * Routes that follow the machine (issue 11.5). A handshake the machine has not answered in
+ * `noAnswerMs` (1 s) is looked up again at once (the cached answer dropped): a machine restarted
+ * at a new address gets the client's first Initials replayed to it there (≤ 16 KiB kept until the
+ * machine answers); one found stopped or suspended is woken by a waking resolver (the wait is the
+ * client's slower connect) or refused with an Initial CONNECTION_CLOSE saying so; a failed wake
+ * is a CONNECTION_CLOSE naming why. While a machine wakes, its client's datagrams wait in the
+ * pending table under the bounds above.
+ *
+ * Peers (issue 11.4, see peers.ts): with `peers`, each proxy announces the client addresses and
+ * machine CIDs it holds; a packet for one of them that lands on another proxy is forwarded to the
+ * holder (one hop, never again), which relays it and answers the client from its own socket.
+ *
  * @module
  */
 import { VaultError } from "../errors/mod.ts";
