@@ -288,7 +288,7 @@ Deno.test("relay: idle sessions are closed; /healthz and /metrics report", async
   }
 });
 
-Deno.test("relay: a flood of random datagrams and half ClientHellos stays within the bounds", async () => {
+async function randomFlood(udp: UdpImpl) {
   const drops: string[] = [];
   let wake: (() => void) | undefined;
   const until = async (pred: () => boolean) => {
@@ -296,6 +296,7 @@ Deno.test("relay: a flood of random datagrams and half ClientHellos stays within
   };
   const proxy = await startProxy({
     listen: { hostname: "127.0.0.1", port: 0 },
+    udp,
     resolver: mapResolver({}),
     limits: {
       maxPending: 50,
@@ -354,4 +355,11 @@ Deno.test("relay: a flood of random datagrams and half ClientHellos stays within
     for (const s of socks) s.close();
     await proxy.close();
   }
-});
+}
+
+for (const udp of ["deno", "mmsg"] as UdpImpl[]) {
+  Deno.test(
+    `relay (${udp}): a flood of random datagrams and half ClientHellos stays within the bounds`,
+    () => randomFlood(udp),
+  );
+}
