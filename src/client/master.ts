@@ -392,9 +392,10 @@ export async function useMaster(opts: UseMasterOptions): Promise<VaultSession> {
   const viaMaster = await masterSession(paths, opts).catch(() => null);
   if (viaMaster) return viaMaster;
   const session = await opts.direct();
-  // Named after the pin this connect may just have written, as the master will name it.
+  // Named after the pin this connect may just have written, as the master will name it. A
+  // master still listening there (its vault slow to answer just now) is left to recover or end.
   const after = await masterPaths(opts.config, opts.name, opts.vault).catch(() => null);
-  if (after) startMaster(after, opts);
+  if (after && !socketIsOurs(after.socket)) startMaster(after, opts);
   return session;
 }
 
