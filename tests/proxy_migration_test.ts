@@ -10,53 +10,7 @@
 import assert from "node:assert/strict";
 import { startProxy } from "../src/proxy/mod.ts";
 import { dial, startEchoServer } from "./proxy_fixture.ts";
-
-/** A NAT in front of the proxy: one client-side socket, an outbound socket that `rebind` swaps. */
-function startRebindingRelay(target: { hostname: string; port: number }) {
-  const front = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  let client: Deno.NetAddr | undefined;
-  let back: Deno.DatagramConn | undefined;
-  const outbound: number[] = [];
-  const open = () => {
-    const b = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    outbound.push((b.addr as Deno.NetAddr).port);
-    (async () => {
-      try {
-        for await (const [reply] of b) {
-          if (client && b === back) await front.send(reply, client).catch(() => {});
-        }
-      } catch {
-        // closed
-      }
-    })();
-    return b;
-  };
-  back = open();
-  (async () => {
-    try {
-      for await (const [data, from] of front) {
-        client = from as Deno.NetAddr;
-        await back?.send(data, { transport: "udp", ...target }).catch(() => {});
-      }
-    } catch {
-      // closed
-    }
-  })();
-  return {
-    port: (front.addr as Deno.NetAddr).port,
-    outbound,
-    /** The old mapping is gone (its socket closed): replies to it are lost, as behind a NAT. */
-    rebind() {
-      const old = back;
-      back = open();
-      old?.close();
-    },
-    close() {
-      front.close();
-      back?.close();
-    },
-  };
-}
+import { startRebindingRelay } from "./proxy_relays.ts";
 
 Deno.test({
   name: "proxy: a client whose address changes mid-transfer keeps its connection (DCID routing)",

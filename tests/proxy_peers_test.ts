@@ -14,50 +14,7 @@
 import assert from "node:assert/strict";
 import { type Proxy, startProxy } from "../src/proxy/mod.ts";
 import { dial, echo, startEchoServer } from "./proxy_fixture.ts";
-
-/** One client-side socket; each client datagram goes to the next proxy in turn. */
-function startAlternatingRelay(ports: number[]) {
-  const front = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  let back = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  let client: Deno.NetAddr | undefined;
-  let turn = 0;
-  const pump = (b: Deno.DatagramConn) => {
-    (async () => {
-      try {
-        for await (const [reply] of b) {
-          if (client && b === back) await front.send(reply, client).catch(() => {});
-        }
-      } catch {
-        // closed
-      }
-    })();
-  };
-  pump(back);
-  (async () => {
-    try {
-      for await (const [data, from] of front) {
-        client = from as Deno.NetAddr;
-        const port = ports[turn++ % ports.length];
-        await back.send(data, { transport: "udp", hostname: "127.0.0.1", port }).catch(() => {});
-      }
-    } catch {
-      // closed
-    }
-  })();
-  return {
-    port: (front.addr as Deno.NetAddr).port,
-    rebind() {
-      const old = back;
-      back = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-      pump(back);
-      old.close();
-    },
-    close() {
-      front.close();
-      back.close();
-    },
-  };
-}
+import { startAlternatingRelay } from "./proxy_relays.ts";
 
 async function twoProxies(machine: { hostname: string; port: number }, withPeers: boolean) {
   const resolver = () => Promise.resolve({ ok: true as const, backend: machine });
