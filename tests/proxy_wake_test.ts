@@ -73,6 +73,13 @@ Deno.test({
       resolver: machinesApiResolver({ url: api.baseUrl, app: APP, token: API_TOKEN }),
       log: () => {},
     });
+    // Without a cache: the client's first Initial finds the machine suspended (the usual case
+    // after a long idle, when the cached route has long expired).
+    const cold = await startProxy({
+      listen: { hostname: "127.0.0.1", port: 0 },
+      resolver: machinesApiResolver({ url: api.baseUrl, app: APP, token: API_TOKEN, wake: true }),
+      log: () => {},
+    });
     const configDir = join(dir, "client");
     let t: ReturnType<typeof outerTerminal> | undefined;
     try {
@@ -103,7 +110,11 @@ Deno.test({
       ];
       await Deno.writeTextFile(
         join(configDir, "config.toml"),
-        [...vault("demo", proxy.port), ...vault("nowake", noWake.port)].join("\n"),
+        [
+          ...vault("demo", proxy.port),
+          ...vault("nowake", noWake.port),
+          ...vault("cold", cold.port),
+        ].join("\n"),
         { mode: 0o600 },
       );
       await Deno.chmod(join(configDir, "config.toml"), 0o600);
@@ -141,6 +152,14 @@ Deno.test({
       t.type("\r~.");
       await t.waitFor(/outer\$ $/);
 
+      // The cold route: status through a proxy with no cached address wakes it on the first look.
+      await fly.waitMachine(id, { state: "suspended", timeoutSec: 30 });
+      const coldWake = await runClient(configDir, ["status", "cold"]);
+      assert.equal(coldWake.code, 0, coldWake.stderr);
+      assert.equal(cold.stats.events.woke, 1);
+      const awake = await runClient(configDir, ["status", "cold"]);
+      assert.equal(awake.code, 0, awake.stderr);
+
       // Waking off: the client hears the machine is suspended, at once, not a timeout.
       await fly.waitMachine(id, { state: "suspended", timeoutSec: 30 });
       const refused = await runClient(configDir, ["status", "nowake"]);
@@ -158,13 +177,16 @@ Deno.test({
       console.log(
         `proxy wake: connect through the proxy to a suspended vault reached the prompt in ` +
           `${wakeConnectMs} ms (machine start ${woken?.ms} ms, after the 1 s no-answer probe ` +
-          `on a cached route); a failed start was reported in ${Math.round(failed.ms)} ms; ` +
+          `on a cached route); status through a cold proxy: ${Math.round(coldWake.ms)} ms ` +
+          `suspended vs ${Math.round(awake.ms)} ms awake; ` +
+          `a failed start was reported in ${Math.round(failed.ms)} ms; ` +
           `refused (waking off) in ${Math.round(refused.ms)} ms`,
       );
     } finally {
       t?.pty.kill("SIGKILL");
       await proxy.close();
       await noWake.close();
+      await cold.close();
       await api.close();
       await issuer.close();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
