@@ -106,16 +106,6 @@ sub merge {
     "remove it first, or copy to another name") if $dst_dir;
   rename($from, $to) or written("cannot move into $to", $! + 0);
 }
-sub readn {
-  my $n = shift;
-  my $buf = "";
-  while (length($buf) < $n) {
-    my $got = sysread(STDIN, $buf, $n - length($buf), length($buf));
-    return undef unless $got;
-  }
-  return $buf;
-}
-
 sub upload {
   my ($dest, $count, $name) = @_;
   my ($mode, $dir, $as);
@@ -149,21 +139,28 @@ sub upload {
     }
     close($r);
     print "READY\n";
-    my ($commit, $broken) = (0, 0);
-    while (1) {
-      my $head = readn(4);
-      last unless defined $head;
-      my $len = unpack("N", $head);
-      if ($len == 0) { $commit = 1; last }
-      my $data = readn($len);
-      last unless defined $data;
-      my $off = 0;
-      while ($off < $len) {
-        my $n = syswrite($w, $data, $len - $off, $off);
-        if (!defined $n) { $broken = 1; last }
-        $off += $n;
+    # Frames are parsed from large reads; payload goes to tar as it comes, frame bounds aside.
+    my ($commit, $broken, $need, $buf) = (0, 0, 0, "");
+    READ: while (1) {
+      my $got = sysread(STDIN, $buf, 1 << 18, length($buf));
+      last unless $got;
+      while (length($buf)) {
+        if ($need == 0) {
+          next READ if length($buf) < 4;
+          $need = unpack("N", substr($buf, 0, 4, ""));
+          if ($need == 0) { $commit = 1; last READ }
+          next;
+        }
+        my $take = $need < length($buf) ? $need : length($buf);
+        my $off = 0;
+        while ($off < $take) {
+          my $n = syswrite($w, $buf, $take - $off, $off);
+          if (!defined $n) { $broken = 1; last READ }
+          $off += $n;
+        }
+        substr($buf, 0, $take, "");
+        $need -= $take;
       }
-      last if $broken;
     }
     kill(9, $pid) unless $commit || $broken;
     close($w);
