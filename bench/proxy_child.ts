@@ -10,7 +10,7 @@
  * Prints one JSON line when ready, then runs until killed.
  */
 import { startProxy, type UdpImpl } from "../src/proxy/mod.ts";
-import { bindMmsg } from "../src/proxy/udp_mmsg.ts";
+import { bindMmsg, raiseUdpBuffers } from "../src/proxy/udp_mmsg.ts";
 import { clientHello, clientInitials } from "../src/proxy/testutil.ts";
 import { startEchoServer } from "../tests/proxy_fixture.ts";
 
@@ -32,7 +32,9 @@ function cpuSeconds(): number {
 const [mode, a, b, c] = Deno.args;
 if (mode === "echo") {
   const s = await startEchoServer(a);
-  console.log(JSON.stringify({ port: s.port, caPem: s.identity.identityPem }));
+  // "echo <id> <bytes>": the QUIC server's socket buffers raised (default: the kernel's 208 KiB).
+  const rcvbuf = b ? raiseUdpBuffers(s.port, Number(b)) : undefined;
+  console.log(JSON.stringify({ port: s.port, caPem: s.identity.identityPem, rcvbuf }));
 } else if (mode === "sink") {
   let count = 0;
   const sock = await bindMmsg("127.0.0.1", 0, () => count++);

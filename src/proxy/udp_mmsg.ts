@@ -54,6 +54,7 @@ const NAME = 32;
 const SYMBOLS = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   recvmmsg: { parameters: ["i32", "pointer", "u32", "i32", "pointer"], result: "i32" },
   sendmmsg: { parameters: ["i32", "pointer", "u32", "i32"], result: "i32" },
@@ -434,6 +435,34 @@ function bind(hostname: string, port: number, on: OnDatagram, opts: MmsgOptions)
     },
     done,
   };
+}
+
+/**
+ * Raises the kernel receive and send buffers of this process's UDP socket bound at `port` (one
+ * not opened by bindMmsg, e.g. a QUIC endpoint's), so a burst waits in the kernel instead of
+ * being lost. Returns the receive buffer the kernel granted (capped by net.core.rmem_max), or
+ * undefined when no such socket was found.
+ */
+export function raiseUdpBuffers(port: number, bytes: number): number | undefined {
+  const sh = shared ??= new Shared();
+  sh.users++;
+  try {
+    for (const family of [AF_INET, AF_INET6]) {
+      const fd = sh.findFd(-1, family, port);
+      if (fd < 0) continue;
+      const int = new Uint8Array(8);
+      new DataView(int.buffer).setInt32(0, bytes, true);
+      sh.c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, int, 4);
+      sh.c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, int, 4);
+      const len = new Uint8Array(8);
+      new DataView(len.buffer).setUint32(0, 4, true);
+      sh.c.getsockopt(fd, SOL_SOCKET, SO_RCVBUF, int, len);
+      return new DataView(int.buffer).getInt32(0, true);
+    }
+    return undefined;
+  } finally {
+    release();
+  }
 }
 
 /** Drops the shared libc handle once no socket uses it. */
