@@ -58,7 +58,7 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   recvmmsg: { parameters: ["i32", "pointer", "u32", "i32", "pointer"], result: "i32" },
   sendmmsg: { parameters: ["i32", "pointer", "u32", "i32"], result: "i32" },
-  dup: { parameters: ["i32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
@@ -342,7 +342,7 @@ function bind(hostname: string, port: number, on: OnDatagram, opts: MmsgOptions)
   try {
     // The lowest free descriptor now is the one socket() will take next, unless another thread
     // opens one in between (then findFd searches).
-    const guess = sh.c.dup(0);
+    const guess = sh.c.eventfd(0, 0);
     if (guess >= 0) sh.c.close(guess);
     conn = Deno.listenDatagram({ transport: "udp", hostname, port });
     const addr = conn.addr as Deno.NetAddr;
