@@ -18,7 +18,10 @@ export interface PrintableOptions {
 
 // C0 controls (but tab), DEL, C1 controls, and the bidirectional overrides and
 // isolates that can make text read differently from what it is ("trojan source").
+// Matching control characters is this module's whole purpose.
+// deno-lint-ignore no-control-regex
 const UNSAFE = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+// deno-lint-ignore no-control-regex
 const UNSAFE_KEEP_NL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 function escapeChar(ch: string): string {
