@@ -251,6 +251,15 @@ Deno.test({
       assert.equal(badExit.code, 125);
       assert.match(badExit.text, /cannot change directory to '\/no-such-dir'/);
 
+      // Output that came before anyone listened is kept for the first listener.
+      const late = await spawnPtyInRootfs(root, ["/bin/sh", "-c", "echo early-$((6*7))"], "/", {
+        PATH: "/usr/bin:/bin",
+      }, { cols: 80, rows: 24, term: "xterm" });
+      await new Promise((r) => late.onExit(r));
+      let heard = "";
+      late.onData((b) => heard += decoder.decode(b));
+      assert.match(heard, /early-42/);
+
       assert.equal(mastersUnder(root), 0, "a master left open");
     } finally {
       await close();

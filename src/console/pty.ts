@@ -213,8 +213,11 @@ export function attachPty(master: number, child: Deno.ChildProcess): Pty {
   let closed = false;
   let resolveClosed!: () => void;
   const socketClosed = new Promise<void>((r) => resolveClosed = r);
+  // Output before the first listener (the caller may await something first) is kept for it.
+  let pending: Uint8Array[] | null = [];
   const emit = (bytes: Uint8Array) => {
-    for (const l of dataListeners) l(bytes);
+    if (pending) pending.push(bytes);
+    else for (const l of dataListeners) l(bytes);
   };
   socket.on("data", (d: Uint8Array) => emit(d));
   socket.on("error", (err: Error & { code?: string }) => {
@@ -242,7 +245,8 @@ export function attachPty(master: number, child: Deno.ChildProcess): Pty {
     clearTimeout(timer);
     if (!closed) socket.destroy();
     await child.stderr.cancel().catch(() => {});
-    await socketClosed;
+    await Promise.race([socketClosed, new Promise((r) => timer = setTimeout(r, DRAIN_MS))]);
+    clearTimeout(timer);
     return status.signal
       ? { code: null, signal: status.signal as string }
       : { code: status.code, signal: null };
@@ -268,6 +272,9 @@ export function attachPty(master: number, child: Deno.ChildProcess): Pty {
     },
     onData(listener) {
       dataListeners.push(listener);
+      const held = pending;
+      pending = null;
+      for (const bytes of held ?? []) listener(bytes);
     },
     onExit(listener) {
       exitListeners.push(listener);
