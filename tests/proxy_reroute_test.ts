@@ -105,3 +105,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "proxy: many unanswered handshakes to one machine cost one fresh lookup a second",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const machine = "bl4ckhole00001";
+    // A machine that never answers (a socket nobody reads).
+    const hole = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    const backend = { hostname: "127.0.0.1", port: (hole.addr as Deno.NetAddr).port };
+    let lookups = 0;
+    const proxy = await startProxy({
+      listen: { hostname: "127.0.0.1", port: 0 },
+      resolver: cachedResolver(() => {
+        lookups++;
+        return Promise.resolve({ ok: true, backend });
+      }),
+      log: () => {},
+    });
+    const other = await startEchoServer("unused");
+    const ca = other.identity.identityPem;
+    try {
+      const started = performance.now();
+      const dials = Array.from({ length: 20 }, () =>
+        dial({
+          hostname: "127.0.0.1",
+          port: proxy.port,
+          serverName: `${machine}.vault.internal`,
+          caPem: ca,
+          idleMs: 3_000,
+        }).then((c) => c.close(), () => {}));
+      await Promise.all(dials);
+      const secs = (performance.now() - started) / 1000;
+      assert.equal(proxy.stats.opened, 20);
+      // One at the start, then at most one fresh lookup per second (not one per session).
+      assert.ok(lookups <= 2 + Math.ceil(secs), `${lookups} lookups in ${secs.toFixed(1)} s`);
+      assert.ok(lookups >= 2, "the unanswered handshakes were looked up again");
+    } finally {
+      await proxy.close();
+      hole.close();
+      other.close();
+    }
+  },
+});

@@ -315,6 +315,8 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const cidLengths = new Set<number>();
   /** Sessions whose client sent an Initial the machine has not answered yet. */
   const waiting = new Set<Session>();
+  /** When each machine was last looked up afresh for an unanswered handshake. */
+  const relooked = new Map<string, number>();
   /** Clients other proxies hold, by client address and by machine CID. */
   const remotes = new Map<string, Remote>();
   const remoteByCid = new Map<string, Remote>();
@@ -469,11 +471,19 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   function checkAnswered(s: Session, t: number) {
     if (
       s.rerouting || closing || t - s.waitingSince < limits.noAnswerMs ||
-      t - s.lastReroute < limits.noAnswerMs
+      t - s.lastReroute < limits.noAnswerMs || resolving >= limits.maxResolving
     ) return;
     s.rerouting = true;
     s.lastReroute = t;
-    opts.resolver.invalidate?.(s.machineId);
+    // One fresh lookup per machine per noAnswerMs, whatever the number of unanswered sessions
+    // (a handshake flood must not become a flood of Machines API or DNS requests); the others
+    // read the answer it cached.
+    const last = relooked.get(s.machineId);
+    if (last === undefined || t - last >= limits.noAnswerMs) {
+      if (relooked.size >= 100_000) relooked.delete(relooked.keys().next().value!);
+      relooked.set(s.machineId, t);
+      opts.resolver.invalidate?.(s.machineId);
+    }
     void reroute(s);
   }
 
@@ -1066,6 +1076,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       }
     }
     for (const r of remotes.values()) if (t - r.seen > limits.idleTimeoutMs) forgetRemote(r);
+    for (const [id, at] of relooked) if (t - at >= limits.noAnswerMs) relooked.delete(id);
     for (const [h, b] of buckets) {
       if (b.tokens + ((t - b.at) / 1000) * limits.initialsPerSecond >= limits.initialBurst) {
         buckets.delete(h);
