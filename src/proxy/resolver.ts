@@ -100,8 +100,19 @@ const MachineReply = z.looseObject({
   })).optional(),
 });
 
-/** States a start (or a wait) can bring to `started`: the proxy wakes these. */
-const WAKEABLE = new Set(["stopped", "suspended", "suspending", "stopping", "created", "starting"]);
+/**
+ * States a start (or a wait) can bring to `started`: the proxy wakes these. `failed` too, as
+ * `fly-vault wake` does: a start that fails again says so at once.
+ */
+const WAKEABLE = new Set([
+  "stopped",
+  "suspended",
+  "suspending",
+  "stopping",
+  "created",
+  "starting",
+  "failed",
+]);
 /** States that mean the machine is gone. */
 const GONE = new Set(["destroyed", "destroying"]);
 
