@@ -287,3 +287,60 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "peers: a packet forwarded for a client this proxy does not hold is answered with close",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const { encodePeer, decodePeer } = await import("../src/proxy/peers.ts");
+    const secret = crypto.getRandomValues(new Uint8Array(32));
+    const fake = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    const refused = Promise.withResolvers<void>();
+    const proxy = await startProxy({
+      listen: { hostname: "127.0.0.1", port: 0 },
+      resolver: () => Promise.resolve({ ok: false, reason: "unknown", detail: "" }),
+      log: () => {},
+      onDrop: (reason) => {
+        if (reason === "peer_refused") refused.resolve();
+      },
+      peers: {
+        listen: { hostname: "127.0.0.1", port: 0 },
+        addresses: [{ hostname: "127.0.0.1", port: (fake.addr as Deno.NetAddr).port }],
+        secret,
+      },
+    });
+    try {
+      const id = new Uint8Array(8).fill(7);
+      const pkt = encodePeer(
+        { op: "packet", host: "127.0.0.1", port: 40404, data: new Uint8Array(1200).fill(0x41) },
+        id,
+        secret,
+      );
+      await fake.send(pkt, { transport: "udp", hostname: "127.0.0.1", port: proxy.peerPort! });
+      const timer = setTimeout(() => fake.close(), 5_000);
+      const [reply] = await fake.receive();
+      clearTimeout(timer);
+      const d = decodePeer(reply, secret);
+      assert.deepEqual(d?.message, { op: "close", host: "127.0.0.1", port: 40404 });
+      assert.equal(proxy.stats.drops.peer_unknown, 1);
+      // An unsigned (or wrongly signed) message is refused and answered with nothing.
+      const forged = encodePeer(
+        { op: "packet", host: "127.0.0.1", port: 40405, data: new Uint8Array(10) },
+        id,
+        new Uint8Array(32),
+      );
+      await fake.send(forged, { transport: "udp", hostname: "127.0.0.1", port: proxy.peerPort! });
+      const late = setTimeout(() => refused.reject(new Error("not refused in 5 s")), 5_000);
+      await refused.promise.finally(() => clearTimeout(late));
+      assert.equal(proxy.stats.drops.peer_refused, 1);
+    } finally {
+      await proxy.close();
+      try {
+        fake.close();
+      } catch {
+        // closed by the timer
+      }
+    }
+  },
+});

@@ -613,8 +613,18 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         if (s) migrate(s, m.host, m.port, key);
       }
       // Never forwarded again: a packet crosses at most one proxy-to-proxy hop.
-      if (s) toMachine(s, m.data);
-      else drop("peer_unknown");
+      if (s) return toMachine(s, m.data);
+      drop("peer_unknown");
+      // Not (or no longer) ours, e.g. our "close" was lost: tell the forwarder, so the client's
+      // next packet (a new connection's Initial) is routed there rather than lost here.
+      if (peerSock) {
+        const close = encodePeer(
+          { op: "close", host: m.host, port: m.port },
+          peerId,
+          opts.peers.secret,
+        );
+        peerSock.send(close, fromHost, fromPort);
+      }
       return;
     }
     if (m.op === "close") {
