@@ -16,6 +16,13 @@
  * nonblocking FFI call (Deno's thread pool) batched as well but added ~200 µs per round trip,
  * two thread wake-ups per hop; a Worker would add the same hop plus a copy across threads.
  *
+ * A send the kernel refuses (EAGAIN: the socket's send buffer is full) is dropped, as UDP may,
+ * and reported through `onError` (the proxy counts it in vault_proxy_errors_total): `send`
+ * cannot say so itself, since the datagram leaves at the flush. UDP GRO/GSO are not used: the
+ * relay's per-datagram work (session lookup, counting) stays in JS either way, and in the bench
+ * the relay is not CPU-bound in bulk (~16% of a core), so kernel coalescing would buy capacity per
+ * CPU second, not throughput.
+ *
  * Linux x86_64/aarch64 only (LP64 struct layouts); {@link mmsgAvailable} says whether this
  * process may use it (Linux, `--allow-ffi`, libc loadable); "auto" falls back to the JS path.
  *
