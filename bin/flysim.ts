@@ -21,7 +21,7 @@ const program = new Command("flysim")
     `
 Then, in another terminal:
   export FLY_API_BASE=http://127.0.0.1:4280 FLY_API_TOKEN=flysim-token FLY_APP=vault-tenants
-  npx fly-vault-admin tenant create acme --template tenant.template.toml --access-token s3cret
+  npx fly-vault-admin tenant create acme --template examples/tenant.template.toml --access-token "$(openssl rand -base64 32)"
   npx fly-vault-admin tenant list --wide
 and point a [vault.NAME] at a machine's address with oidc_issuer = <printed issuer>,
 local_simulation = true.`,
