@@ -161,6 +161,7 @@ class Shared {
     this.sendIovView = new DataView(siov.buffer);
     for (let i = 0; i < SEND_SLOTS; i++) {
       this.sendIovView.setBigUint64(i * 16, ptr(this.sendData) + BigInt(i * SEND_SLOT), true);
+      this.sendIovView.setBigUint64(i * 16 + 8, 0n, true);
       const h = i * MMSG;
       this.sendHdrView.setBigUint64(h, ptr(this.sendNames) + BigInt(i * NAME), true);
       this.sendHdrView.setBigUint64(h + 16, ptr(siov) + BigInt(i * 16), true);
@@ -234,7 +235,8 @@ class Shared {
     this.sendOwners[i] = s;
     this.sendNames.set(s.dest, i * NAME);
     this.sendData.set(data, i * SEND_SLOT);
-    this.sendIovView.setBigUint64(i * 16 + 8, BigInt(data.length), true);
+    // iov_len's high word stays 0 (set at start): no BigInt per datagram.
+    this.sendIovView.setUint32(i * 16 + 8, data.length, true);
     this.sendHdrView.setUint32(i * MMSG + 8, s.dest.length, true);
     if (!this.dispatching && !this.flushQueued) {
       this.flushQueued = true;
