@@ -15,6 +15,7 @@ import { homedir } from "node:os";
 import { parse, TomlError } from "smol-toml";
 import { z } from "zod";
 import { VaultError } from "../errors/mod.ts";
+import { parseAddress } from "../transport/mod.ts";
 
 /** Default OIDC issuer base: Fly's. The org is appended: `https://oidc.fly.io/<org>`. */
 export const FLY_OIDC_ISSUER = "https://oidc.fly.io";
@@ -107,7 +108,90 @@ export function expandHome(path: string): string {
   return path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(1)) : path;
 }
 
-/** Loads and validates config.toml. A missing file is an empty config. */
+/** The keys a `[vault.NAME]` table may hold, in the order the hint lists them. */
+export const VAULT_KEYS = Object.keys(VaultConfig.shape);
+
+/** Where a table or key was written: 1-based line and column. */
+export interface Position {
+  line: number;
+  column: number;
+}
+
+/** Where each `[vault.NAME]` table and each of its keys sit in the source text. */
+export interface SourceMap {
+  tables: Map<string, Position>;
+  keys: Map<string, Map<string, Position>>;
+}
+
+function unquote(s: string): string {
+  const t = s.trim();
+  if (t.length >= 2 && (t[0] === '"' || t[0] === "'") && t.at(-1) === t[0]) return t.slice(1, -1);
+  return t;
+}
+
+/**
+ * Finds the line of each `[vault.NAME]` header and each `key =` below it by
+ * scanning the text (smol-toml reports values, not positions). Only used for
+ * messages, so the simple forms people write are enough: dotted and quoted
+ * table names, bare and quoted keys.
+ */
+export function mapSource(text: string): SourceMap {
+  const tables = new Map<string, Position>();
+  const keys = new Map<string, Map<string, Position>>();
+  let current: string | null = null;
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    const header = /^(\s*)\[\s*vault\s*\.\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*\]/.exec(line);
+    if (header) {
+      current = unquote(header[2]);
+      tables.set(current, { line: i + 1, column: header[1].length + 1 });
+      if (!keys.has(current)) keys.set(current, new Map());
+      continue;
+    }
+    if (/^\s*\[/.test(line)) {
+      current = null;
+      continue;
+    }
+    const key = /^(\s*)("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=/.exec(line);
+    if (key && current !== null) {
+      const k = unquote(key[2]);
+      const m = keys.get(current)!;
+      if (!m.has(k)) m.set(k, { line: i + 1, column: key[1].length + 1 });
+    }
+  }
+  return { tables, keys };
+}
+
+/** Levenshtein distance, for "did you mean". */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** The known key closest to `key`, when it is close enough to be a slip. */
+export function closestKey(key: string, known: readonly string[] = VAULT_KEYS): string | null {
+  let best: string | null = null;
+  let bestD = Infinity;
+  for (const k of known) {
+    const d = editDistance(key.toLowerCase(), k);
+    if (d < bestD) [best, bestD] = [k, d];
+  }
+  return best !== null && bestD <= Math.max(2, Math.floor(key.length / 3)) ? best : null;
+}
+
+function at(path: string, pos: Position | undefined): string {
+  return pos ? `${path}:${pos.line}:${pos.column}` : path;
+}
+
+/** Loads and validates config.toml. A missing file is an empty config, unless it was named with `--config`. */
 export async function loadConfig(flag?: string): Promise<ClientConfig> {
   const path = configPath(flag);
   const dir = dirname(path);
@@ -115,6 +199,14 @@ export async function loadConfig(flag?: string): Promise<ClientConfig> {
   try {
     text = await Deno.readTextFile(path);
   } catch (err) {
+    if (err instanceof Deno.errors.NotFound && flag) {
+      throw new VaultError(
+        "config.unreadable",
+        `cannot open ${path}: no such file`,
+        "--config names a file that must exist; without --config the default config.toml is used " +
+          "(fly-vault config add NAME … writes one)",
+      );
+    }
     if (!(err instanceof Deno.errors.NotFound)) {
       throw new VaultError(
         "config.unreadable",
@@ -138,31 +230,63 @@ export async function loadConfig(flag?: string): Promise<ClientConfig> {
     throw err;
   }
   const file = ConfigFile.parse(raw);
+  const source = mapSource(text);
   const vaults: Record<string, VaultConfig> = {};
   for (const [name, table] of Object.entries(file.vault)) {
+    const tablePos = source.tables.get(name);
+    const keyPos = (k: string) => source.keys.get(name)?.get(k) ?? tablePos;
     const parsed = VaultConfig.safeParse(table);
     if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const key = issue.path.join(".") || "(table)";
-      const unknown = issue.code === "unrecognized_keys"
-        ? ` (unknown key${issue.keys.length > 1 ? "s" : ""}: ${issue.keys.join(", ")})`
-        : "";
+      // A misspelt key also makes the real one missing: name the misspelling first.
+      const issue = parsed.error.issues.find((i) => i.code === "unrecognized_keys") ??
+        parsed.error.issues[0];
+      if (issue.code === "unrecognized_keys") {
+        const key = issue.keys[0];
+        const near = closestKey(key);
+        throw new VaultError(
+          "config.unknown_key",
+          `${at(path, keyPos(key))}: [vault.${name}] has an unknown key '${key}'` +
+            (issue.keys.length > 1 ? ` (and ${issue.keys.slice(1).join(", ")})` : ""),
+          near ? `did you mean '${near}'?` : `keys are ${VAULT_KEYS.join(", ")}`,
+        );
+      }
+      const key = String(issue.path[0] ?? "");
+      const missing = key !== "" && (table as Record<string, unknown>)?.[key] === undefined;
+      if (missing) {
+        throw new VaultError(
+          "config.missing_key",
+          `${at(path, tablePos)}: [vault.${name}] has no '${key}'`,
+          `add ${key} = "…" to the [vault.${name}] table` +
+            (key === "address" ? ' (e.g. address = "[fdaa:0:1::2]:8443")' : ""),
+        );
+      }
       throw new VaultError(
         "config.invalid",
-        `${path}: [vault.${name}] ${key}: ${issue.message}${unknown}`,
-        "keys are address, org, app, machine_id, access_token, forward, rootfs, rootfs_url, " +
-          "oidc_issuer, local_simulation, persist",
+        `${at(path, keyPos(key))}: [vault.${name}] ${key || "(table)"}: ${issue.message}`,
+        `fix the value of ${key || "the table"}`,
       );
     }
     const v = parsed.data;
+    try {
+      parseAddress(v.address);
+    } catch (err) {
+      if (!(err instanceof VaultError)) throw err;
+      throw new VaultError(
+        "config.bad_address",
+        `${at(path, keyPos("address"))}: [vault.${name}] address = "${v.address}" is not host:port`,
+        err.hint,
+      );
+    }
     if (!v.oidc_issuer.startsWith("https://") && !v.local_simulation) {
       throw new VaultError(
         "config.insecure_issuer",
-        `[vault.${name}] oidc_issuer ${v.oidc_issuer} is not https`,
+        `${
+          at(path, keyPos("oidc_issuer"))
+        }: [vault.${name}] oidc_issuer ${v.oidc_issuer} is not https`,
         "only a local simulation may use a plain-http issuer: add local_simulation = true",
       );
     }
-    parsePersist(v.persist, `${path}: [vault.${name}] persist`);
+    parsePersist(v.persist, `${at(path, keyPos("persist"))}: [vault.${name}] persist`);
     vaults[name] = v;
   }
   parsePersist(file.persist, `${path}: persist`);

@@ -47,7 +47,7 @@ Deno.test("syntax errors name line and column", async () => {
 Deno.test("bad values, unknown keys and plain-http issuers are refused with hints", async () => {
   await assert.rejects(
     loadConfig(await configWith('[vault.a]\naddress="h:1"\norg="o"\napp="a"\nforwrd=[]\n')),
-    code("config.invalid"),
+    code("config.unknown_key"),
   );
   await assert.rejects(
     loadConfig(await configWith('[vault.a]\naddress="h:1"\norg="o"\napp="a"\nforward=["x"]\n')),
@@ -112,4 +112,73 @@ persist = "no"
     ),
     code("config.bad_persist"),
   );
+});
+
+Deno.test("a misspelt key is named with its file, line and column, and the closest key is suggested", async () => {
+  const path = await configWith(
+    '# mine\n[vault.demo]\n  adress = "h:1"\norg = "o"\napp = "a"\n',
+  );
+  await assert.rejects(loadConfig(path), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.unknown_key", String(err));
+    assert.ok(err.message.includes(`${path}:3:3:`), err.message);
+    assert.match(err.message, /\[vault\.demo\] has an unknown key 'adress'/);
+    assert.equal(err.hint, "did you mean 'address'?");
+    return true;
+  });
+});
+
+Deno.test("a missing key names the [vault.NAME] table's line and only that key", async () => {
+  const path = await configWith(
+    '[vault.other]\naddress = "h:1"\norg = "o"\napp = "a"\n\n[vault.demo]\naddress = "h:1"\napp = "a"\n',
+  );
+  await assert.rejects(loadConfig(path), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.missing_key", String(err));
+    assert.ok(err.message.startsWith(`${path}:6:1: [vault.demo] has no 'org'`), err.message);
+    assert.doesNotMatch(err.message + err.hint, /rootfs_url|local_simulation/);
+    return true;
+  });
+});
+
+Deno.test("a bad address or value names file, line and the key as written", async () => {
+  const path = await configWith('[vault."demo"]\norg = "o"\napp = "a"\naddress = "nohostport"\n');
+  await assert.rejects(loadConfig(path), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.bad_address", String(err));
+    assert.ok(
+      err.message.startsWith(`${path}:4:1: [vault.demo] address = "nohostport"`),
+      err.message,
+    );
+    return true;
+  });
+  const bad = await configWith('[vault.a]\naddress = "h:1"\norg = "O!"\napp = "a"\n');
+  await assert.rejects(loadConfig(bad), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.invalid", String(err));
+    assert.ok(err.message.startsWith(`${bad}:3:1: [vault.a] org:`), err.message);
+    return true;
+  });
+});
+
+Deno.test("--config naming a missing file is config.unreadable, not an empty config", async () => {
+  const dir = await Deno.makeTempDir();
+  const missing = join(dir, "missing.toml");
+  await assert.rejects(loadConfig(missing), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.unreadable", String(err));
+    assert.ok(err.message.includes(missing), err.message);
+    return true;
+  });
+});
+
+Deno.test("the real fly-vault: --config missing.toml says it cannot open the file", async () => {
+  const dir = await Deno.makeTempDir();
+  const missing = join(dir, "missing.toml");
+  const bin = new URL("../../bin/fly-vault.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-net", bin, "status", "demo", "--config", missing],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.notEqual(out.code, 0);
+  assert.match(stderr, /error\[config\.unreadable\]: cannot open .*missing\.toml/);
+  assert.doesNotMatch(stderr, /no vault named/);
 });
