@@ -50,8 +50,19 @@ const SOL_SOCKET = 1;
 const SO_SNDBUF = 7;
 const SO_RCVBUF = 8;
 const MSG_DONTWAIT = 0x40;
+const SOL_UDP = 17;
+const UDP_SEGMENT = 103;
 const EINTR = 4;
+const EIO = 5;
 const EAGAIN = 11;
+const EINVAL = 22;
+const ENOPROTOOPT = 92;
+const EOPNOTSUPP = 95;
+/** Datagrams per GSO send at most (the kernel's UDP_MAX_SEGMENTS), and its payload at most. */
+const GSO_SEGMENTS = 64;
+const GSO_BYTES = 65_000;
+/** struct cmsghdr (16) + a u16, padded: CMSG_SPACE(2). */
+const CMSG = 24;
 
 /** struct mmsghdr (LP64): msghdr (56) + msg_len (4) + padding. */
 const MMSG = 64;
@@ -123,6 +134,19 @@ class Shared {
   readonly sendData: Uint8Array;
   readonly sendIovView: DataView;
   readonly sendFds = new Int32Array(SEND_SLOTS);
+  readonly sendLens = new Int32Array(SEND_SLOTS);
+  readonly sendDests: (Uint8Array | undefined)[] = new Array(SEND_SLOTS);
+  // GSO messages built over the staged slots at flush: one per train of equal datagrams.
+  readonly gsoHdrView: DataView;
+  readonly gsoHdrBase: bigint;
+  readonly gsoCmsgView: DataView;
+  readonly gsoCmsgBase: bigint;
+  readonly sendNamesBase: bigint;
+  readonly sendIovBase: bigint;
+  readonly gsoFirst = new Int32Array(SEND_SLOTS);
+  readonly gsoCount = new Int32Array(SEND_SLOTS);
+  /** Cleared for good when the kernel refuses a segmented send (then plain batches only). */
+  gso = true;
   readonly sendOwners: (MmsgSocket | undefined)[] = new Array(SEND_SLOTS);
   staged = 0;
   flushQueued = false;
@@ -166,6 +190,19 @@ class Shared {
       this.sendHdrView.setBigUint64(h, ptr(this.sendNames) + BigInt(i * NAME), true);
       this.sendHdrView.setBigUint64(h + 16, ptr(siov) + BigInt(i * 16), true);
       this.sendHdrView.setBigUint64(h + 24, 1n, true);
+    }
+    this.sendNamesBase = ptr(this.sendNames);
+    this.sendIovBase = ptr(siov);
+    const gsoHdr = this.alloc(SEND_SLOTS * MMSG);
+    this.gsoHdrView = new DataView(gsoHdr.buffer);
+    this.gsoHdrBase = ptr(gsoHdr);
+    const cmsg = this.alloc(SEND_SLOTS * CMSG);
+    this.gsoCmsgView = new DataView(cmsg.buffer);
+    this.gsoCmsgBase = ptr(cmsg);
+    for (let m = 0; m < SEND_SLOTS; m++) {
+      this.gsoCmsgView.setBigUint64(m * CMSG, 18n, true); // CMSG_LEN(2)
+      this.gsoCmsgView.setInt32(m * CMSG + 8, SOL_UDP, true);
+      this.gsoCmsgView.setInt32(m * CMSG + 12, UDP_SEGMENT, true);
     }
   }
 
@@ -233,6 +270,8 @@ class Shared {
     const i = this.staged++;
     this.sendFds[i] = s.fd;
     this.sendOwners[i] = s;
+    this.sendLens[i] = data.length;
+    this.sendDests[i] = s.dest;
     this.sendNames.set(s.dest, i * NAME);
     this.sendData.set(data, i * SEND_SLOT);
     // iov_len's high word stays 0 (set at start): no BigInt per datagram.
@@ -248,7 +287,11 @@ class Shared {
     return true;
   }
 
-  /** Sends what is staged: one sendmmsg per run of datagrams to the same socket. */
+  /**
+   * Sends what is staged: one sendmmsg per run of datagrams to the same socket; within it, a
+   * train of equal-sized datagrams to one destination goes as one GSO message (UDP_SEGMENT),
+   * which the kernel (or the NIC) cuts into datagrams after one trip down the stack.
+   */
   flush() {
     const total = this.staged;
     if (total === 0) return;
@@ -258,27 +301,94 @@ class Shared {
       const owner = this.sendOwners[i]!;
       let j = i + 1;
       while (j < total && this.sendFds[j] === fd) j++;
-      for (let at = i; at < j;) {
-        if (owner.closed) break;
-        const hdr = Deno.UnsafePointer.create(this.sendHdrBase + BigInt(at * MMSG));
-        const sent = this.c.sendmmsg(fd, hdr, j - at, MSG_DONTWAIT);
-        mmsgStats.sendCalls++;
-        if (sent > 0) {
-          mmsgStats.sendDatagrams += sent;
-          at += sent;
-          continue;
-        }
-        // The datagram at `at` cannot go (EAGAIN: the send buffer is full; or an ICMP error
-        // queued on the socket): drop it, as UDP may, say so, and send the rest.
-        const e = this.errno.getInt32();
-        if (e !== EINTR) {
-          owner.onError?.(this.error("sendmmsg", e));
-          at++;
-        }
+      if (!owner.closed) {
+        if (this.gso && j - i > 1) this.sendSegmented(fd, owner, i, j);
+        else this.sendPlain(fd, owner, i, j);
       }
       i = j;
     }
     this.sendOwners.fill(undefined, 0, total);
+    this.sendDests.fill(undefined, 0, total);
+  }
+
+  sendPlain(fd: number, owner: MmsgSocket, from: number, to: number) {
+    for (let at = from; at < to;) {
+      const hdr = Deno.UnsafePointer.create(this.sendHdrBase + BigInt(at * MMSG));
+      const sent = this.c.sendmmsg(fd, hdr, to - at, MSG_DONTWAIT);
+      mmsgStats.sendCalls++;
+      if (sent > 0) {
+        mmsgStats.sendDatagrams += sent;
+        at += sent;
+        continue;
+      }
+      // The datagram at `at` cannot go (EAGAIN: the send buffer is full; or an ICMP error
+      // queued on the socket): drop it, as UDP may, say so, and send the rest.
+      const e = this.errno.getInt32();
+      if (e !== EINTR) {
+        owner.onError?.(this.error("sendmmsg", e));
+        at++;
+      }
+    }
+  }
+
+  sendSegmented(fd: number, owner: MmsgSocket, from: number, to: number) {
+    const h = this.gsoHdrView;
+    let m = 0;
+    for (let k = from; k < to; m++) {
+      const size = this.sendLens[k];
+      const dest = this.sendDests[k];
+      let e = k + 1;
+      let bytes = size;
+      // Equal sizes to one destination; a shorter one may end the train (the kernel's rule).
+      while (
+        e < to && e - k < GSO_SEGMENTS && this.sendDests[e] === dest && size > 0 &&
+        this.sendLens[e] > 0 && this.sendLens[e] <= size && bytes + this.sendLens[e] <= GSO_BYTES
+      ) {
+        bytes += this.sendLens[e++];
+        if (this.sendLens[e - 1] < size) break;
+      }
+      const o = m * MMSG;
+      h.setBigUint64(o, this.sendNamesBase + BigInt(k * NAME), true);
+      h.setUint32(o + 8, dest!.length, true);
+      h.setBigUint64(o + 16, this.sendIovBase + BigInt(k * 16), true);
+      h.setUint32(o + 24, e - k, true);
+      h.setUint32(o + 28, 0, true);
+      if (e - k > 1) {
+        this.gsoCmsgView.setUint16(m * CMSG + 16, size, true);
+        h.setBigUint64(o + 32, this.gsoCmsgBase + BigInt(m * CMSG), true);
+        h.setUint32(o + 40, CMSG, true);
+      } else {
+        h.setBigUint64(o + 32, 0n, true);
+        h.setUint32(o + 40, 0, true);
+      }
+      h.setUint32(o + 44, 0, true);
+      this.gsoFirst[m] = k;
+      this.gsoCount[m] = e - k;
+      k = e;
+    }
+    for (let at = 0; at < m;) {
+      const hdr = Deno.UnsafePointer.create(this.gsoHdrBase + BigInt(at * MMSG));
+      const sent = this.c.sendmmsg(fd, hdr, m - at, MSG_DONTWAIT);
+      mmsgStats.sendCalls++;
+      if (sent > 0) {
+        for (let x = at; x < at + sent; x++) {
+          mmsgStats.sendDatagrams += this.gsoCount[x];
+          if (this.gsoCount[x] > 1) mmsgStats.gsoSends++;
+        }
+        at += sent;
+        continue;
+      }
+      const e = this.errno.getInt32();
+      if (e === EINTR) continue;
+      const first = this.gsoFirst[at];
+      const count = this.gsoCount[at];
+      if (count > 1 && (e === EIO || e === EINVAL || e === ENOPROTOOPT || e === EOPNOTSUPP)) {
+        // This kernel or device does not segment UDP: plain batches from now on.
+        this.gso = false;
+        this.sendPlain(fd, owner, first, first + count);
+      } else owner.onError?.(this.error("sendmmsg", e));
+      at++;
+    }
   }
 
   /** The file descriptor of the socket Deno just bound at `port` of `family`, or -1. */
@@ -308,7 +418,14 @@ let shared: Shared | undefined;
  * that read them, datagrams sent with sendmmsg and those calls. Tests check the path was taken;
  * the bench reports datagrams per call.
  */
-export const mmsgStats = { recvCalls: 0, recvDatagrams: 0, sendCalls: 0, sendDatagrams: 0 };
+export const mmsgStats = {
+  recvCalls: 0,
+  recvDatagrams: 0,
+  sendCalls: 0,
+  sendDatagrams: 0,
+  /** Segmented (GSO) messages among the sends, each carrying 2 to 64 datagrams. */
+  gsoSends: 0,
+};
 
 function ptr(a: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(a)));

@@ -147,3 +147,33 @@ Deno.test("mmsg: on a dual-stack socket a v4 peer has one spelling, whichever wa
     await Promise.all([sock.done, peer.done]);
   }
 });
+
+Deno.test("mmsg: a train of equal datagrams goes segmented (GSO) and arrives as the datagrams sent", async () => {
+  const got: Uint8Array[] = [];
+  let wake: (() => void) | undefined;
+  const receiver = await bindMmsg("127.0.0.1", 0, (d) => {
+    got.push(d.slice());
+    wake?.();
+  });
+  const sender = await bindMmsg("127.0.0.1", 0, () => {});
+  try {
+    // 100 of 1200 bytes and a shorter last one, each distinct: trains of up to 54 (64 KB).
+    const sent = Array.from({ length: 101 }, (_, i) => {
+      const d = crypto.getRandomValues(new Uint8Array(i === 100 ? 300 : 1200));
+      d[0] = i;
+      return d;
+    });
+    const before = mmsgStats.gsoSends;
+    for (const d of sent) assert.ok(sender.send(d, "127.0.0.1", receiver.port));
+    while (got.length < sent.length) {
+      await within(5000, new Promise<void>((r) => wake = r), `${got.length}/101`);
+    }
+    assert.deepEqual(got, sent);
+    assert.ok(mmsgStats.gsoSends > before, "no segmented send");
+    assert.ok(mmsgStats.gsoSends - before <= 3, `${mmsgStats.gsoSends - before} GSO sends`);
+  } finally {
+    sender.close();
+    receiver.close();
+    await Promise.all([sender.done, receiver.done]);
+  }
+});
