@@ -18,10 +18,12 @@
  *
  * A send the kernel refuses (EAGAIN: the socket's send buffer is full) is dropped, as UDP may,
  * and reported through `onError` (the proxy counts it in vault_proxy_errors_total): `send`
- * cannot say so itself, since the datagram leaves at the flush. UDP GRO/GSO are not used: the
- * relay's per-datagram work (session lookup, counting) stays in JS either way, and in the bench
- * the relay is not CPU-bound in bulk (~16% of a core), so kernel coalescing would buy capacity per
- * CPU second, not throughput.
+ * cannot say so itself, since the datagram leaves at the flush. A train of equal-sized
+ * datagrams to one destination (a bulk transfer's packets) leaves as one GSO message
+ * (UDP_SEGMENT): one trip down the stack for up to 64 datagrams, cut by the kernel or the NIC;
+ * a kernel that refuses it turns GSO off for the process. UDP GRO on receive is not used: the
+ * relay looks at every datagram in JS (session, counters), so a coalesced buffer would be cut up
+ * again there; relaying GRO trains whole as GSO is the next step if capacity is ever short.
  *
  * Linux x86_64/aarch64 only (LP64 struct layouts); {@link mmsgAvailable} says whether this
  * process may use it (Linux, `--allow-ffi`, libc loadable); "auto" falls back to the JS path.
