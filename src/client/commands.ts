@@ -33,6 +33,9 @@ export interface GlobalFlags {
   persist?: boolean;
 }
 
+/** After this long without a connection, a terminal user is told we are still connecting. */
+const SLOW_CONNECT_MS = 1000;
+
 function say(flags: GlobalFlags, line: string): void {
   if (flags.verbose) console.error(`fly-vault: ${line}`);
 }
@@ -59,11 +62,21 @@ export async function openSession(
 ): Promise<VaultSession> {
   const config = await loadConfig(flags.config);
   const vault = getVault(config, name);
-  const direct = () =>
-    connectVault(config, name, vault, {
-      timeoutMs: flags.connectTimeout ? flags.connectTimeout * 1000 : undefined,
-      onEvent: (e) => sayDialEvent(flags, name, vault, e),
-    });
+  const direct = async () => {
+    // As ssh is silent while it connects but a slow link should not look hung:
+    // one line after a second, on a terminal, when -v is not already talking.
+    const slow = !flags.verbose && Deno.stderr.isTerminal()
+      ? setTimeout(() => console.error(`connecting to ${vault.address}…`), SLOW_CONNECT_MS)
+      : undefined;
+    try {
+      return await connectVault(config, name, vault, {
+        timeoutMs: flags.connectTimeout ? flags.connectTimeout * 1000 : undefined,
+        onEvent: (e) => sayDialEvent(flags, name, vault, e),
+      });
+    } finally {
+      clearTimeout(slow);
+    }
+  };
   if (needs.direct || flags.persist === false || persistMsOf(config, name, vault) === 0) {
     return await direct();
   }
@@ -153,7 +166,7 @@ export function parseEnvPairs(pairs: string[] = []): Record<string, string> {
 export async function execCommand(
   name: string,
   argv: string[],
-  flags: GlobalFlags & { noStdin?: boolean; env?: string[]; cwd?: string },
+  flags: GlobalFlags & { noStdin?: boolean; env?: string[]; cwd?: string; shell?: boolean },
 ): Promise<number> {
   if (argv.length === 0) {
     throw new VaultError(
@@ -169,7 +182,8 @@ export async function execCommand(
     const listeners: Array<() => void> = [];
     return await runExec(
       stream,
-      { argv, env, cwd: flags.cwd, tty: false },
+      // `shell` only when set: an argv request keeps the shape an older init accepts.
+      { argv, ...(flags.shell ? { shell: true as const } : {}), env, cwd: flags.cwd, tty: false },
       {
         stdin: flags.noStdin ? undefined : Deno.stdin.readable,
         stdout: Deno.stdout.writable,

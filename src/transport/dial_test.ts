@@ -164,13 +164,15 @@ Deno.test("an impostor replaying a genuine token is refused before anything else
   server.listener.close();
 });
 
-Deno.test("an unreachable address fails within the timeout with a hint", async () => {
+Deno.test("a silent address fails within the timeout with a hint", async () => {
   const dir = await Deno.makeTempDir();
+  // Bound but never answering: no ICMP comes back, so only the deadline ends the dial.
+  const silent = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
   const started = performance.now();
   await assert.rejects(
     dialVault({
       name: "dev",
-      address: "127.0.0.1:9", // discard port: nothing answers QUIC there
+      address: `127.0.0.1:${(silent.addr as Deno.NetAddr).port}`,
       expected,
       knownVaultsPath: join(dir, "kv"),
       verifyAttestation: verify,
@@ -178,5 +180,23 @@ Deno.test("an unreachable address fails within the timeout with a hint", async (
     }),
     (err: unknown) => err instanceof VaultError && err.code === "transport.unreachable",
   );
+  silent.close();
   assert.ok(performance.now() - started < 3000);
+});
+
+Deno.test("a closed port is refused at once, not at the deadline", async () => {
+  const dir = await Deno.makeTempDir();
+  const started = performance.now();
+  await assert.rejects(
+    dialVault({
+      name: "dev",
+      address: "127.0.0.1:9", // discard port: nothing listens, the kernel answers ICMP
+      expected,
+      knownVaultsPath: join(dir, "kv"),
+      verifyAttestation: verify,
+      timeoutMs: 5000,
+    }),
+    (err: unknown) => err instanceof VaultError && err.code === "transport.refused",
+  );
+  assert.ok(performance.now() - started < 2000, `${performance.now() - started} ms`);
 });

@@ -6,6 +6,7 @@
  */
 import { VaultError } from "../errors/mod.ts";
 import { ALPN, type ByteStream, isStreamTag, type StreamTag } from "../protocol/mod.ts";
+import { probeRefused } from "./refused.ts";
 
 /** Address of a peer. */
 export interface PeerAddr {
@@ -357,12 +358,26 @@ export async function dialQuic(opts: {
       opts.timeoutMs,
     );
   });
+  // Deno's QUIC client does not report ICMP port unreachable; our probe does.
+  const probe = probeRefused(hostname, port);
+  const refused = probe.refused.then((yes) =>
+    yes ? Promise.reject(new RefusedError()) : new Promise<never>(() => {})
+  );
   try {
-    const conn = await Promise.race([connecting, timeout]);
+    const conn = await Promise.race([connecting, timeout, refused]);
     return wrap(conn, "client");
   } catch (err) {
     // A connection that completes after we gave up must not linger.
     connecting.then((c) => c.close({ closeCode: 0, reason: "timeout" }), () => {});
+    if (err instanceof RefusedError) {
+      throw new DialError(
+        "unreachable",
+        "transport.refused",
+        `cannot reach ${opts.address}: connection refused (nothing listens on UDP port ${port})`,
+        "the host answered but no vault listens there: check the port in config.toml's address " +
+          "and that the vault (or vault-proxy) is running",
+      );
+    }
     const failure = classify(err);
     const why = String((err as Error)?.message ?? err);
     throw failure === "certificate"
@@ -380,5 +395,9 @@ export async function dialQuic(opts: {
       );
   } finally {
     clearTimeout(timer);
+    probe.stop();
   }
 }
+
+/** The probe heard ICMP port unreachable. */
+class RefusedError extends Error {}
