@@ -283,7 +283,7 @@ export async function sessionsCommand(name: string, flags: GlobalFlags): Promise
 export async function execTtyCommand(
   name: string,
   argv: string[],
-  flags: GlobalFlags & { env?: string[]; cwd?: string },
+  flags: GlobalFlags & { env?: string[]; cwd?: string; shell?: boolean },
 ): Promise<number> {
   const env = parseEnvPairs(flags.env);
   const { runExecTty } = await import("../console/mod.ts");
@@ -291,6 +291,7 @@ export async function execTtyCommand(
   try {
     const exit = await runExecTty((tag) => session.openStream(tag), {
       argv,
+      shell: flags.shell,
       env,
       cwd: flags.cwd,
     });

@@ -14,6 +14,8 @@ import { type LocalTerminal, processTerminal, withRawTerminal } from "./terminal
 /** What to run. */
 export interface ExecTtyRequest {
   argv: string[];
+  /** Run `argv[0]` with the vault user's login shell (see ExecRequest.shell). */
+  shell?: boolean;
   env?: Record<string, string>;
   cwd?: string;
 }
@@ -46,6 +48,7 @@ export async function runExecTty(
     await writer.send({
       type: "exec",
       argv: req.argv,
+      ...(req.shell ? { shell: true as const } : {}),
       env: req.env ?? {},
       ...(req.cwd ? { cwd: req.cwd } : {}),
       tty: true,

@@ -21,6 +21,8 @@ import {
   SessionInput,
 } from "../protocol/mod.ts";
 import { sandboxEnv } from "../init/sandbox.ts";
+import { prepareExec } from "../init/exec.ts";
+import { log } from "../init/log.ts";
 import { closeFd, openInRoot } from "../rootfs/inroot.ts";
 import { type Pty, spawnPtyInRootfs } from "./pty.ts";
 
@@ -401,21 +403,31 @@ export async function serveExecTty(
   ctx: { rootfsDir: string },
 ): Promise<void> {
   const term = req.term ?? "xterm-256color";
+  const run = await prepareExec(req, ctx.rootfsDir);
+  if (!run.ok) {
+    await writer.send({ type: "error", code: run.code, message: run.message, hint: run.hint })
+      .catch(() => {});
+    await writer.close();
+    return;
+  }
   let pty: Pty;
   try {
     pty = await spawnPtyInRootfs(
       ctx.rootfsDir,
-      req.argv,
-      req.cwd ?? "/root",
-      sandboxEnv({ ...req.env, TERM: term }),
+      run.argv,
+      run.cwd,
+      sandboxEnv({ ...run.env, TERM: term }),
       { cols: req.cols ?? 80, rows: req.rows ?? 24, term },
     );
   } catch (err) {
     await writer.send({
       type: "error",
       code: "exec.spawn",
-      message: `cannot start ${req.argv[0]}: ${(err as Error).message}`,
+      // The machine's reason would name host paths (the rootfs, the entry program).
+      message: "cannot start the command in the vault",
+      hint: "see the machine's log (exec.spawn_failed) for the reason",
     }).catch(() => {});
+    log("exec.spawn_failed", { argv0: req.argv[0], error: (err as Error).message });
     await writer.close();
     return;
   }

@@ -11,8 +11,80 @@ import {
   type FrameWriter,
   SessionInput,
 } from "../protocol/mod.ts";
+import { closeFd, InRootError, openInRoot, readFileInRoot } from "../rootfs/mod.ts";
 import { sandboxEnv, spawnInRootfs } from "./sandbox.ts";
 import { log } from "./log.ts";
+
+/**
+ * The vault user's login shell, as the vault sees it: root's shell in the
+ * rootfs's /etc/passwd when that file names one the rootfs has, else /bin/sh.
+ * Never a host path.
+ */
+export async function vaultLoginShell(rootfsDir: string): Promise<string> {
+  try {
+    const passwd = await readFileInRoot(rootfsDir, "/etc/passwd", 1 << 20);
+    const line = passwd && new TextDecoder().decode(passwd).split("\n")
+      .find((l) => l.startsWith("root:"));
+    const shell = line?.split(":")[6]?.trim();
+    if (shell && shell.startsWith("/")) {
+      closeFd(openInRoot(rootfsDir, shell, { pathOnly: true }));
+      return shell;
+    }
+  } catch {
+    // No passwd, no such shell, or a link init does not follow: the fallback.
+  }
+  return "/bin/sh";
+}
+
+/** What init runs for `req`, or the error the client sees (in the vault's paths). */
+export type PreparedExec =
+  | { ok: true; argv: string[]; cwd: string; env: Record<string, string> }
+  | { ok: false; code: string; message: string; hint: string };
+
+/**
+ * Resolves an exec request against the rootfs: `shell` requests become
+ * `LOGIN_SHELL -c COMMAND` (with SHELL set to it, as sshd does), and a working
+ * directory the vault does not have is refused here, by its vault path.
+ */
+export async function prepareExec(req: ExecRequest, rootfsDir: string): Promise<PreparedExec> {
+  const cwd = req.cwd ?? "/root";
+  if (req.cwd !== undefined) {
+    const problem = missingDirectory(rootfsDir, cwd);
+    if (problem) {
+      return {
+        ok: false,
+        code: "exec.no_cwd",
+        message: `${cwd.slice(0, 1024)}: ${problem} in the vault`,
+        hint: "-C names a directory inside the vault (default /root)",
+      };
+    }
+  }
+  if (!req.shell) return { ok: true, argv: req.argv, cwd, env: req.env };
+  const shell = await vaultLoginShell(rootfsDir);
+  return {
+    ok: true,
+    argv: [shell, "-c", req.argv.join(" ")],
+    cwd,
+    env: { SHELL: shell, ...req.env },
+  };
+}
+
+/** Why `dir` is no directory inside the rootfs, or null when it is one (or cannot be told). */
+function missingDirectory(rootfsDir: string, dir: string): string | null {
+  let fd: number;
+  try {
+    fd = openInRoot(rootfsDir, dir, { pathOnly: true });
+  } catch (err) {
+    return err instanceof InRootError && err.notFound ? "no such directory" : null;
+  }
+  try {
+    return Deno.statSync(`/proc/self/fd/${fd}`).isDirectory ? null : "not a directory";
+  } catch {
+    return null;
+  } finally {
+    closeFd(fd);
+  }
+}
 
 async function pump(
   source: ReadableStream<Uint8Array>,
@@ -33,10 +105,16 @@ export async function serveExec(
   writer: FrameWriter,
   ctx: { rootfsDir: string },
 ): Promise<void> {
+  const run = await prepareExec(req, ctx.rootfsDir);
+  if (!run.ok) {
+    await writer.send({ type: "error", code: run.code, message: run.message, hint: run.hint });
+    await writer.close().catch(() => {});
+    return;
+  }
   let child: Deno.ChildProcess;
   try {
-    child = await spawnInRootfs(ctx.rootfsDir, req.argv, req.cwd ?? "/root", {
-      env: sandboxEnv(req.env),
+    child = await spawnInRootfs(ctx.rootfsDir, run.argv, run.cwd, {
+      env: sandboxEnv(run.env),
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -45,8 +123,11 @@ export async function serveExec(
     await writer.send({
       type: "error",
       code: "exec.spawn",
-      message: `cannot start ${req.argv[0]}: ${(err as Error).message}`,
+      // The machine's reason would name host paths (the rootfs, the entry program).
+      message: `cannot start the command in the vault`,
+      hint: "see the machine's log (exec.spawn_failed) for the reason",
     });
+    log("exec.spawn_failed", { argv0: req.argv[0], error: (err as Error).message });
     return;
   }
   await writer.send({ type: "started", pid: child.pid });

@@ -127,6 +127,12 @@ export type ControlReply = z.infer<typeof ControlReply>;
 export const ExecRequest = z.strictObject({
   type: z.literal("exec"),
   argv: z.array(z.string().max(131_072)).min(1).max(4096),
+  /**
+   * Run `argv` (one string, the words joined as ssh joins them) with the vault
+   * user's login shell, `SHELL -c argv[0]`. Absent: `argv` runs as is. Sent only
+   * when true, so an argv-mode request still suits an init without this field.
+   */
+  shell: z.literal(true).optional(),
   env: Env.default({}),
   cwd: z.string().max(4096).optional(),
   tty: z.boolean().default(false),
