@@ -17,6 +17,8 @@ export interface ExecInvocation {
   argv: string[];
   tty: boolean;
   noStdin: boolean;
+  /** Run `argv` joined with spaces by the vault user's login shell (ssh's way); false: `--argv`. */
+  shell: boolean;
   env?: string[];
   cwd?: string;
 }
@@ -40,11 +42,19 @@ const EXEC_VALUE: Record<string, "env" | "cwd"> = {
 
 /**
  * `[globals…] exec [exec options…] VAULT [--] COMMAND…` without commander, or
- * null when the command line is anything else or anything unusual.
+ * null when the command line is anything else or anything unusual. As with ssh,
+ * options end at the vault name: everything after it (one leading `--` dropped)
+ * is the command, whatever it looks like.
  */
 export function fastExecArgv(args: string[]): ExecInvocation | null {
   const globals: GlobalFlags = { persist: true };
-  const inv = { vault: "", argv: [] as string[], tty: false, noStdin: false } as ExecInvocation;
+  const inv = {
+    vault: "",
+    argv: [] as string[],
+    tty: false,
+    noStdin: false,
+    shell: true,
+  } as ExecInvocation;
   const seen = new Set<string>();
   let i = 0;
   const value = (flag: string): string | null => {
@@ -82,6 +92,9 @@ export function fastExecArgv(args: string[]): ExecInvocation | null {
     } else if (flag === "-n" || flag === "--no-stdin") {
       if (flag !== args[i] || inv.noStdin) return null;
       inv.noStdin = true;
+    } else if (flag === "-A" || flag === "--argv") {
+      if (flag !== args[i] || !inv.shell) return null;
+      inv.shell = false;
     } else if (flag === "--no-persist") {
       if (flag !== args[i] || globals.persist === false) return null;
       globals.persist = false;
@@ -97,20 +110,71 @@ export function fastExecArgv(args: string[]): ExecInvocation | null {
   if (vault === undefined || vault.startsWith("-")) return null;
   let rest = args.slice(i);
   if (rest[0] === "--") rest = rest.slice(1);
-  else if (rest.some((a) => a.startsWith("-"))) return null;
   if (rest.length === 0) return null;
   return { ...inv, globals, vault, argv: rest };
 }
 
 /** Runs one exec invocation; resolves to the exit status. */
 export async function runExecInvocation(inv: ExecInvocation): Promise<number> {
-  const flags = { ...inv.globals, cwd: inv.cwd };
-  if (inv.tty) {
-    const { execTtyCommand } = await import("./interactive.ts");
-    return await execTtyCommand(inv.vault, inv.argv, { ...flags, env: inv.env });
+  const flags = { ...inv.globals, cwd: inv.cwd, shell: inv.shell };
+  // As ssh: the words joined with spaces, one command line for the login shell.
+  const argv = inv.shell ? [inv.argv.join(" ")] : inv.argv;
+  try {
+    if (inv.tty) {
+      const { execTtyCommand } = await import("./interactive.ts");
+      return await execTtyCommand(inv.vault, argv, { ...flags, env: inv.env });
+    }
+    const { execCommand } = await import("./commands.ts");
+    return await execCommand(inv.vault, argv, { ...flags, noStdin: inv.noStdin, env: inv.env });
+  } catch (err) {
+    // The command could not start in the vault (as `cd DIR && …` failing over ssh): 1, not 255.
+    if ((err as { code?: string }).code !== "exec.no_cwd") throw err;
+    const { formatError } = await import("../errors/mod.ts");
+    console.error(formatError(err));
+    return 1;
   }
-  const { execCommand } = await import("./commands.ts");
-  return await execCommand(inv.vault, inv.argv, { ...flags, noStdin: inv.noStdin, env: inv.env });
+}
+
+const EXEC_VALUE_FLAGS = new Set([
+  "-e",
+  "--env",
+  "-C",
+  "--cwd",
+  "-c",
+  "--config",
+  "--connect-timeout",
+]);
+
+/**
+ * For commander: `exec`'s options end at the vault name, as ssh's end at the
+ * host. Puts a `--` right after the vault (dropping one the user wrote there) so
+ * commander takes everything after it as the command. Other command lines: as is.
+ */
+export function execOperandsLiteral(args: string[]): string[] {
+  let i = 0;
+  let sawExec = false;
+  for (; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") return args;
+    if (a.startsWith("-") && a.length > 1) {
+      if (EXEC_VALUE_FLAGS.has(a)) i++;
+      else if (/^-[a-zA-Z]{2,}$/.test(a)) {
+        // A cluster such as -nC: a value flag inside takes the rest, or the next word when last.
+        const k = [...a.slice(1)].findIndex((ch) => EXEC_VALUE_FLAGS.has(`-${ch}`));
+        if (k === a.length - 2) i++;
+      }
+      continue;
+    }
+    if (!sawExec) {
+      if (a !== "exec") return args;
+      sawExec = true;
+      continue;
+    }
+    break; // the vault
+  }
+  const rest = args.slice(i + 1);
+  if (!sawExec || i >= args.length || rest.length === 0) return args;
+  return [...args.slice(0, i + 1), "--", ...(rest[0] === "--" ? rest.slice(1) : rest)];
 }
 
 /** The full command line, with commander. `c` is the client module. */
@@ -202,12 +266,28 @@ Example:
   program.command("exec")
     .description("run a command in the vault (stdin, stdout, stderr and exit status pass through)")
     .argument("<vault>", "vault name from config.toml")
-    .argument("<command...>", "the command and its arguments (put -- before them)")
+    .argument("<command...>", "the command line; options end at the vault name, as with ssh")
     .option("-t, --tty", "run it on a PTY, for interactive programs (like ssh -t)")
+    .option("-A, --argv", "run the words as argv, no shell (for scripts: nothing is re-parsed)")
     .option("-n, --no-stdin", "do not read stdin (like ssh -n)")
     .option("-e, --env <KEY=VALUE>", "environment for the command (repeatable)", collect)
     .option("-C, --cwd <dir>", "working directory in the vault (default /root)")
     .option("--no-persist", "neither use nor leave a master connection (config persist)")
+    .addHelpText(
+      "after",
+      `
+As ssh does, exec joins the words after the vault name with spaces and runs that line with
+the vault user's login shell (\$SHELL -c), so pipes, quotes, ; && and \$VAR work as over ssh;
+options end at the vault name (a leading -- is dropped). The exit status is the command's
+(128+N when killed by signal N; 127 not found). With -A/--argv the words run as they are,
+no shell.
+
+Examples:
+  fly-vault exec my-dev 'ls / | head -2'
+  fly-vault exec my-dev ls -la /root
+  fly-vault exec -C /srv my-dev 'make && ./run'
+  fly-vault exec --argv my-dev -- printf '%s\\n' '$HOME'    prints $HOME literally`,
+    )
     .action(async (vault: string, argv: string[], opts) => {
       setStatus(
         await runExecInvocation({
@@ -216,6 +296,7 @@ Example:
           argv,
           tty: !!opts.tty,
           noStdin: opts.stdin === false,
+          shell: !opts.argv,
           env: opts.env,
           cwd: opts.cwd,
         }),
@@ -328,7 +409,7 @@ export async function main(args: string[]): Promise<number> {
   let status = 0;
   const { program, CommanderError } = await buildProgram(c, runExecInvocation, (n) => status = n);
   try {
-    await program.parseAsync(args, { from: "user" });
+    await program.parseAsync(execOperandsLiteral(args), { from: "user" });
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === "usage") console.error(`error: ${err.message}`);

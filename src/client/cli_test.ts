@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { buildProgram, type ExecInvocation, fastExecArgv } from "./cli.ts";
+import { buildProgram, type ExecInvocation, execOperandsLiteral, fastExecArgv } from "./cli.ts";
 
 /** What commander hands the exec action for `args` (nothing runs). */
 async function viaCommander(args: string[]): Promise<ExecInvocation | string> {
@@ -11,7 +11,7 @@ async function viaCommander(args: string[]): Promise<ExecInvocation | string> {
   }, () => {});
   program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
   try {
-    await program.parseAsync(args, { from: "user" });
+    await program.parseAsync(execOperandsLiteral(args), { from: "user" });
   } catch (err) {
     return `error: ${(err as Error).message}`;
   }
@@ -40,6 +40,13 @@ Deno.test("fast exec parser: every shape it accepts, commander parses alike", as
     ["exec", "demo", "--", "--", "x"],
     ["exec", "-n", "--no-persist", "demo", "--", "true"],
     ["exec", "demo", "--", "-v"],
+    // As ssh: options end at the vault name.
+    ["exec", "demo", "ls", "-la"],
+    ["exec", "-n", "demo", "-v", "--", "x"],
+    ["exec", "demo", "--help"],
+    ["exec", "-A", "demo", "--", "printf", "%s", "$HOME"],
+    ["exec", "--argv", "-t", "demo", "top"],
+    ["exec", "-C", "/tmp", "demo", "-C", "x"],
   ];
   for (const args of accepted) {
     const fast = fastExecArgv(args);
@@ -62,7 +69,6 @@ Deno.test("fast exec parser: anything unusual goes to commander", () => {
     ["exec", "demo", "--"],
     ["exec", "-tn", "demo", "--", "x"],
     ["exec", "-n", "-n", "demo", "--", "x"],
-    ["exec", "demo", "ls", "-la"],
     ["exec", "--frob", "demo", "--", "x"],
     ["exec", "-e", "-n", "demo", "--", "x"],
     ["exec", "-C", "/a", "-C", "/b", "demo", "--", "x"],
@@ -73,8 +79,24 @@ Deno.test("fast exec parser: anything unusual goes to commander", () => {
     ["--verbose=1", "exec", "demo", "--", "x"],
     ["status", "demo"],
     ["exec", "-nt", "demo", "--", "x"],
-    ["exec", "-n", "demo", "-v", "--", "x"],
     ["--no-persist", "exec", "--no-persist", "demo", "--", "x"],
+    ["exec", "-A", "-A", "demo", "--", "x"],
   ];
   for (const args of declined) assert.equal(fastExecArgv(args), null, args.join(" "));
+});
+
+Deno.test("exec: options end at the vault name in commander too (ssh's rule)", async () => {
+  for (
+    const [args, argv, shell] of [
+      [["exec", "-nC", "/x", "demo", "ls", "-la", "/"], ["ls", "-la", "/"], true],
+      [["-c", "/c.toml", "exec", "-e", "A=1", "demo", "--", "--", "-x"], ["--", "-x"], true],
+      [["exec", "-tn", "--argv", "demo", "-t"], ["-t"], false],
+    ] as const
+  ) {
+    const inv = await viaCommander([...args]) as ExecInvocation;
+    assert.deepEqual(inv.argv, argv, args.join(" "));
+    assert.equal(inv.shell, shell);
+  }
+  assert.deepEqual(execOperandsLiteral(["status", "demo", "-v"]), ["status", "demo", "-v"]);
+  assert.deepEqual(execOperandsLiteral(["exec", "demo"]), ["exec", "demo"]);
 });
