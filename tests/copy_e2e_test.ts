@@ -41,6 +41,7 @@ Deno.test({
       // Seen from inside the vault: the link is a link, the mode is kept.
       const seen = await sim.client([
         "exec",
+        "--argv",
         "-n",
         "demo",
         "--",

@@ -44,6 +44,7 @@ function assertCleanFailure(sim: Sim, out: { code: number; stderr: string }): st
 async function tenantLoop(sim: Sim, rootfs: string, name: string, script: string, arg: string) {
   const run = sim.client([
     "exec",
+    "--argv",
     "-n",
     "demo",
     "--",

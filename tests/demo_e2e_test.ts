@@ -153,6 +153,7 @@ Deno.test({
     try {
       const out = await demoCommand(dir, [
         "exec",
+        "--argv",
         "demo",
         "--",
         "sh",

@@ -41,7 +41,8 @@ Deno.test({
       assert.ok(Number.isInteger(n), hostPts);
       const m = await sim.startMachine("d0001");
       await sim.writeConfig({ demo: vaultFor(sim, m) });
-      const exec = (script: string) => sim.client(["exec", "-n", "demo", "--", "sh", "-c", script]);
+      const exec = (script: string) =>
+        sim.client(["exec", "--argv", "-n", "demo", "--", "sh", "-c", script]);
 
       // With no console open, the vault's /dev/pts holds its ptmx only, and /dev/ptmx leads there.
       const ls = await exec(

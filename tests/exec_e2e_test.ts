@@ -18,6 +18,7 @@ Deno.test("exec: output, stdin, exit codes 0, 1 and 137, and not-provisioned", a
 
     const ok = await sim.client([
       "exec",
+      "--argv",
       "demo",
       "--",
       "sh",
@@ -33,7 +34,16 @@ Deno.test("exec: output, stdin, exit codes 0, 1 and 137, and not-provisioned", a
     assert.equal(piped.code, 0);
 
     assert.equal((await sim.client(["exec", "-n", "demo", "--", "false"])).code, 1);
-    const killed = await sim.client(["exec", "-n", "demo", "--", "sh", "-c", "kill -9 $$"]);
+    const killed = await sim.client([
+      "exec",
+      "--argv",
+      "-n",
+      "demo",
+      "--",
+      "sh",
+      "-c",
+      "kill -9 $$",
+    ]);
     assert.equal(killed.code, 137);
     const uname = await sim.client(["exec", "-n", "demo", "--", "uname", "-s"]);
     assert.equal(uname.stdout, "Linux\n");

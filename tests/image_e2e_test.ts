@@ -239,7 +239,8 @@ rootfs = "${rootfs}"
         const dec = new TextDecoder();
         return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
       };
-      const exec = (script: string) => run(["exec", "-n", "demo", "--", "sh", "-c", script]);
+      const exec = (script: string) =>
+        run(["exec", "--argv", "-n", "demo", "--", "sh", "-c", script]);
 
       // First connect provisions, through the proxy.
       const provisioned = await run(["--json", "connect", "demo"]);

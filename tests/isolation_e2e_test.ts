@@ -81,7 +81,8 @@ Deno.test({
     try {
       const m = await sim.startMachine("i0001");
       await sim.writeConfig({ demo: vaultFor(sim, m) });
-      const exec = (script: string) => sim.client(["exec", "-n", "demo", "--", "sh", "-c", script]);
+      const exec = (script: string) =>
+        sim.client(["exec", "--argv", "-n", "demo", "--", "sh", "-c", script]);
       // A file on the machine outside the rootfs, as the developer's files are under flysim.
       const marker = join(sim.dir, `host-marker-${crypto.randomUUID().slice(0, 8)}`);
       await Deno.writeTextFile(marker, "machine secret\n");
@@ -120,7 +121,10 @@ Deno.test({
       assert.ok(!environ.stdout.includes(TOKEN), "the token in an environ inside");
 
       // Exit codes, signals and the working directory are as before.
-      assert.equal((await sim.client(["exec", "-n", "demo", "--", "sh", "-c", "exit 7"])).code, 7);
+      assert.equal(
+        (await sim.client(["exec", "--argv", "-n", "demo", "--", "sh", "-c", "exit 7"])).code,
+        7,
+      );
       const killed = await exec("kill -TERM $$");
       assert.equal(killed.code, 143);
       const cwd = await sim.client(["exec", "-n", "-C", "/tmp", "demo", "--", "pwd"]);
@@ -144,7 +148,7 @@ Deno.test({
       const m = await sim.startMachine("i0003");
       await sim.writeConfig({ demo: vaultFor(sim, m) });
       const exec = (script: string, flags: string[] = []) =>
-        sim.client(["exec", "-n", ...flags, "demo", "--", "sh", "-c", script]);
+        sim.client(["exec", "--argv", "-n", ...flags, "demo", "--", "sh", "-c", script]);
 
       // Every set of an exec'd program, and of the workload; the holder (PID 1) has none.
       const caps = await exec(
@@ -265,7 +269,8 @@ Deno.test({
       t.type("sleep 4242\r");
       let seen = "";
       for (let i = 0; i < 50 && !/sleep 4242/.test(seen); i++) {
-        seen = (await sim.client(["exec", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
+        seen =
+          (await sim.client(["exec", "--argv", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
       }
       assert.match(seen, /sleep 4242/);
       assert.match(seen, /\/bin\/bash -l/);
@@ -293,7 +298,7 @@ Deno.test({
       // Wait until it runs in the vault before reprovisioning.
       for (let i = 0; i < 50; i++) {
         const list =
-          (await sim.client(["exec", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
+          (await sim.client(["exec", "--argv", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
         if (/sleep 300/.test(list)) break;
       }
       const again = await sim.client(["connect", "demo", "--reprovision"]);
@@ -301,7 +306,8 @@ Deno.test({
       assert.notEqual((await running).code, 0, "the old vault's process was ended by the swap");
       const after = await startOf1();
       assert.ok(before && after && before !== after, `a new vault: ${before} → ${after}`);
-      const procs = (await sim.client(["exec", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
+      const procs =
+        (await sim.client(["exec", "--argv", "-n", "demo", "--", "sh", "-c", LIST_PROCS])).stdout;
       assert.doesNotMatch(procs, /sleep 300|sleep 4242/);
       assert.match(procs, /sleep 1001/, "the workload restarted in the new vault");
       // The old vault's holder is gone: init has one namespace holder left.

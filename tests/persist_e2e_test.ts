@@ -89,10 +89,10 @@ Deno.test("persist (on by default): two commands share one master; output, exit 
   const { sim, m, env, run, rd } = await setup(undefined);
   try {
     const cases: Array<{ argv: string[]; stdin?: string }> = [
-      { argv: ["exec", "demo", "--", "sh", "-c", "echo out; echo err >&2; exit 3"] },
+      { argv: ["exec", "--argv", "demo", "--", "sh", "-c", "echo out; echo err >&2; exit 3"] },
       { argv: ["exec", "demo", "--", "cat"], stdin: "through stdin\n" },
-      { argv: ["exec", "-n", "demo", "--", "sh", "-c", "kill -9 $$"] },
-      { argv: ["exec", "-n", "demo", "--", "sh", "-c", "kill -TERM $$"] },
+      { argv: ["exec", "--argv", "-n", "demo", "--", "sh", "-c", "kill -9 $$"] },
+      { argv: ["exec", "--argv", "-n", "demo", "--", "sh", "-c", "kill -TERM $$"] },
       { argv: ["exec", "-n", "demo", "--", "/no/such/program"] },
     ];
     const direct = [];
@@ -171,6 +171,7 @@ Deno.test("persist: a master killed mid-command fails it cleanly; the next comma
         join(ROOT, "bin", "fly-vault.ts"),
         "-v",
         "exec",
+        "--argv",
         "-n",
         "demo",
         "--",
@@ -289,7 +290,17 @@ Deno.test("persist: the master exits after its idle time, counted from the last 
     assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
     await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
     const t0 = performance.now();
-    const via = await run(["-v", "exec", "-n", "demo", "--", "sh", "-c", "sleep 3; echo slept"]);
+    const via = await run([
+      "-v",
+      "exec",
+      "--argv",
+      "-n",
+      "demo",
+      "--",
+      "sh",
+      "-c",
+      "sleep 3; echo slept",
+    ]);
     assert.equal(via.stdout, "slept\n", via.stderr);
     assert.match(via.stderr, /using the master/, "a 3 s command outlives the 2 s idle time");
     const exit = await until(
@@ -341,6 +352,7 @@ Deno.test("persist: a client killed mid-command through the master hangs up on t
         "--quiet",
         join(ROOT, "bin", "fly-vault.ts"),
         "exec",
+        "--argv",
         "demo",
         "--",
         "sh",
@@ -362,6 +374,7 @@ Deno.test("persist: a client killed mid-command through the master hangs up on t
     // The vault's side waits (bounded) for the hang-up to have been delivered.
     const seen = await run([
       "exec",
+      "--argv",
       "-n",
       "demo",
       "--",

@@ -43,7 +43,8 @@ Deno.test({
       assert.ok(done.entries > 50);
       assert.ok(events.some((e) => e.event === "upload"), "upload progress was reported");
 
-      const exec = (script: string) => sim.client(["exec", "-n", "demo", "--", "sh", "-c", script]);
+      const exec = (script: string) =>
+        sim.client(["exec", "--argv", "-n", "demo", "--", "sh", "-c", script]);
       assert.equal((await exec("cat /etc/image-version")).stdout, "1\n");
       const state =
         "printf 'kept\\000bytes' > /root/notes; mkdir -p /home/dev; echo hi > /home/dev/x";

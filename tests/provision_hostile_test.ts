@@ -39,7 +39,7 @@ async function machine(sim: Sim, id: string, env?: Record<string, string>) {
 }
 
 const exec = (sim: Sim, script: string) =>
-  sim.client(["exec", "-n", "demo", "--", "sh", "-c", script]);
+  sim.client(["exec", "--argv", "-n", "demo", "--", "sh", "-c", script]);
 
 /** The client run in the background, its stdout read line by line. */
 function spawnClient(sim: Sim, args: string[]) {
