@@ -143,10 +143,13 @@ export async function masterCommand(
   return await master.controlMaster(flags, name, flags.stop ? "stop" : "status");
 }
 
+/** Codes of usage mistakes (exit 2): a bad spec, target or path list is the user's word, not a failure. */
+const USAGE_CODES = /^(usage\.|copy\.usage$|forward\.bad_spec$|forward\.bad_target$)/;
+
 /** Prints an error the way every command does and returns the failure status. */
 export function reportError(err: unknown): number {
   console.error(formatError(err));
-  return err instanceof VaultError && err.code.startsWith("usage.") ? EXIT_USAGE : EXIT_FAILURE;
+  return err instanceof VaultError && USAGE_CODES.test(err.code) ? EXIT_USAGE : EXIT_FAILURE;
 }
 
 /** `--env KEY=VALUE` flags as an environment. */

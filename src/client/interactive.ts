@@ -198,6 +198,9 @@ export async function forwardCommand(
       "e.g. fly-vault forward my-dev 8080:localhost:8080",
     );
   }
+  // A bad spec is a usage mistake (exit 2), said before connecting.
+  const { parseForwardSpec } = await import("../forward/mod.ts");
+  specs.forEach(parseForwardSpec);
   const live = reconnecting(
     await openSession(name, flags),
     () => openSession(name, flags),
@@ -218,7 +221,8 @@ export async function forwardCommand(
 
 /** `fly-vault pipe VAULT HOST:PORT`: stdin/stdout joined to a TCP connection made in the VM. */
 export async function pipeCommand(name: string, target: string, flags: GlobalFlags) {
-  const { runPipe } = await import("../forward/mod.ts");
+  const { runPipe, parseHostPort } = await import("../forward/mod.ts");
+  parseHostPort(target); // a bad target is a usage mistake, said before connecting
   const session = await openSession(name, flags);
   try {
     await runPipe((tag) => session.openStream(tag), target);
