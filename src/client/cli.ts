@@ -184,6 +184,7 @@ export async function buildProgram(
   setStatus: (n: number) => void,
 ) {
   const { Command, CommanderError, Option } = await import("commander");
+  const { ourUsageErrors } = await import("../errors/cli.ts");
   const program = new Command("fly-vault")
     .description(
       "Reach your Fly.io development VM without trusting the network: every connection checks a " +
@@ -220,8 +221,11 @@ Config: [vault.NAME] tables with address, org, app, machine_id, access_token, fo
 rootfs, rootfs_url, persist (see README); persist = "10m" keeps a master connection that
 later commands share (fly-vault master NAME --status / --stop). FLY_VAULT_CONFIG_DIR points
 at another config directory.
-Console escapes (after a newline): ~. disconnect, ~? help, ~~ a literal ~.`,
+Console escapes (after a newline): ~. disconnect, ~? help, ~~ a literal ~.
+Shell completion: source <(fly-vault completion bash)   (zsh: the same; fish: | source)`,
     );
+  // Before any subcommand is added: they inherit it (commander's errors in our style, --version).
+  ourUsageErrors(program);
 
   const globals = () => program.opts<GlobalFlags>();
   const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -235,6 +239,15 @@ Console escapes (after a newline): ~. disconnect, ~? help, ~~ a literal ~.`,
     .option("--session <id>", "attach to this session (see `fly-vault sessions`)")
     .option("--wake", "first start the machine if suspended or stopped (see `fly-vault wake`)")
     .option("--api-base <url>", "Machines API for --wake (default https://api.machines.dev)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault connect my-dev
+  fly-vault connect my-dev -L 8080:localhost:8080 -L 127.0.0.1:5432:db:5432
+  fly-vault connect my-dev --new                  a second console beside the first
+  echo 'uname -a' | fly-vault connect my-dev      no terminal: the login shell reads stdin`,
+    )
     .action(async (vault: string, opts) => {
       if (opts.wake) {
         const { wakeCommand } = await import("./wake.ts");
@@ -306,15 +319,29 @@ Examples:
   program.command("forward")
     .description("forward local ports into the vault without a console, until Ctrl-C")
     .argument("<vault>", "vault name from config.toml")
-    .argument("<spec...>", "LPORT:HOST:RPORT or BIND:LPORT:HOST:RPORT")
-    .action(async (vault: string, specs: string[]) => {
-      setStatus(await c.forwardCommand(vault, specs, globals()));
+    .argument("[spec...]", "LPORT:HOST:RPORT or BIND:LPORT:HOST:RPORT")
+    .option("-L, --forward <spec>", "the same as a SPEC operand, as with connect and ssh", collect)
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault forward my-dev 8080:localhost:8080
+  fly-vault forward my-dev -L 8080:localhost:8080 -L 127.0.0.1:5432:localhost:5432`,
+    )
+    .action(async (vault: string, specs: string[], opts) => {
+      setStatus(await c.forwardCommand(vault, [...opts.forward ?? [], ...specs], globals()));
     });
 
   program.command("pipe")
     .description("join stdin/stdout to a TCP connection made from the vault (ssh ProxyCommand)")
     .argument("<vault>", "vault name from config.toml")
     .argument("<host:port>", "where to connect, as seen from the vault")
+    .addHelpText(
+      "after",
+      `
+Example:
+  ssh -o ProxyCommand='fly-vault pipe my-dev localhost:2222' root@vault`,
+    )
     .action(async (vault: string, target: string) => {
       setStatus(await c.pipeCommand(vault, target, globals()));
     });
@@ -323,6 +350,14 @@ Examples:
     .description("copy files to or from the vault; vault:/path names the remote side")
     .argument("<paths...>", "SRC… DEST")
     .option("-r, --recursive", "copy directories")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault cp ./notes.txt my-dev:/root/
+  fly-vault cp -r ./src my-dev:/root/src
+  fly-vault cp my-dev:/var/log/app.log .`,
+    )
     .action(async (paths: string[], opts) => {
       setStatus(await c.copyCommand(paths, { ...globals(), recursive: opts.recursive }));
     });
@@ -330,6 +365,14 @@ Examples:
   program.command("sessions")
     .description("list the vault's console sessions (they survive disconnects)")
     .argument("<vault>", "vault name from config.toml")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault sessions my-dev
+  fly-vault connect my-dev --session 2     attach to one of them
+  fly-vault --json sessions my-dev`,
+    )
     .action(async (vault: string) => {
       setStatus(await c.sessionsCommand(vault, globals()));
     });
@@ -337,6 +380,13 @@ Examples:
   program.command("status")
     .description("attest, authenticate and show the vault's provisioning state")
     .argument("<vault>", "vault name from config.toml")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault status my-dev
+  fly-vault -v status my-dev        say each step: attesting, pinning, authenticating`,
+    )
     .action(async (vault: string) => {
       setStatus(await c.statusCommand(vault, globals()));
     });
@@ -352,6 +402,13 @@ Examples:
     .option("-o, --output <file>", "where to write (default the vault's rootfs, else ~/.config/…)")
     .option("--vault <name>", "write to this vault's configured rootfs path")
     .option("--engine <docker|podman>", "container engine for a Dockerfile")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault build ./Dockerfile -o dev-env.tar.gz
+  fly-vault build ./rootfs-dir --vault my-dev`,
+    )
     .action(async (source: string | undefined, opts) => {
       setStatus(await c.buildCommand(source, { ...globals(), ...opts }));
     });
@@ -382,14 +439,69 @@ Example:
     )
     .option("--stop", "end the master now, like ssh -O exit (commands in flight fail)")
     .addOption(new Option("--serve", "run the master (started by other commands)").hideHelp())
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault master my-dev --status
+  fly-vault master my-dev --stop`,
+    )
     .action(async (vault: string, opts) => {
       setStatus(await c.masterCommand(vault, { ...globals(), ...opts }));
     });
 
   program.command("vaults")
     .description("list the vaults in config.toml")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  fly-vault vaults
+  fly-vault --json vaults`,
+    )
     .action(async () => {
       setStatus(await c.vaultsCommand(globals()));
+    });
+
+  program.command("completion")
+    .description("print a shell completion script (commands, options, vault names)")
+    .argument("<shell>", "bash, zsh or fish")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  source <(fly-vault completion bash)                 in ~/.bashrc
+  source <(fly-vault completion zsh)                  in ~/.zshrc (after compinit)
+  fly-vault completion fish | source                  in ~/.config/fish/config.fish`,
+    )
+    .action(async (shell: string) => {
+      const { completionCommand } = await import("./completion.ts");
+      setStatus(completionCommand(shell));
+    });
+
+  const config = program.command("config")
+    .description("edit config.toml: config add NAME writes a vault's table");
+  config.command("add")
+    .description("write a [vault.NAME] table; the access token is read from a prompt or stdin")
+    .argument("<name>", "the vault's name")
+    .requiredOption("--address <host:port>", "the vault's address")
+    .requiredOption("--org <slug>", "the Fly org")
+    .requiredOption("--app <name>", "the Fly app")
+    .option("--machine-id <id>", "the machine, when the address is a vault-proxy")
+    .option("--force", "replace an existing table of that name")
+    .addHelpText(
+      "after",
+      `
+The file is created (or kept) mode 0600; the token never goes on the command line.
+
+Examples:
+  fly-vault config add my-dev --address '[fdaa:0:1::2]:8443' --org my-org --app my-dev-vault
+  fly-vault config add my-dev --address proxy.example.com:443 --org my-org --app my-dev-vault \\
+    --machine-id 148e21ea7e46e8 --force < token.txt`,
+    )
+    .action(async (name: string, opts) => {
+      const { configAddCommand } = await import("./config_add.ts");
+      setStatus(await configAddCommand(name, { ...opts, config: globals().config }));
     });
   return { program, CommanderError };
 }
@@ -412,8 +524,8 @@ export async function main(args: string[]): Promise<number> {
     await program.parseAsync(execOperandsLiteral(args), { from: "user" });
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === "usage") console.error(`error: ${err.message}`);
-      status = err.exitCode === 0 ? 0 : c.EXIT_USAGE;
+      const { commanderExit } = await import("../errors/cli.ts");
+      status = commanderExit(err, program, args);
     } else {
       status = c.reportError(err);
     }
