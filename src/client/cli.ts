@@ -184,6 +184,7 @@ export async function buildProgram(
   setStatus: (n: number) => void,
 ) {
   const { Command, CommanderError, Option } = await import("commander");
+  const { ourUsageErrors } = await import("../errors/cli.ts");
   const program = new Command("fly-vault")
     .description(
       "Reach your Fly.io development VM without trusting the network: every connection checks a " +
@@ -223,6 +224,8 @@ at another config directory.
 Console escapes (after a newline): ~. disconnect, ~? help, ~~ a literal ~.
 Shell completion: source <(fly-vault completion bash)   (zsh: the same; fish: | source)`,
     );
+  // Before any subcommand is added: they inherit it (commander's errors in our style, --version).
+  ourUsageErrors(program);
 
   const globals = () => program.opts<GlobalFlags>();
   const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -521,8 +524,8 @@ export async function main(args: string[]): Promise<number> {
     await program.parseAsync(execOperandsLiteral(args), { from: "user" });
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === "usage") console.error(`error: ${err.message}`);
-      status = err.exitCode === 0 ? 0 : c.EXIT_USAGE;
+      const { commanderExit } = await import("../errors/cli.ts");
+      status = commanderExit(err, program, args);
     } else {
       status = c.reportError(err);
     }
