@@ -4,11 +4,11 @@
  */
 import { Command, CommanderError } from "commander";
 import { formatError } from "../src/errors/mod.ts";
+import { commanderExit, ourUsageErrors } from "../src/errors/cli.ts";
 import {
   type ConnectionFlags,
   createCommand,
   deleteCommand,
-  EXIT_USAGE,
   exitCodeFor,
   listCommand,
   updateImageCommand,
@@ -53,6 +53,8 @@ and --var key=value. Tenants are found by machine metadata fly_vault_tenant / fl
 Exit status: 0 ok; 1 the operation failed (API error, update stopped); 2 bad usage
 (missing flag or env, bad template, delete without --yes).`,
   );
+// Before the subcommands: they inherit it (commander's errors in our style, --version).
+ourUsageErrors(program);
 
 const globals = () => program.opts<ConnectionFlags>();
 let status = 0;
@@ -109,9 +111,7 @@ tenant.command("update-image")
 try {
   await program.parseAsync(Deno.args, { from: "user" });
 } catch (err) {
-  if (err instanceof CommanderError) {
-    Deno.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
-  }
+  if (err instanceof CommanderError) Deno.exit(commanderExit(err, program, Deno.args));
   console.error(formatError(err));
   Deno.exit(exitCodeFor(err));
 }

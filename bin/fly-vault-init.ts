@@ -2,7 +2,8 @@
  * fly-vault-init: the tenant machine's entrypoint (Fly's init runs it as root
  * with the tenant volume at /data).
  */
-import { Command } from "commander";
+import { Command, CommanderError } from "commander";
+import { commanderExit, ourUsageErrors } from "../src/errors/cli.ts";
 import { formatError } from "../src/errors/mod.ts";
 import { createFlyTokenSource } from "../src/attest/mod.ts";
 import { initConfigFromEnv, runInit } from "../src/init/mod.ts";
@@ -22,7 +23,12 @@ const program = new Command("fly-vault-init")
       "  FLY_VAULT_IDLE_SUSPEND  no client connected this long: suspend this machine through\n" +
       "                      Fly's API socket (default 15m; 90s, 2h…; off never)\n",
   );
-program.parse();
+ourUsageErrors(program);
+try {
+  program.parse();
+} catch (err) {
+  Deno.exit(err instanceof CommanderError ? commanderExit(err, program, Deno.args) : 1);
+}
 const flags = program.opts<{ listen?: string; data?: string; tokenSocket?: string }>();
 
 try {

@@ -2,7 +2,8 @@
  * flysim: run the local Fly (Machines API, OIDC issuer, machines as local
  * processes) in the foreground, for fly-vault-admin and fly-vault to use.
  */
-import { Command } from "commander";
+import { Command, CommanderError } from "commander";
+import { commanderExit, ourUsageErrors } from "../src/errors/cli.ts";
 import { formatError } from "../src/errors/mod.ts";
 import { startFlysim } from "../src/flysim/mod.ts";
 
@@ -26,7 +27,12 @@ Then, in another terminal:
 and point a [vault.NAME] at a machine's address with oidc_issuer = <printed issuer>,
 local_simulation = true.`,
   );
-program.parse();
+ourUsageErrors(program);
+try {
+  program.parse();
+} catch (err) {
+  Deno.exit(err instanceof CommanderError ? commanderExit(err, program, Deno.args) : 1);
+}
 const flags = program.opts<
   { state: string; port: string; token: string; org: string; logs?: boolean }
 >();

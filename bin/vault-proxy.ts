@@ -4,7 +4,8 @@
  * (`<machine_id>.vault.internal`), read from the client's Initial packets;
  * never terminates TLS.
  */
-import { Command } from "commander";
+import { Command, CommanderError } from "commander";
+import { commanderExit, ourUsageErrors } from "../src/errors/cli.ts";
 import { formatError, VaultError } from "../src/errors/mod.ts";
 import {
   DEFAULT_LIMITS,
@@ -114,7 +115,12 @@ const program = new Command("vault-proxy")
       "  Locally:  vault-proxy --listen 127.0.0.1:4433 --machines-api http://127.0.0.1:4280 --app vault-tenants\n" +
       "\nLogs are JSON lines on stdout. SIGTERM stops cleanly.",
   );
-program.parse();
+ourUsageErrors(program);
+try {
+  program.parse();
+} catch (err) {
+  Deno.exit(err instanceof CommanderError ? commanderExit(err, program, Deno.args) : 1);
+}
 const o = program.opts<{
   listen: string;
   backend?: string;
@@ -245,5 +251,6 @@ try {
   Deno.exit(code);
 } catch (err) {
   console.error(formatError(err));
-  Deno.exit(2);
+  // 2 for a mistake in the flags, 1 when the proxy itself failed (one rule for every program).
+  Deno.exit(err instanceof VaultError && err.code === "proxy.usage" ? 2 : 1);
 }

@@ -50,16 +50,21 @@ export function commanderExit(err: CommanderError, program: Command, args: strin
   if (err.exitCode === 0) return 0;
   // Help shown because a command was missing: commander already printed it.
   if (err.code === "commander.help") return EXIT_USAGE;
-  const named = (a: string) => (c: Command) => a === c.name() || c.aliases().includes(a);
-  const word = args.find((a) => program.commands.some(named(a)));
-  const sub = word === undefined ? undefined : program.commands.find(named(word));
-  const where = sub ? `${program.name()} ${sub.name()}` : program.name();
-  const message = err.message.replace(/^error: /, "");
-  console.error(
-    formatError(
-      new VaultError(USAGE_CODES[err.code] ?? "usage.invalid", message, `see '${where} --help'`),
-    ),
-  );
+  // The (sub)command the mistake is in: commands named in order, as commander walks them.
+  const path = [program.name()];
+  let cmd: Command = program;
+  for (const a of args) {
+    const sub = cmd.commands.find((c) => a === c.name() || c.aliases().includes(a));
+    if (!sub) continue;
+    path.push(sub.name());
+    cmd = sub;
+  }
+  const where = path.join(" ");
+  // commander's "(Did you mean --x?)" line becomes part of the hint.
+  const [first, ...more] = err.message.replace(/^error: /, "").split("\n");
+  const suggestion = more.join(" ").trim().replace(/^\(Did you mean (.*)\)$/, "did you mean $1");
+  const hint = `${suggestion ? `${suggestion} ` : ""}see '${where} --help'`;
+  console.error(formatError(new VaultError(USAGE_CODES[err.code] ?? "usage.invalid", first, hint)));
   return EXIT_USAGE;
 }
 
