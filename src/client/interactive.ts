@@ -16,7 +16,7 @@ import type { ForwardHandle } from "../forward/mod.ts";
 import { expandHome, getVault, loadConfig, type VaultConfig } from "./config.ts";
 import { type GlobalFlags, openSession, parseEnvPairs } from "./commands.ts";
 import type { VaultSession } from "./connect.ts";
-import { exitStatusOf } from "./exec.ts";
+import { exitStatusOf, runExec } from "./exec.ts";
 import { HEARTBEAT, reconnecting, type ReconnectingSession } from "./reconnect.ts";
 
 /** Provisions from `rootfs` (upload) or `rootfs_url` (the machine downloads it). */
@@ -127,6 +127,20 @@ export async function connectCommand(
     }
     forwards = await startForwards([...vault.forward, ...(flags.forward ?? [])], live, flags);
     if (!Deno.stdin.isTerminal()) {
+      if (forwards.length === 0 && stdinIsData()) {
+        // As ssh without a terminal: no PTY, the login shell reads our stdin, its output
+        // passes through, its exit status is ours.
+        const stream = await live.openStream(StreamTag.exec);
+        return await runExec(
+          stream,
+          { argv: ['exec "$SHELL" -l'], shell: true, env: {}, tty: false },
+          {
+            stdin: Deno.stdin.readable,
+            stdout: Deno.stdout.writable,
+            stderr: Deno.stderr.writable,
+          },
+        );
+      }
       if (forwards.length === 0) {
         console.error("fly-vault: stdin is not a terminal; nothing more to do (no console)");
         return 0;
@@ -152,6 +166,16 @@ export async function connectCommand(
   } finally {
     forwards.forEach((h) => h.close());
     await live.close();
+  }
+}
+
+/** Stdin is a pipe or a file (not /dev/null, which scripts give to provision only). */
+function stdinIsData(): boolean {
+  try {
+    const info = Deno.statSync("/dev/stdin");
+    return !info.isCharDevice;
+  } catch {
+    return false;
   }
 }
 
