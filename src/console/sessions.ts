@@ -23,6 +23,7 @@ import {
 import { sandboxEnv } from "../init/sandbox.ts";
 import { prepareExec } from "../init/exec.ts";
 import { log } from "../init/log.ts";
+import { inVaultPaths } from "../init/vault_paths.ts";
 import { closeFd, openInRoot } from "../rootfs/inroot.ts";
 import { type Pty, spawnPtyInRootfs } from "./pty.ts";
 
@@ -315,7 +316,7 @@ export async function serveConsole(
       await writer.send({
         type: "error",
         code: "console.spawn",
-        message: `cannot start a shell: ${(err as Error).message}`,
+        message: `cannot start a shell: ${inVaultPaths((err as Error).message)}`,
       });
       await writer.close();
       return;

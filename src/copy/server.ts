@@ -17,12 +17,22 @@ import {
 } from "../protocol/mod.ts";
 import { answer, startAgent } from "./agent.ts";
 import { tarError } from "./tar.ts";
+import { inVaultPaths } from "../init/vault_paths.ts";
 
 function errorMessage(err: unknown) {
   if (isVaultError(err)) {
-    return { type: "error", code: err.code, message: err.message, hint: err.hint || undefined };
+    return {
+      type: "error",
+      code: err.code,
+      message: inVaultPaths(err.message),
+      hint: inVaultPaths(err.hint || undefined),
+    };
   }
-  return { type: "error", code: "copy.failed", message: String((err as Error)?.message ?? err) };
+  return {
+    type: "error",
+    code: "copy.failed",
+    message: inVaultPaths(String((err as Error)?.message ?? err)),
+  };
 }
 
 /** Serves one copy stream (tag byte already consumed). */

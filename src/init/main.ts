@@ -8,6 +8,7 @@ import { VaultError } from "../errors/mod.ts";
 import { createMachineIdentity } from "../pki/mod.ts";
 import { parseAddress } from "../transport/mod.ts";
 import { detectSandbox } from "./sandbox.ts";
+import { hideMachinePaths } from "./vault_paths.ts";
 import { type InitServer, type InitServerOptions, startInitServer } from "./server.ts";
 import {
   openRootfsStore,
@@ -94,6 +95,8 @@ export async function runInit(
   const mode = await detectSandbox();
   const identity = await createMachineIdentity({ machineId: config.machineId });
   const rootfs = await openRootfsStore(config.dataDir);
+  // Error replies speak in the vault's paths: the client never learns the machine's layout.
+  hideMachinePaths({ rootfsDir: rootfs.rootfsDir, dataDir: config.dataDir });
   const store: VaultStore = deps.store ?? {
     rootfsDir: rootfs.rootfsDir,
     // The old rootfs serves while a new one is provisioned; `failed` when mounts are missing.

@@ -7,6 +7,7 @@
  * @module
  */
 import { VaultError } from "../errors/mod.ts";
+import { inVaultPaths } from "./vault_paths.ts";
 import {
   AttestRequest,
   Auth,
@@ -126,9 +127,18 @@ const PRE_AUTH_MAX_FRAME = 64 * 1024;
 
 function errorReply(err: unknown) {
   if (err instanceof VaultError) {
-    return { type: "error" as const, code: err.code, message: err.message, hint: err.hint };
+    return {
+      type: "error" as const,
+      code: err.code,
+      message: inVaultPaths(err.message),
+      hint: inVaultPaths(err.hint),
+    };
   }
-  return { type: "error" as const, code: "internal", message: String((err as Error)?.message) };
+  return {
+    type: "error" as const,
+    code: "internal",
+    message: inVaultPaths(String((err as Error)?.message)),
+  };
 }
 
 /** Connections that have not authenticated yet, bounded, each with a deadline. */
