@@ -293,14 +293,8 @@ export async function sessionsCommand(name: string, flags: GlobalFlags): Promise
       console.error("no console sessions; `fly-vault connect` starts one");
       return 0;
     }
-    console.log("ID\tSTARTED\tIDLE\tATTACHED\tCOMMAND");
-    for (const s of reply.sessions) {
-      console.log(
-        `${s.id}\t${s.started}\t${Math.round(s.idle_seconds)}s\t${
-          s.attached ? "yes" : "no"
-        }\t${s.command}`,
-      );
-    }
+    const { sessionsTable } = await import("./sessions_table.ts");
+    console.log(sessionsTable(reply.sessions).join("\n"));
     return 0;
   } finally {
     await session.close();
