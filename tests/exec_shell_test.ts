@@ -48,6 +48,11 @@ Deno.test("exec runs the command line with the login shell, as ssh does", async 
     assert.equal(missing.code, 127);
     assert.match(missing.stderr, /no-such-command-xyz: command not found/);
     assert.equal((await run("kill -TERM $$")).code, 143);
+
+    // exec -t: the same command line, on a PTY.
+    const tty = await sim.client(["exec", "-t", "-n", "demo", "echo $((6*7)) | cat; exit 5"]);
+    assert.match(tty.stdout, /^42\r?\n/);
+    assert.equal(tty.code, 5, tty.stderr);
   } finally {
     await sim.close();
   }

@@ -24,6 +24,26 @@ export function exitStatusOf(code: number | null, signal: string | null): number
   return code ?? 255;
 }
 
+/**
+ * The error an init reported for an exec request. A shell request (`shell`)
+ * refused as a bad message comes from an init older than shell exec (its
+ * request schema is strict): said as such, with the two ways out.
+ */
+export function execError(
+  msg: { code: string; message: string; hint?: string },
+  shell: boolean | undefined,
+): VaultError {
+  if (shell && msg.code === "protocol.bad_message" && msg.message.includes("shell")) {
+    return new VaultError(
+      "exec.shell_unsupported",
+      "this vault's init predates running commands through the login shell",
+      "run it as argv with fly-vault exec --argv VAULT -- PROGRAM ARGS…, or update the " +
+        "machine's image (fly-vault-admin tenant update-image)",
+    );
+  }
+  return new VaultError(msg.code, msg.message, msg.hint ?? "");
+}
+
 /** Where exec's bytes come from and go to. */
 export interface ExecIo {
   stdin?: ReadableStream<Uint8Array>;
@@ -42,7 +62,7 @@ export async function runExec(
   const writer = new FrameWriter(stream.writable);
   await writer.send({ type: "exec", ...req });
   const first = await reader.message(SessionOutput, "exec start");
-  if (first.type === "error") throw new VaultError(first.code, first.message, first.hint ?? "");
+  if (first.type === "error") throw execError(first, req.shell);
   const unsubscribe = signals?.subscribe((signal) => {
     writer.send({ type: "signal", signal }).catch(() => {});
   });

@@ -10,6 +10,7 @@ import { FrameReader, FrameWriter, SessionOutput, StreamTag } from "../protocol/
 import type { OpenStream } from "./client.ts";
 import { createEscapeParser, ESCAPE_HELP } from "./escape.ts";
 import { type LocalTerminal, processTerminal, withRawTerminal } from "./terminal.ts";
+import { execError } from "../client/exec.ts";
 
 /** What to run. */
 export interface ExecTtyRequest {
@@ -107,7 +108,7 @@ export async function runExecTty(
         }
         const msg = SessionOutput.parse(frame.message);
         if (msg.type === "exit") return { code: msg.code, signal: msg.signal };
-        if (msg.type === "error") throw new VaultError(msg.code, msg.message, msg.hint ?? "");
+        if (msg.type === "error") throw execError(msg, req.shell);
       }
     } finally {
       unwatch();
