@@ -56,7 +56,8 @@ Deno.test({
       await t.waitFor(/outer\$ $/);
       t.type(`${cli} sessions demo\r`);
       const list = await t.waitFor(/outer\$ $/);
-      assert.match(list, /[0-9a-f]{8}\t\S+\t\d+s\tno\t\/bin\/bash -l/);
+      assert.match(list, /ID +CREATED +ATTACHED +COMMAND +IDLE/);
+      assert.match(list, /[0-9a-f]{8} +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +no +\/bin\/bash -l +\d+s/);
 
       // A new client process re-attaches by default and repaints earlier output.
       t.type(`${cli} connect demo\r`);

@@ -156,6 +156,18 @@ export async function connectCommand(
       session: flags.new ? "new" : flags.session,
       name,
       spares: (onFailure) => live.raceSpares(HEARTBEAT.retryMs, onFailure),
+      forwards: {
+        list: () =>
+          forwards.map((h) => {
+            const s = h.spec;
+            const b = (host: string) => host.includes(":") ? `[${host}]` : host;
+            const spec = `${b(s.bind)}:${s.localPort}:${b(s.host)}:${s.remotePort}`;
+            return `-L ${spec} (listening on ${h.addr.hostname}:${h.addr.port}, ${h.active} open)`;
+          }),
+        add: async (spec) => {
+          forwards.push(...await startForwards([spec], live, flags));
+        },
+      },
       reopen: async () => {
         const next = await live.reconnect();
         return (tag) => next.openStream(tag);

@@ -53,7 +53,22 @@ export interface ConsoleOptions {
   spares?: (onFailure: (why: string) => void) => SpareRace;
   /** Heartbeat timing in ms (default 500 / 2000): ping interval, silence that is reported. */
   heartbeat?: { intervalMs: number; silenceMs: number };
+  /** This console's port forwards: `~#` lists them, `~C` then `-L SPEC` adds one. */
+  forwards?: ConsoleForwards;
 }
+
+/** The port forwards a console can show and add to. */
+export interface ConsoleForwards {
+  /** One line per forward, e.g. `-L 8080:localhost:8080 (127.0.0.1:8080, 0 open)`. */
+  list(): string[];
+  /** Starts forwarding `spec` (LPORT:HOST:RPORT or BIND:LPORT:HOST:RPORT); throws when it cannot. */
+  add(spec: string): Promise<void>;
+}
+
+const COMMAND_HELP = [
+  "Commands:",
+  "      -L[bind_address:]port:host:hostport    Request local forward",
+].join("\r\n") + "\r\n";
 
 /** A fresh connection the console may move to. */
 export interface Spare {
@@ -135,6 +150,87 @@ async function consoleLoop(
 
   const parser = createEscapeParser();
   const stdinReader = stdin.getReader();
+  const type = (bytes: Uint8Array) => {
+    if (link) link.send(bytes);
+    else if (pendingBytes + bytes.length <= MAX_PENDING_INPUT) {
+      pending.push(bytes);
+      pendingBytes += bytes.length;
+    }
+  };
+  /** The `~C` command line being typed, or null. */
+  let commandLine: number[] | null = null;
+  const say = (text: string) => out.write(encoder.encode(text));
+  // Edits the ~C line with what was typed; returns the bytes after its end (for the shell).
+  const editCommand = async (bytes: Uint8Array): Promise<Uint8Array> => {
+    for (let i = 0; i < bytes.length; i++) {
+      const b = bytes[i];
+      if (b === 0x0d || b === 0x0a || b === 0x03 || b === 0x1b) {
+        const line = new TextDecoder().decode(Uint8Array.from(commandLine!)).trim();
+        commandLine = null;
+        await say("\r\n");
+        if (b === 0x0d || b === 0x0a) await runCommand(line);
+        return bytes.subarray(i + 1);
+      }
+      if (b === 0x7f || b === 0x08) {
+        if (commandLine!.length) {
+          commandLine!.pop();
+          await say("\b \b");
+        }
+      } else if (b >= 0x20 && commandLine!.length < 256) {
+        commandLine!.push(b);
+        await out.write(Uint8Array.of(b));
+      }
+    }
+    return new Uint8Array(0);
+  };
+  const runCommand = async (line: string) => {
+    if (line === "") return;
+    const m = /^-L\s*(\S+)$/.exec(line);
+    if (!m) {
+      await say(
+        line === "?" || line === "help"
+          ? COMMAND_HELP
+          : `unknown command: ${line}\r\n${COMMAND_HELP}`,
+      );
+      return;
+    }
+    if (!opts.forwards) return void await say("this console cannot add forwards\r\n");
+    try {
+      await opts.forwards.add(m[1]);
+      await say(`Forwarding ${m[1]}\r\n`);
+    } catch (err) {
+      const e = err as Error & { hint?: string };
+      await say(`cannot forward ${m[1]}: ${e.message}${e.hint ? ` (${e.hint})` : ""}\r\n`);
+    }
+  };
+  const listForwards = async () => {
+    const lines = opts.forwards?.list() ?? [];
+    await say(
+      lines.length
+        ? `~#\r\nForwarded ports:\r\n${lines.map((l) => `  ${l}\r\n`).join("")}`
+        : "~#\r\nNo forwarded ports (~C then -L port:host:hostport adds one).\r\n",
+    );
+  };
+  // ~^Z as in ssh: give the terminal back, stop, and on `fg` take it again and redraw.
+  const suspend = async () => {
+    if (!terminal.isTerminal()) return void await say("~^Z (not a terminal: not suspended)\r\n");
+    await say("~^Z [suspend fly-vault]\r\n");
+    let onCont = () => {};
+    const resumed = new Promise<void>((r) => onCont = r);
+    Deno.addSignalListener("SIGCONT", onCont);
+    terminal.setRaw(false);
+    try {
+      Deno.kill(Deno.pid, "SIGTSTP");
+      await resumed;
+    } finally {
+      Deno.removeSignalListener("SIGCONT", onCont);
+      terminal.setRaw(true);
+    }
+    // The size may have changed while stopped; a size change also makes the program redraw.
+    const { cols, rows } = size();
+    link?.resize(cols, Math.max(1, rows - 1));
+    link?.resize(cols, rows);
+  };
   const keyboard = (async () => {
     try {
       while (!detachRequested) {
@@ -142,13 +238,17 @@ async function consoleLoop(
         if (done) break;
         for (const ev of parser.feed(value)) {
           if (ev.type === "data") {
-            if (link) link.send(ev.bytes);
-            else if (pendingBytes + ev.bytes.length <= MAX_PENDING_INPUT) {
-              pending.push(ev.bytes);
-              pendingBytes += ev.bytes.length;
-            }
+            const rest = commandLine !== null ? await editCommand(ev.bytes) : ev.bytes;
+            if (rest.length) type(rest);
           } else if (ev.type === "help") {
             await out.write(encoder.encode(`~?\r\n${ESCAPE_HELP}`));
+          } else if (ev.type === "list-forwards") {
+            await listForwards();
+          } else if (ev.type === "command") {
+            commandLine = [];
+            await say("\r\nfly-vault> ");
+          } else if (ev.type === "suspend") {
+            await suspend();
           } else {
             await out.write(encoder.encode("~.\r\n"));
             detachRequested = true;

@@ -1,6 +1,8 @@
 /**
  * ssh-style escape sequences typed by the user: after a newline (or at the
- * very start), `~.` disconnects, `~?` prints help, `~~` sends one `~`. Any
+ * very start), `~.` disconnects, `~?` prints help, `~#` lists forwards,
+ * `~C` opens a command line (`-L …` adds a forward), `~^Z` suspends the
+ * client, `~~` sends one `~`. Any
  * other byte after `~` sends both. A pure state machine over bytes so it can
  * be tested without a terminal; everything that is not an escape passes
  * through byte for byte (OSC 52 and friends included).
@@ -12,12 +14,18 @@
 export type EscapeEvent =
   | { type: "data"; bytes: Uint8Array }
   | { type: "disconnect" }
-  | { type: "help" };
+  | { type: "help" }
+  | { type: "list-forwards" }
+  | { type: "command" }
+  | { type: "suspend" };
 
 /** Help text for `~?`, with CRLF line ends because the terminal is raw. */
 export const ESCAPE_HELP = [
   "Supported escape sequences:",
   " ~.   - disconnect (the session keeps running; reconnect re-attaches)",
+  " ~#   - list forwarded connections",
+  " ~C   - open a command line (-L [bind:]port:host:hostport adds a forward)",
+  " ~^Z  - suspend fly-vault (fg brings it back)",
   " ~?   - this message",
   " ~~   - send the escape character by typing it twice",
   "(Note that escapes are only recognized immediately after newline.)",
@@ -51,6 +59,16 @@ export function createEscapeParser(escapeChar = TILDE): EscapeParser {
             flush();
             events.push({ type: "disconnect" });
             atLineStart = false;
+            continue;
+          }
+          const local = ({ 0x23: "list-forwards", 0x43: "command", 0x1a: "suspend" } as const)[
+            b as 0x23 | 0x43 | 0x1a
+          ];
+          if (local) {
+            flush();
+            events.push({ type: local });
+            // As after ~?: the next line starts here, so another escape may follow.
+            atLineStart = true;
             continue;
           }
           if (b === 0x3f /* ? */) {

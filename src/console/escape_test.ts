@@ -41,3 +41,11 @@ Deno.test("escape: other bytes (OSC 52, binary) pass through untouched", () => {
   assert.equal(out.length, 1);
   assert.deepEqual(out[0].type === "data" && out[0].bytes, osc);
 });
+
+Deno.test("escape: ~# lists forwards, ~C opens the command line, ~^Z suspends; only at line start", () => {
+  assert.equal(run("~#"), "<list-forwards>");
+  assert.equal(run("ls\r~C-L 1:h:2\r"), "ls\r<command>-L 1:h:2\r");
+  assert.equal(run("\n~\x1a"), "\n<suspend>");
+  assert.equal(run("~#~."), "<list-forwards><disconnect>");
+  assert.equal(run("a~#b~C"), "a~#b~C");
+});
