@@ -221,7 +221,8 @@ Config: [vault.NAME] tables with address, org, app, machine_id, access_token, fo
 rootfs, rootfs_url, persist (see README); persist = "10m" keeps a master connection that
 later commands share (fly-vault master NAME --status / --stop). FLY_VAULT_CONFIG_DIR points
 at another config directory.
-Console escapes (after a newline): ~. disconnect, ~? help, ~~ a literal ~.
+Console escapes (after a newline): ~. disconnect, ~# list forwards, ~C add one (-L SPEC),
+~^Z suspend, ~? help, ~~ a literal ~.
 Shell completion: source <(fly-vault completion bash)   (zsh: the same; fish: | source)`,
     );
   // Before any subcommand is added: they inherit it (commander's errors in our style, --version).
