@@ -121,6 +121,8 @@ export interface Position {
 export interface SourceMap {
   tables: Map<string, Position>;
   keys: Map<string, Map<string, Position>>;
+  /** Top-level keys and the first name of other tables (`[valut.x]` → `valut`). */
+  top: Map<string, Position>;
 }
 
 function unquote(s: string): string {
@@ -138,29 +140,39 @@ function unquote(s: string): string {
 export function mapSource(text: string): SourceMap {
   const tables = new Map<string, Position>();
   const keys = new Map<string, Map<string, Position>>();
+  const top = new Map<string, Position>();
   let current: string | null = null;
+  let atTop = true;
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
     const header = /^(\s*)\[\s*vault\s*\.\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*\]/.exec(line);
     if (header) {
       current = unquote(header[2]);
+      atTop = false;
       tables.set(current, { line: i + 1, column: header[1].length + 1 });
       if (!keys.has(current)) keys.set(current, new Map());
       continue;
     }
-    if (/^\s*\[/.test(line)) {
+    const other = /^(\s*)\[+\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)/.exec(line);
+    if (other) {
+      const name = unquote(other[2]);
+      if (!top.has(name)) top.set(name, { line: i + 1, column: other[1].length + 1 });
       current = null;
+      atTop = false;
       continue;
     }
     const key = /^(\s*)("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=/.exec(line);
-    if (key && current !== null) {
+    if (key && atTop) {
+      const k = unquote(key[2]);
+      if (!top.has(k)) top.set(k, { line: i + 1, column: key[1].length + 1 });
+    } else if (key && current !== null) {
       const k = unquote(key[2]);
       const m = keys.get(current)!;
       if (!m.has(k)) m.set(k, { line: i + 1, column: key[1].length + 1 });
     }
   }
-  return { tables, keys };
+  return { tables, keys, top };
 }
 
 /** Levenshtein distance, for "did you mean". */
@@ -231,6 +243,24 @@ export async function loadConfig(flag?: string): Promise<ClientConfig> {
   }
   const file = ConfigFile.parse(raw);
   const source = mapSource(text);
+  // A misspelt table ([valut.demo]) or a vault key outside its table would otherwise be
+  // ignored, and the vault reported as missing.
+  for (const key of Object.keys(raw as Record<string, unknown>)) {
+    if (key === "vault" || key === "persist") continue;
+    const pos = source.top.get(key);
+    const table = text.split("\n")[(pos?.line ?? 0) - 1]?.trimStart().startsWith("[");
+    throw new VaultError(
+      "config.unknown_key",
+      `${at(path, pos)}: unknown ${table ? "table" : "key"} '${key}'`,
+      VAULT_KEYS.includes(key)
+        ? `${key} belongs in a [vault.NAME] table: move it below that table's header`
+        : closestKey(key, ["vault", "persist"]) === "vault"
+        ? "did you mean [vault.NAME]?"
+        : closestKey(key, ["vault", "persist"]) === "persist"
+        ? "did you mean 'persist'?"
+        : "the top level holds [vault.NAME] tables and persist",
+    );
+  }
   const vaults: Record<string, VaultConfig> = {};
   for (const [name, table] of Object.entries(file.vault)) {
     const tablePos = source.tables.get(name);

@@ -182,3 +182,22 @@ Deno.test("the real fly-vault: --config missing.toml says it cannot open the fil
   assert.match(stderr, /error\[config\.unreadable\]: cannot open .*missing\.toml/);
   assert.doesNotMatch(stderr, /no vault named/);
 });
+
+Deno.test("a misspelt table or a vault key outside any table is named, not ignored", async () => {
+  const typo = await configWith('persist = "no"\n\n[valut.demo]\naddress = "h:1"\n');
+  await assert.rejects(loadConfig(typo), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.unknown_key", String(err));
+    assert.ok(err.message.startsWith(`${typo}:3:1: unknown table 'valut'`), err.message);
+    assert.equal(err.hint, "did you mean [vault.NAME]?");
+    return true;
+  });
+  const stray = await configWith('address = "h:1"\n[vault.demo]\norg = "o"\n');
+  await assert.rejects(loadConfig(stray), (err: unknown) => {
+    assert.ok(err instanceof VaultError && err.code === "config.unknown_key", String(err));
+    assert.ok(err.message.startsWith(`${stray}:1:1: unknown key 'address'`), err.message);
+    assert.match(err.hint, /belongs in a \[vault\.NAME\] table/);
+    return true;
+  });
+  const persit = await configWith('persit = "1m"\n');
+  await assert.rejects(loadConfig(persit), /persit/);
+});
