@@ -90,7 +90,7 @@ Deno.test({
       await t.waitFor(/outer\$ $/);
       t.pty.resize(97, 29);
       t.type(
-        `stty -g > ${modes}.before; ${cli} exec -t demo -- sh -c 'stty size; read x; echo got-$x; exit 3'; echo status-$?\r`,
+        `stty -g > ${modes}.before; ${cli} exec -t --argv demo -- sh -c 'stty size; read x; echo got-$x; exit 3'; echo status-$?\r`,
       );
       await t.waitFor(/29 97\r\n/, 60_000);
       t.type("hello\r");

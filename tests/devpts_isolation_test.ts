@@ -96,7 +96,7 @@ Deno.test({
 
       // exec -t: the same, and the exit status comes back.
       t.type(
-        `${cli} exec -t demo -- sh -c 'tty; test -e "$(tty)" || exit 9; exit 3'; echo status-$?\r`,
+        `${cli} exec -t --argv demo -- sh -c 'tty; test -e "$(tty)" || exit 9; exit 3'; echo status-$?\r`,
       );
       await t.waitFor(/\/dev\/pts\/\d+\r\n[\s\S]*status-3/);
       await t.waitFor(/outer\$ $/);
