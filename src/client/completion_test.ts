@@ -81,7 +81,13 @@ Deno.test("completion zsh and fish: scripts that parse (when the shell is here) 
   assert.match(bad.stderr, /usage\.bad_shell/);
 });
 
-Deno.test("every subcommand's --help has an Examples block (the README promises them)", async () => {
+Deno.test("every subcommand's --help has an Examples block (the README promises them); completion knows every command", async () => {
+  const top = await flyVault(["--help"]);
+  const listed = [
+    ...top.stdout.split("\nCommands:\n")[1].split("\n\n")[0].matchAll(/^ {2}([a-z-]+)/gm),
+  ].map((m) => m[1]);
+  assert.ok(listed.length > 10, top.stdout);
+  assert.deepEqual(listed.toSorted(), COMMANDS.map((c) => c.name).toSorted());
   const names = COMMANDS.map((c) => c.name).filter((n) => n !== "help");
   for (const name of [...names.filter((n) => n !== "config"), "config add"]) {
     const out = await flyVault([...name.split(" "), "--help"]);
