@@ -54,3 +54,34 @@ Deno.test("fly-vault against a closed loopback UDP port exits 255 with transport
   assert.ok(elapsed < 2000, `took ${Math.round(elapsed)} ms`);
   console.log(`refused after ${Math.round(elapsed)} ms (process start to exit)`);
 });
+
+Deno.test("on a terminal, a silent address shows one 'connecting to …' line, then the timeout", async () => {
+  const { outerTerminal } = await import("./console_term.ts");
+  // Bound and silent: no ICMP comes back, so only the progress line and the deadline speak.
+  const silent = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const port = (silent.addr as Deno.NetAddr).port;
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    join(dir, "config.toml"),
+    `[vault.demo]\naddress = "127.0.0.1:${port}"\norg = "o"\napp = "a"\n` +
+      `access_token = "${"t".repeat(40)}"\n`,
+    { mode: 0o600 },
+  );
+  const t = outerTerminal({ FLY_VAULT_CONFIG_DIR: dir });
+  try {
+    await t.waitFor(/outer\$ $/);
+    t.type(
+      `${Deno.execPath()} run -A --quiet ${BIN} --no-persist --connect-timeout 3 status demo; ` +
+        `echo status-$?\r`,
+    );
+    await t.waitFor(new RegExp(`connecting to 127\\.0\\.0\\.1:${port}…`));
+    const rest = await t.waitFor(/status-\d+/);
+    assert.match(rest, /transport\.(timeout|unreachable)/);
+    assert.doesNotMatch(rest, /connecting to/, "one progress line, not one per second");
+    assert.match(rest, /status-255/);
+  } finally {
+    t.pty.kill("SIGKILL");
+    silent.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
