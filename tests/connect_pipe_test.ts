@@ -25,6 +25,16 @@ Deno.test("piping into connect runs the login shell on stdin, without a PTY, wit
     const plain = await sim.client(["connect", "demo"], { stdin: "uname -s\n" });
     assert.equal(plain.code, 0, plain.stderr);
     assert.equal(plain.stdout, "Linux\n");
+
+    // With a forward, as ssh -L with piped commands: the shell runs (it used to only forward).
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const lport = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    const fwd = await sim.client(["connect", "demo", "-L", `${lport}:127.0.0.1:9`], {
+      stdin: "echo with-forward; exit 3\n",
+    });
+    assert.equal(fwd.code, 3, fwd.stderr);
+    assert.equal(fwd.stdout, "with-forward\n");
   } finally {
     await sim.close();
   }

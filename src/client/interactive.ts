@@ -127,9 +127,10 @@ export async function connectCommand(
     }
     forwards = await startForwards([...vault.forward, ...(flags.forward ?? [])], live, flags);
     if (!Deno.stdin.isTerminal()) {
-      if (forwards.length === 0 && stdinIsData()) {
+      if (stdinIsData()) {
         // As ssh without a terminal: no PTY, the login shell reads our stdin, its output
-        // passes through, its exit status is ours.
+        // passes through, its exit status is ours (forwards live while it runs; for
+        // forwards alone there is `fly-vault forward`, or stdin from /dev/null).
         const stream = await live.openStream(StreamTag.exec);
         return await runExec(
           stream,
