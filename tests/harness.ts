@@ -21,6 +21,14 @@ let cachedRootfs: Promise<string> | undefined;
 export function hostRootfsTemplate(): Promise<string> {
   return cachedRootfs ??= (async () => {
     const dir = await Deno.makeTempDir({ prefix: "fv-rootfs-" });
+    // ~50 MB per test process: gone with the process, or /tmp fills up over many runs.
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch {
+        // Already gone, or still busy: nothing a test can do about it now.
+      }
+    });
     await buildHostRootfs(dir);
     return dir;
   })();
