@@ -34,7 +34,7 @@ import {
   isStreamTag,
   StreamTag,
 } from "../protocol/mod.ts";
-import { lookupKnownVault, type VaultConnection } from "../transport/mod.ts";
+import { lookupKnownVault, ownDenoArgv, type VaultConnection } from "../transport/mod.ts";
 import {
   type ClientConfig,
   DEFAULT_PERSIST_MS,
@@ -503,7 +503,7 @@ function startMaster(paths: MasterPaths, opts: UseMasterOptions): void {
   } catch {
     return; // another client won the race
   }
-  const argv = ownArgv();
+  const argv = ownDenoArgv();
   if (!argv) {
     Deno.removeSync(paths.starting);
     return;
@@ -528,21 +528,6 @@ function startMaster(paths: MasterPaths, opts: UseMasterOptions): void {
   } catch {
     Deno.removeSync(paths.starting);
   }
-}
-
-/** This program's command line, split at the script (see transport's ownDenoArgv). */
-function ownArgv(): { denoFlags: string[]; script: string } | undefined {
-  let raw: string;
-  try {
-    raw = Deno.readTextFileSync("/proc/self/cmdline");
-  } catch {
-    return undefined;
-  }
-  const argv = raw.split("\0");
-  if (argv.at(-1) === "") argv.pop();
-  const scriptAt = argv.length - Deno.args.length - 1;
-  if (scriptAt < 1) return undefined;
-  return { denoFlags: argv.slice(1, scriptAt), script: argv[scriptAt] };
 }
 
 /** Ends the vault's master if one runs (`forget`: its connection rests on the pin being dropped). */
