@@ -34,7 +34,7 @@ try {
     ),
   );
   Object.assign(env, { FLY_VAULT_CONFIG_DIR: sim.configDir, XDG_RUNTIME_DIR: runDir });
-  const run = (argv: string[]) => timeClean(argv, env);
+  const run = (argv: string[]) => timeCommand(argv, env, { clearEnv: true });
   const ssh = ["ssh", ...sshd.options, "root@127.0.0.1"];
   const sshCm = [
     "ssh",
@@ -79,7 +79,9 @@ try {
     },
   };
   console.log(JSON.stringify(result, null, 2));
-  await timeClean([...client, "master", "demo", "--stop"], env).catch(() => {});
+  await timeCommand([...client, "master", "demo", "--stop"], env, { clearEnv: true }).catch(
+    () => {},
+  );
   await new Deno.Command("ssh", { args: [...sshCm.slice(1, -1), "-O", "exit", "root@127.0.0.1"] })
     .output().catch(() => {});
 } finally {
@@ -111,22 +113,4 @@ async function waitForMaster(xdg: string): Promise<void> {
       watcher.close();
     } catch { /* already */ }
   }
-}
-
-/** Like timeCommand, with exactly `env` (nothing inherited). */
-async function timeClean(argv: string[], env: Record<string, string>): Promise<number> {
-  const started = performance.now();
-  const out = await new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  const ms = performance.now() - started;
-  if (!out.success) {
-    throw new Error(`${argv.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return ms;
 }

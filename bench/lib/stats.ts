@@ -9,12 +9,20 @@ export function quantile(xs: number[], q: number): number {
 /** Median. */
 export const median = (xs: number[]) => quantile(xs, 0.5);
 
-/** Wall time of running `argv` to completion, in ms; throws when it fails. */
-export async function timeCommand(argv: string[], env?: Record<string, string>): Promise<number> {
+/**
+ * Wall time of running `argv` to completion, in ms; throws when it fails.
+ * With `clearEnv`, the command gets exactly `env` (nothing inherited).
+ */
+export async function timeCommand(
+  argv: string[],
+  env?: Record<string, string>,
+  { clearEnv = false } = {},
+): Promise<number> {
   const started = performance.now();
   const out = await new Deno.Command(argv[0], {
     args: argv.slice(1),
     env,
+    clearEnv,
     stdin: "null",
     stdout: "null",
     stderr: "piped",
