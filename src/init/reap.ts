@@ -43,6 +43,14 @@ export async function endProcessesIn(rootfs: string, graceMs = 2000): Promise<nu
     if ((await pidsRootedIn(rootfs)).length === 0) return found.length;
     await new Promise((r) => setTimeout(r, 50));
   }
-  (await pidsRootedIn(rootfs)).forEach((pid) => signal(pid, "SIGKILL"));
+  // A process that forks while we look (a shell loop starting its next `sleep`) can leave a child
+  // the first SIGKILL pass did not list: pass again until none is left, within a bound.
+  const killDeadline = Date.now() + 2000;
+  for (;;) {
+    const left = await pidsRootedIn(rootfs);
+    if (left.length === 0 || Date.now() > killDeadline) break;
+    left.forEach((pid) => signal(pid, "SIGKILL"));
+    await new Promise((r) => setTimeout(r, 20));
+  }
   return found.length;
 }
