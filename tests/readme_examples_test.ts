@@ -71,7 +71,17 @@ function freeUdpPort(): number {
 
 /** How a line is run and what it must do. */
 type Run =
-  | { how: "exit"; code?: number; stdin?: string; env?: Record<string, string>; out?: RegExp }
+  | {
+    how: "exit";
+    code?: number;
+    stdin?: string;
+    env?: Record<string, string>;
+    /** What stdout must match. */
+    out?: RegExp;
+    /** Run after the line in the same shell (its output joins stdout). */
+    also?: string;
+    check?: () => Promise<void>;
+  }
   | { how: "pty"; ready: RegExp; readyMs?: number; check?: () => Promise<void>; leave: string }
   | { how: "process"; ready: RegExp; check?: () => Promise<void>; env?: Record<string, string> };
 
@@ -289,7 +299,10 @@ Deno.test({
           check: () => tcpAccepts(ports.forward),
         },
       ],
-      ["fly-vault cp -r ./src my-dev:/root/src", { how: "exit" }],
+      [
+        "fly-vault cp -r ./src my-dev:/root/src",
+        { how: "exit", also: "fly-vault exec my-dev cat /root/src/client/cli.ts", out: /program/ },
+      ],
       ["fly-vault status my-dev --json", { how: "exit", out: /"ready"/ }],
       ["fly-vault master my-dev --status", { how: "exit", out: /master for my-dev running/ }],
       ["fly-vault vaults", { how: "exit", out: /my-dev/ }],
@@ -299,9 +312,19 @@ Deno.test({
           how: "exit",
           stdin: "a-token-of-at-least-32-characters-0123456789\n",
           env: { FLY_VAULT_CONFIG_DIR: conf2 },
+          async check() {
+            const path = join(conf2, "config.toml");
+            assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+            const text = await Deno.readTextFile(path);
+            assert.match(text, /^\[vault\.my-dev\]\naddress = "\[fdaa:0:1::2\]:8443"$/m);
+            assert.match(text, /access_token = "a-token-of-at-least-32-characters-0123456789"/);
+          },
         },
       ],
-      ["source <(fly-vault completion bash)", { how: "exit" }],
+      [
+        "source <(fly-vault completion bash)",
+        { how: "exit", also: "complete -p fly-vault", out: /^complete .* fly-vault$/m },
+      ],
       ["echo 'uname -a' | fly-vault connect my-dev", { how: "exit", out: /^Linux /m }],
       ["fly-vault exec my-dev -- vault-sshd", { how: "exit" }],
       [
@@ -327,7 +350,7 @@ Deno.test({
 
     const runExit = async (line: string, r: Extract<Run, { how: "exit" }>) => {
       const child = new Deno.Command("bash", {
-        args: ["-c", substitute(line)],
+        args: ["-c", r.also ? `${substitute(line)}\n${r.also}` : substitute(line)],
         cwd: ROOT,
         env: { ...env, ...r.env },
         clearEnv: true,
@@ -346,6 +369,7 @@ Deno.test({
       const stderr = decoder.decode(out.stderr);
       assert.equal(out.code, r.code ?? 0, `${line}\nstdout: ${stdout}\nstderr: ${stderr}`);
       if (r.out) assert.match(stdout, r.out, `${line}\nstdout: ${stdout}\nstderr: ${stderr}`);
+      await r.check?.();
     };
 
     let term: ReturnType<typeof outerTerminal> | undefined;
