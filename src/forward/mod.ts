@@ -7,6 +7,7 @@
 export {
   type ForwardHandle,
   openForward,
+  openForwardPipelined,
   type OpenStream,
   runPipe,
   serveForward,

@@ -143,23 +143,34 @@ export interface RemoteStream {
 }
 
 /**
+ * A forward's stream whose header went out but whose answer has not come
+ * yet: bytes may already be written (pipelined), the far side buffers them
+ * until its own connect is done. `reply` rejects when the far side refused.
+ */
+export interface PendingRemote {
+  writer: WritableStreamDefaultWriter<Uint8Array>;
+  reply: Promise<{ head: Uint8Array[]; readable: ReadableStream<Uint8Array> }>;
+}
+
+/**
  * Joins `conn` and `remote` until both directions are done (each half-closed
  * on its own), then closes the socket. Either direction failing, or `signal`
  * aborting, tears both down: the socket is closed and the stream reset.
  */
 export async function spliceTcp(
   conn: Deno.TcpConn,
-  remote: RemoteStream,
+  remote: RemoteStream | PendingRemote,
   signal?: AbortSignal,
 ): Promise<void> {
   const stop = new AbortController();
   let failed = false;
+  let readable = "readable" in remote ? remote.readable : undefined;
   const teardown = (reason: unknown) => {
     if (failed) return;
     failed = true;
     stop.abort(reason);
     remote.writer.abort(reason).catch(ignore);
-    if (!remote.readable.locked) remote.readable.cancel(reason).catch(ignore);
+    if (readable && !readable.locked) readable.cancel(reason).catch(ignore);
     try {
       conn.close();
     } catch {
@@ -170,8 +181,15 @@ export async function spliceTcp(
   if (signal?.aborted) onAbort();
   signal?.addEventListener("abort", onAbort, { once: true });
   const down = (async () => {
-    for (const chunk of remote.head) await writeAll(conn, chunk);
-    await remote.readable.pipeTo(conn.writable, { preventClose: true, signal: stop.signal });
+    // Pipelined: the socket's bytes flow up (below) while the answer is still on its way.
+    const r = "reply" in remote ? await remote.reply : remote;
+    readable = r.readable;
+    if (failed) {
+      readable.cancel(stop.signal.reason).catch(ignore);
+      return;
+    }
+    for (const chunk of r.head) await writeAll(conn, chunk);
+    await readable.pipeTo(conn.writable, { preventClose: true, signal: stop.signal });
     await conn.closeWrite().catch(ignore);
   })();
   const up = tcpToWriter(conn, remote.writer);
