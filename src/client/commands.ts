@@ -15,7 +15,8 @@ import { StatusRequest, StreamTag } from "../protocol/mod.ts";
 import { getVault, loadConfig, persistMsOf, type VaultConfig } from "./config.ts";
 import type { DialEvent } from "../transport/mod.ts";
 import { connectVault, type VaultSession } from "./connect.ts";
-import { runExec } from "./exec.ts";
+import { ExecNotStarted, runExec } from "./exec.ts";
+import { mark } from "./timing.ts";
 
 /** Exit status when fly-vault itself failed. */
 export const EXIT_FAILURE = 255;
@@ -48,6 +49,8 @@ export interface SessionNeeds {
   control?: boolean;
   /** Never through a master (provisioning: Ctrl-C must cancel it on the vault). */
   direct?: boolean;
+  /** Through a master without a fresh proof of life: the command retries on its own connection. */
+  eager?: boolean;
 }
 
 /**
@@ -89,6 +92,7 @@ export async function openSession(
     say: (line) => say(flags, line),
     freshState: needs.freshState,
     control: needs.control,
+    eager: needs.eager,
     masterArgs: [
       "--config",
       resolve(config.path),
@@ -179,9 +183,33 @@ export async function execCommand(
     );
   }
   const env = parseEnvPairs(flags.env);
-  const session = await openSession(name, flags);
+  mark("exec.start");
+  const session = await openSession(name, flags, { eager: true });
+  mark(`exec.session via_master=${!!session.viaMaster}`);
   try {
-    const stream = await session.openStream(StreamTag.exec);
+    return await execOn(session, argv, env, flags);
+  } catch (err) {
+    // Through a master, a stream that failed before the vault answered started nothing
+    // (the master's connection can only reach the machine it attested): once, on our own
+    // connection, which re-pins and re-attests when the machine changed.
+    if (!(err instanceof ExecNotStarted) || !session.fallback) throw err;
+    say(flags, `the master's stream failed before the command started; connecting directly`);
+    return await execOn(await session.fallback(), argv, env, flags);
+  } finally {
+    await session.close();
+    mark("exec.closed");
+  }
+}
+
+async function execOn(
+  session: VaultSession,
+  argv: string[],
+  env: Record<string, string>,
+  flags: { noStdin?: boolean; cwd?: string; shell?: boolean },
+): Promise<number> {
+  const stream = await session.openStream(StreamTag.exec);
+  mark("exec.stream");
+  {
     const listeners: Array<() => void> = [];
     return await runExec(
       stream,
@@ -208,9 +236,8 @@ export async function execCommand(
           return () => listeners.forEach((off) => off());
         },
       },
+      { retryable: !!session.fallback },
     );
-  } finally {
-    await session.close();
   }
 }
 
