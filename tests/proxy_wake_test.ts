@@ -66,7 +66,7 @@ Deno.test({
       resolver: cachedResolver(
         machinesApiResolver({ url: api.baseUrl, app: APP, token: API_TOKEN, wake: true }),
       ),
-      log: (e) => logs.push(e),
+      log: (e) => logs.push({ at: new Date().toISOString(), ...e }),
     });
     const noWake = await startProxy({
       listen: { hostname: "127.0.0.1", port: 0 },
@@ -170,9 +170,19 @@ Deno.test({
 
       // A machine that fails to start: a CONNECTION_CLOSE naming why, not a timeout.
       api.faults.push({ match: { method: "POST", pathRegex: "/start$" }, kind: "fail-start" });
+      const failedAt = new Date().toISOString();
       const failed = await runClient(configDir, ["status", "demo"]);
+      // On failure, what the proxy and the machine did meanwhile.
+      const evidence = async () =>
+        `${failed.stderr}\nclient started ${failedAt}\nproxy logs: ${
+          JSON.stringify(logs.slice(-10))
+        }\nproxy stats: ${JSON.stringify(proxy.stats)}\nmachine events: ${
+          JSON.stringify((await fly.machineEvents(id, 6)).reverse())
+        }`;
       assert.notEqual(failed.code, 0);
-      assert.match(failed.stderr, /waking machine [0-9a-f]+ failed: .*did not start \(failed/);
+      if (!/waking machine [0-9a-f]+ failed: .*did not start \(failed/.test(failed.stderr)) {
+        assert.fail(await evidence());
+      }
       assert.ok(failed.ms < 10_000, `the failure took ${failed.ms} ms`);
       console.log(
         `proxy wake: connect through the proxy to a suspended vault reached the prompt in ` +

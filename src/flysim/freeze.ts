@@ -32,6 +32,12 @@ export interface Freezer {
   freeze(rootPid: number): Promise<void>;
   /** Thaws them; resolves once they run again. */
   thaw(rootPid: number): Promise<void>;
+  /**
+   * Kills every process of the machine where it stands, frozen or not (SIGKILL needs no
+   * thaw): a machine whose snapshot fails to resume must not run again, not even for the
+   * moment a thaw-then-kill would give it to answer the packets queued while it was frozen.
+   */
+  kill(rootPid: number): Promise<void>;
   /** After the machine's first process exited: ends what is left of the machine, cleans up. */
   release(): Promise<void>;
 }
@@ -126,6 +132,11 @@ async function cgroupFreezer(root: string, name: string): Promise<Freezer | unde
       await Deno.writeTextFile(join(dir, "cgroup.freeze"), "0");
       await waitForEvent(dir, "frozen", "0");
     },
+    async kill() {
+      // cgroup.kill's SIGKILL ends frozen tasks too, without thawing the others first.
+      await Deno.writeTextFile(join(dir, "cgroup.kill"), "1");
+      await waitForEvent(dir, "populated", "0");
+    },
     async release() {
       // A VM's processes end with it: whatever init left behind goes too.
       const events = await Deno.readTextFile(join(dir, "cgroup.events")).catch(() => "");
@@ -201,6 +212,11 @@ function signalsFreezer(): Freezer {
       for (const pid of stopped) send(pid, "SIGCONT");
       stopped = new Set();
       return Promise.resolve();
+    },
+    async kill(root) {
+      // SIGKILL ends a stopped process as it is: no SIGCONT first.
+      for (const pid of new Set([...stopped, ...await treeOf(root)])) send(pid, "SIGKILL");
+      stopped = new Set();
     },
     release: () => Promise.resolve(),
   };

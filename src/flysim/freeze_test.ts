@@ -57,3 +57,53 @@ Deno.test("freezer: cgroup v2 freezes and thaws a whole process tree with its st
 Deno.test("freezer: SIGSTOP/SIGCONT fallback freezes and thaws the tree", async () => {
   await freezeRoundTrip("signals");
 });
+
+/**
+ * A frozen tree killed: it dies where it stands. A line written while it was
+ * frozen is never answered (a thaw before the kill would let it answer).
+ */
+async function killFrozen(kind: "cgroup2" | "signals") {
+  const previous = Deno.env.get("FLYSIM_FREEZER");
+  if (kind === "signals") Deno.env.set("FLYSIM_FREEZER", "signals");
+  const freezer = await createFreezer(`test-${crypto.randomUUID().slice(0, 8)}`);
+  if (previous === undefined) Deno.env.delete("FLYSIM_FREEZER");
+  else Deno.env.set("FLYSIM_FREEZER", previous);
+  assert.equal(freezer.kind, kind);
+  const argv = freezer.wrap([
+    "/bin/sh",
+    "-c",
+    'n=0; while read l; do n=$((n+1)); echo "got-$l-$n"; done | cat',
+  ]);
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  const say = (s: string) => writer.write(new TextEncoder().encode(s + "\n"));
+  const out = child.stdout.pipeThrough(new TextDecoderStream());
+  const reader = out.getReader();
+  try {
+    await say("a");
+    assert.equal((await reader.read()).value, "got-a-1\n");
+    await freezer.freeze(child.pid);
+    await say("b");
+    await freezer.kill(child.pid);
+    let rest = "";
+    for (let r = await reader.read(); !r.done; r = await reader.read()) rest += r.value;
+    assert.equal(rest, "", "the frozen tree answered before it died");
+    assert.equal((await child.status).signal, "SIGKILL");
+  } finally {
+    await writer.close().catch(() => {});
+    await child.status;
+    await freezer.release();
+  }
+}
+
+Deno.test("freezer: cgroup v2 kills a frozen tree without letting it run", async () => {
+  await killFrozen("cgroup2");
+});
+
+Deno.test("freezer: the signals fallback kills a stopped tree without a SIGCONT", async () => {
+  await killFrozen("signals");
+});

@@ -832,7 +832,8 @@ export function fakeLauncher(opts: { onStart?: (m: SimMachineLaunch) => void } =
           return Promise.resolve();
         },
         async stop(signal: Deno.Signal = "SIGTERM") {
-          if (frozen) send("SIGCONT");
+          // SIGKILL ends a stopped process as it is; another signal needs it running.
+          if (frozen && signal !== "SIGKILL") send("SIGCONT");
           send(signal);
           await exited;
         },

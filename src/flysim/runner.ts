@@ -274,8 +274,14 @@ export function createInitLauncher(opts: {
           frozen = false;
         },
         async stop(signal: Deno.Signal = "SIGTERM") {
-          // A frozen machine handles no signal: thaw it so init can end cleanly.
-          if (frozen) await freezer.thaw(child.pid).catch(() => {});
+          if (frozen && signal === "SIGKILL") {
+            // Killed where it stands: a thaw first would let it run (and answer the clients'
+            // packets queued while frozen) before it dies, which a failed resume never does.
+            await freezer.kill(child.pid).catch(() => {});
+          } else if (frozen) {
+            // A frozen machine handles no other signal: thaw it so init can end cleanly.
+            await freezer.thaw(child.pid).catch(() => {});
+          }
           frozen = false;
           try {
             child.kill(signal);
