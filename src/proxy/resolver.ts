@@ -310,7 +310,10 @@ export function cachedResolver(
       inflight.delete(id);
       if (r.ok || r.reason === "unknown") {
         if (cache.size >= max) cache.delete(cache.keys().next().value!);
-        cache.set(id, { at: now(), r });
+        // A wake happened once: later hits are plain routes, not wakes again (machine_woken
+        // logged and counted for every session opened within the TTL).
+        const kept: Resolution = r.ok && r.woke ? { ok: true, backend: r.backend } : r;
+        cache.set(id, { at: now(), r: kept });
       }
       return r;
     }, (err) => {

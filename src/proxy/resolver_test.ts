@@ -159,3 +159,12 @@ Deno.test("cache: hits for the TTL, unknown for the negative TTL, errors never; 
   await r("e");
   assert.equal(calls, 6);
 });
+
+Deno.test("cachedResolver: a wake is reported once; cached hits are plain routes", async () => {
+  const backend = { hostname: "::1", port: 1 };
+  const r = cachedResolver(() =>
+    Promise.resolve({ ok: true, backend, woke: { from: "suspended", ms: 5 } } as Resolution)
+  );
+  assert.deepEqual(await r("w"), { ok: true, backend, woke: { from: "suspended", ms: 5 } });
+  assert.deepEqual(await r("w"), { ok: true, backend }, "a cache hit woke nothing");
+});
