@@ -9,7 +9,6 @@
  * @module
  */
 import type { GlobalFlags } from "./commands.ts";
-import { mark } from "./timing.ts";
 
 /** One `fly-vault exec`, as both parsers produce it. */
 export interface ExecInvocation {
@@ -510,7 +509,6 @@ Examples:
 
 /** Parses `args` and runs the command; resolves to the process exit status. */
 export async function main(args: string[]): Promise<number> {
-  mark("main");
   const fast = fastExecArgv(args);
   if (fast) {
     try {

@@ -15,8 +15,7 @@ import { StatusRequest, StreamTag } from "../protocol/mod.ts";
 import { getVault, loadConfig, persistMsOf, type VaultConfig } from "./config.ts";
 import type { DialEvent } from "../transport/mod.ts";
 import { connectVault, type VaultSession } from "./connect.ts";
-import { ExecNotStarted, runExec } from "./exec.ts";
-import { mark } from "./timing.ts";
+import { runExec } from "./exec.ts";
 
 /** Exit status when fly-vault itself failed. */
 export const EXIT_FAILURE = 255;
@@ -49,8 +48,6 @@ export interface SessionNeeds {
   control?: boolean;
   /** Never through a master (provisioning: Ctrl-C must cancel it on the vault). */
   direct?: boolean;
-  /** Through a master without a fresh proof of life: the command retries on its own connection. */
-  eager?: boolean;
 }
 
 /**
@@ -92,7 +89,6 @@ export async function openSession(
     say: (line) => say(flags, line),
     freshState: needs.freshState,
     control: needs.control,
-    eager: needs.eager,
     masterArgs: [
       "--config",
       resolve(config.path),
@@ -183,33 +179,9 @@ export async function execCommand(
     );
   }
   const env = parseEnvPairs(flags.env);
-  mark("exec.start");
-  const session = await openSession(name, flags, { eager: true });
-  mark(`exec.session via_master=${!!session.viaMaster}`);
+  const session = await openSession(name, flags);
   try {
-    return await execOn(session, argv, env, flags);
-  } catch (err) {
-    // Through a master, a stream that failed before the vault answered started nothing
-    // (the master's connection can only reach the machine it attested): once, on our own
-    // connection, which re-pins and re-attests when the machine changed.
-    if (!(err instanceof ExecNotStarted) || !session.fallback) throw err;
-    say(flags, `the master's stream failed before the command started; connecting directly`);
-    return await execOn(await session.fallback(), argv, env, flags);
-  } finally {
-    await session.close();
-    mark("exec.closed");
-  }
-}
-
-async function execOn(
-  session: VaultSession,
-  argv: string[],
-  env: Record<string, string>,
-  flags: { noStdin?: boolean; cwd?: string; shell?: boolean },
-): Promise<number> {
-  const stream = await session.openStream(StreamTag.exec);
-  mark("exec.stream");
-  {
+    const stream = await session.openStream(StreamTag.exec);
     const listeners: Array<() => void> = [];
     return await runExec(
       stream,
@@ -236,8 +208,9 @@ async function execOn(
           return () => listeners.forEach((off) => off());
         },
       },
-      { retryable: !!session.fallback },
     );
+  } finally {
+    await session.close();
   }
 }
 

@@ -40,8 +40,6 @@ export interface VaultSession {
   attested: boolean;
   /** True when this session goes through the vault's master (persistent client). */
   viaMaster?: boolean;
-  /** Through a master: the command's own connection (made once), for a stream that failed before its start. */
-  fallback?: () => Promise<VaultSession>;
   /** The control stream, kept open for Status/Provision/Sessions. */
   control: { reader: FrameReader; writer: FrameWriter };
   openStream(tag: StreamTag): Promise<ByteStream>;

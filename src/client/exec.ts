@@ -12,10 +12,8 @@ import {
   type ExecRequest,
   FrameReader,
   FrameWriter,
-  ProtocolError,
   SessionOutput,
 } from "../protocol/mod.ts";
-import { mark } from "./timing.ts";
 
 /** Exit status for a remote exit: its code, or 128 + signal number. */
 export function exitStatusOf(code: number | null, signal: string | null): number {
@@ -46,17 +44,6 @@ export function execError(
   return new VaultError(msg.code, msg.message, msg.hint ?? "");
 }
 
-/**
- * The exec stream ended (or failed) before the vault said a word: the command
- * did not start. Through a master that is the one failure a command retries on
- * its own connection (as ssh falls back when its ControlMaster fails).
- */
-export class ExecNotStarted extends Error {
-  constructor(override readonly cause: unknown) {
-    super("the exec stream ended before the command started");
-  }
-}
-
 /** Where exec's bytes come from and go to. */
 export interface ExecIo {
   stdin?: ReadableStream<Uint8Array>;
@@ -70,26 +57,11 @@ export async function runExec(
   req: Omit<ExecRequest, "type">,
   io: ExecIo,
   signals?: { subscribe(forward: (signal: string) => void): () => void },
-  opts: { retryable?: boolean } = {},
 ): Promise<number> {
   const reader = new FrameReader(stream.readable);
   const writer = new FrameWriter(stream.writable);
-  let opened: Awaited<ReturnType<FrameReader["next"]>>;
-  try {
-    await writer.send({ type: "exec", ...req });
-    opened = await reader.next();
-  } catch (err) {
-    throw opts.retryable ? new ExecNotStarted(err) : err;
-  }
-  if (opened === null) {
-    if (opts.retryable) throw new ExecNotStarted(null);
-    throw new ProtocolError("eof", "stream ended while waiting for exec start");
-  }
-  if (opened.kind !== "message") {
-    throw new ProtocolError("unexpected_data", "expected exec start, got data");
-  }
-  const first = SessionOutput.parse(opened.message);
-  mark("exec.started");
+  await writer.send({ type: "exec", ...req });
+  const first = await reader.message(SessionOutput, "exec start");
   if (first.type === "error") throw execError(first, req.shell);
   const unsubscribe = signals?.subscribe((signal) => {
     writer.send({ type: "signal", signal }).catch(() => {});
@@ -128,10 +100,7 @@ export async function runExec(
         continue;
       }
       const msg = SessionOutput.parse(frame.message);
-      if (msg.type === "exit") {
-        mark("exec.exit");
-        return exitStatusOf(msg.code, msg.signal);
-      }
+      if (msg.type === "exit") return exitStatusOf(msg.code, msg.signal);
       if (msg.type === "error") throw new VaultError(msg.code, msg.message, msg.hint ?? "");
     }
   } finally {

@@ -44,7 +44,6 @@ import {
   type VaultConfig,
 } from "./config.ts";
 import type { VaultSession } from "./connect.ts";
-import { mark } from "./timing.ts";
 
 /** Where a vault's master lives. */
 export interface MasterPaths {
@@ -376,12 +375,6 @@ export interface UseMasterOptions {
   freshState?: boolean;
   /** Open the control relay now (status, sessions): a failure then still falls back. */
   control?: boolean;
-  /**
-   * The command retries on its own connection when its stream fails before the vault
-   * answered (exec, until `started`): the master then takes it without a fresh proof of
-   * life, and the stream request goes out with its first bytes (no wait for the master's ok).
-   */
-  eager?: boolean;
   /** How to start a master: the global flags to pass on. */
   masterArgs: string[];
 }
@@ -413,11 +406,7 @@ async function masterSession(
   if (!socketIsOurs(paths.socket)) return null;
   let hello: Awaited<ReturnType<typeof ask>>;
   try {
-    hello = await ask(paths.socket, {
-      op: "hello",
-      fresh: !!opts.freshState,
-      ...(opts.eager ? { eager: true } : {}),
-    });
+    hello = await ask(paths.socket, { op: "hello", fresh: !!opts.freshState });
   } catch (err) {
     // A socket nobody listens on is a dead master's: clear it so the next master can bind.
     if (err instanceof Deno.errors.ConnectionRefused) {
@@ -452,7 +441,6 @@ async function masterSession(
   let direct: Promise<VaultSession> | undefined;
   const openStream = async (tag: StreamTag): Promise<ByteStream> => {
     if (direct) return (await direct).openStream(tag);
-    if (opts.eager) return await eagerStream(paths.socket, tag, open);
     let conn: Deno.UnixConn;
     try {
       conn = (await ask(paths.socket, { op: "stream", tag })).conn;
@@ -489,7 +477,6 @@ async function masterSession(
     welcome: hello.reply.welcome as AuthOk,
     attested: false,
     viaMaster: true,
-    fallback: () => direct ??= opts.direct(),
     get control() {
       if (!control) {
         throw new VaultError("master.no_control", "this session has no control stream", "");
@@ -502,55 +489,6 @@ async function masterSession(
       await conn.close();
     },
   };
-}
-
-/**
- * A relayed stream whose request goes out with the first bytes written: the
- * master's answer is read before the first byte read, and a refusal (or a
- * master gone) errors the readable, which an eager command takes as "not
- * started" (nothing reached the vault: the master refuses before opening it).
- */
-async function eagerStream(
-  socket: string,
-  tag: StreamTag,
-  open: Set<{ close(): void }>,
-): Promise<ByteStream> {
-  const conn = await Deno.connect({ transport: "unix", path: socket });
-  await writeAll(conn, encodeMessage({ op: "stream", tag, eager: true }));
-  const s = connStream(conn, { onClosed: () => open.delete(s), framed: "write" });
-  open.add(s);
-  const answered = readMessage(conn).then((reply) => {
-    if (!reply) throw new VaultError("master.gone", "the master closed the connection", "");
-    if (reply.ok !== true) {
-      throw new VaultError(
-        String(reply.code ?? "master.refused"),
-        String(reply.message ?? "the master refused"),
-        String(reply.hint ?? ""),
-      );
-    }
-  });
-  answered.catch(() => {});
-  let inner: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  const readable = new ReadableStream<Uint8Array>({
-    async pull(c) {
-      try {
-        if (!inner) {
-          await answered;
-          inner = s.readable.getReader();
-        }
-        const { value, done } = await inner.read();
-        if (done) c.close();
-        else c.enqueue(value);
-      } catch (err) {
-        c.error(err);
-        s.close();
-      }
-    },
-    cancel(reason) {
-      return inner ? inner.cancel(reason) : s.readable.cancel(reason);
-    },
-  }, { highWaterMark: 0 });
-  return { readable, writable: s.writable };
 }
 
 /** Spawns `fly-vault master NAME --serve` detached, unless another client just did. */
@@ -947,12 +885,8 @@ export async function serveMaster(
         let welcome = session.welcome;
         // A machine that restarted leaves our connection silently dead until QUIC's idle
         // timeout: without recent proof of life, ask the vault before taking a command.
-        const stale = Date.now() - lastAlive > PING_INTERVAL_MS + 2 * srtt + FRESH_SLACK_MS;
-        mark(`master.hello stale=${stale} eager=${!!req.eager} srtt=${srtt.toFixed(1)}`);
-        // An eager client (exec) retries on its own when its stream fails before the vault
-        // answered: it needs no proof now (its stream is watched instead, see "stream").
-        const needPing = req.fresh || (stale && !req.eager);
-        if (stale && !needPing) void ping();
+        const needPing = req.fresh ||
+          Date.now() - lastAlive > PING_INTERVAL_MS + 2 * srtt + FRESH_SLACK_MS;
         const status = needPing ? await quickPing() : null;
         if (needPing && !status) {
           // The background ping decides whether the connection is dead; this client just
@@ -982,37 +916,9 @@ export async function serveMaster(
         if (!isStreamTag(tag) || tag === StreamTag.control || tag === StreamTag.attest) {
           return void await refuse(conn, "master.bad_tag", `stream tag ${tag} cannot be relayed`);
         }
-        // Taken without a fresh proof of life (an eager client): when the vault does not
-        // answer a ping in time and nothing came down this stream yet, the stream is reset
-        // and the client, seeing its end before any byte, retries on its own connection.
-        // (Nothing sent on this connection can reach another machine than the one attested:
-        // a restarted one cannot read it.)
-        const watch = new AbortController();
-        const answered = { yet: false };
-        const stale = Date.now() - lastAlive > PING_INTERVAL_MS + 2 * srtt + FRESH_SLACK_MS;
-        mark(`master.stream_req stale=${stale}`);
-        // With a recent proof, the vault gets a few round trips to answer before it is asked.
-        const check = () =>
-          !answered.yet && quickPing().then((status) => {
-            if (status || answered.yet) return;
-            log("master.stale", { since_ms: Date.now() - lastAlive, stream: streams });
-            watch.abort(new Error("the master's connection to the vault is not answering"));
-          });
-        let patience: ReturnType<typeof setTimeout> | undefined;
-        if (req.eager === true) {
-          if (stale) check();
-          else patience = setTimeout(check, Math.max(HELLO_PING_MIN_MS, 8 * srtt));
-        }
         let stream: ByteStream;
         try {
-          stream = await Promise.race([
-            session.openStream(tag),
-            new Promise<never>((_, reject) => {
-              if (watch.signal.aborted) reject(watch.signal.reason);
-              watch.signal.addEventListener("abort", () => reject(watch.signal.reason));
-            }),
-          ]);
-          mark("master.stream_open");
+          stream = await session.openStream(tag);
         } catch (err) {
           await refuse(conn, "master.stream_failed", String((err as Error).message));
           return conn.close();
@@ -1020,11 +926,7 @@ export async function serveMaster(
         streams++;
         log("master.stream", { tag, n: streams });
         await reply(conn, { ok: true });
-        try {
-          await relay(conn, stream, tag, log, { signal: watch.signal, answered });
-        } finally {
-          clearTimeout(patience);
-        }
+        await relay(conn, stream, tag, log);
         return;
       }
       if (op === "control") {
@@ -1074,21 +976,8 @@ async function relay(
   stream: ByteStream,
   tag: StreamTag,
   log: (event: string, f?: Record<string, unknown>) => void,
-  watch: { signal?: AbortSignal; answered?: { yet: boolean } } = {},
 ): Promise<void> {
   const local = connStream(conn, { framed: "read" });
-  const seen = watch.answered;
-  const from = seen
-    ? stream.readable.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, c) {
-          if (!seen.yet) mark("master.first_byte_down");
-          seen.yet = true;
-          c.enqueue(chunk);
-        },
-      }),
-    )
-    : stream.readable;
   const up = (async () => {
     const from = local.readable.getReader();
     const to = stream.writable.getWriter();
@@ -1111,7 +1000,7 @@ async function relay(
       local.close();
     }
   })();
-  const down = from.pipeTo(local.writable, { signal: watch.signal }).catch((err) => {
+  const down = stream.readable.pipeTo(local.writable).catch((err) => {
     // The vault's side ended abruptly (reset, or the connection died): the client hears EOF.
     log("master.stream_reset", { error: String(err?.message ?? err) });
     stream.writable.abort().catch(() => {});
