@@ -2,6 +2,9 @@
  * Both sides of TCP port forwards and of `pipe`. One stream per TCP
  * connection: `ForwardRequest{host, port}`, then `ForwardOk` or an error for
  * that connection only, then raw bytes both ways with half-close honoured.
+ * A forward's client sends its bytes right behind the request, without
+ * waiting for `ForwardOk` (one round trip less per connection); init buffers
+ * them until its connect is done (its frame reader keeps what it read ahead).
  *
  * @module
  */
