@@ -153,3 +153,31 @@ function fakeIdentity() {
     identity,
   }));
 }
+
+/**
+ * Creates a machine through a (flysim) Machines API, as the admin would, and
+ * waits until it is started. Returns its id.
+ */
+export async function createStartedMachine(
+  api: { baseUrl: string; app: string; token: string },
+  name: string,
+  env: Record<string, string>,
+): Promise<string> {
+  const headers = { authorization: `Bearer ${api.token}`, "content-type": "application/json" };
+  const base = `${api.baseUrl}/v1/apps/${api.app}/machines`;
+  const created = await fetch(base, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({
+      name,
+      region: "ord",
+      config: { image: "registry.fly.io/vault-tenants/init:test", env },
+    }),
+  }).then((r) => r.json());
+  const waited = await fetch(`${base}/${created.id}/wait?state=started&timeout=30`, { headers });
+  await waited.body?.cancel();
+  if (waited.status !== 200) {
+    throw new Error(`machine ${created.id} did not start: ${waited.status}`);
+  }
+  return created.id;
+}

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { machinesApiResolver, mmsgStats, startProxy, type UdpImpl } from "../src/proxy/mod.ts";
 import { startFlysim } from "../src/flysim/mod.ts";
 import { ROOT } from "./harness.ts";
+import { createStartedMachine } from "./proxy_fixture.ts";
 
 const API_TOKEN = "flysim-test-token";
 const ACCESS = "proxy-forward-token";
@@ -49,26 +50,11 @@ async function viaFlysim(udp: UdpImpl) {
   });
   let forward: Deno.ChildProcess | undefined;
   try {
-    const headers = { authorization: `Bearer ${API_TOKEN}`, "content-type": "application/json" };
-    const created = await fetch(`${sim.api.baseUrl}/v1/apps/${APP}/machines`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify({
-        name: "tenant-proxy-1",
-        region: "ord",
-        config: {
-          image: "registry.fly.io/vault-tenants/init:test",
-          env: { ACCESS_TOKEN: ACCESS },
-        },
-      }),
-    }).then((r) => r.json());
-    const id: string = created.id;
-    const waited = await fetch(
-      `${sim.api.baseUrl}/v1/apps/${APP}/machines/${id}/wait?state=started&timeout=30`,
-      { headers },
+    const id = await createStartedMachine(
+      { baseUrl: sim.api.baseUrl, app: APP, token: API_TOKEN },
+      "tenant-proxy-1",
+      { ACCESS_TOKEN: ACCESS },
     );
-    assert.equal(waited.status, 200);
-    await waited.body?.cancel();
 
     const configDir = join(dir, "client");
     await Deno.mkdir(configDir);

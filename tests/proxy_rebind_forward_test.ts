@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { machinesApiResolver, startProxy } from "../src/proxy/mod.ts";
 import { startFlysim } from "../src/flysim/mod.ts";
 import { ROOT } from "./harness.ts";
+import { createStartedMachine } from "./proxy_fixture.ts";
 import { startRebindingRelay } from "./proxy_relays.ts";
 
 const API_TOKEN = "flysim-rebind-token";
@@ -46,26 +47,11 @@ Deno.test({
     const relay = startRebindingRelay({ hostname: "127.0.0.1", port: proxy.port });
     let forward: Deno.ChildProcess | undefined;
     try {
-      const headers = { authorization: `Bearer ${API_TOKEN}`, "content-type": "application/json" };
-      const created = await fetch(`${sim.api.baseUrl}/v1/apps/${APP}/machines`, {
-        method: "POST",
-        headers,
-        body: JSON.stringify({
-          name: "tenant-rebind-1",
-          region: "ord",
-          config: {
-            image: "registry.fly.io/vault-tenants/init:test",
-            env: { ACCESS_TOKEN: ACCESS },
-          },
-        }),
-      }).then((r) => r.json());
-      const id: string = created.id;
-      const waited = await fetch(
-        `${sim.api.baseUrl}/v1/apps/${APP}/machines/${id}/wait?state=started&timeout=30`,
-        { headers },
+      const id = await createStartedMachine(
+        { baseUrl: sim.api.baseUrl, app: APP, token: API_TOKEN },
+        "tenant-rebind-1",
+        { ACCESS_TOKEN: ACCESS },
       );
-      assert.equal(waited.status, 200);
-      await waited.body?.cancel();
 
       const configDir = join(dir, "client");
       await Deno.mkdir(configDir);
