@@ -304,14 +304,19 @@ const table = [
   row("forward upload ÷ bare QUIC stream", (f) => f.forward_bulk.ratio_upload_vs_bare_quic),
   row("forward download ÷ bare QUIC stream", (f) => f.forward_bulk.ratio_download_vs_bare_quic),
   row(
-    "bare QUIC up/down Mbit/s (default cc)",
+    "bare QUIC up/down Mbit/s (default: Cubic)",
     (f) =>
       `${f.forward_bulk.bare_deno_quic_stream.default_cc.upload_mbit}/${f.forward_bulk.bare_deno_quic_stream.default_cc.download_mbit}`,
   ),
   row(
-    "bare QUIC up/down Mbit/s (throughput cc)",
+    "bare QUIC up/down Mbit/s (throughput: Cubic)",
     (f) =>
       `${f.forward_bulk.bare_deno_quic_stream.throughput_cc.upload_mbit}/${f.forward_bulk.bare_deno_quic_stream.throughput_cc.download_mbit}`,
+  ),
+  row(
+    "bare QUIC up/down Mbit/s (low-latency: BBR)",
+    (f) =>
+      `${f.forward_bulk.bare_deno_quic_stream.low_latency_cc.upload_mbit}/${f.forward_bulk.bare_deno_quic_stream.low_latency_cc.download_mbit}`,
   ),
   row(
     "TCP direct up/down Mbit/s",

@@ -16,34 +16,47 @@ import { createMachineIdentity, serverNameFor } from "../../src/pki/mod.ts";
 const ALPN = "fly-vault-bench-bare";
 const CHUNK = 64 * 1024;
 
-/** Where and how to reach the bare QUIC server. */
+/** Deno's congestion controllers: "default" and "throughput" are quinn's Cubic, "low-latency" its BBR. */
+export type Congestion = "default" | "throughput" | "low-latency";
+const CONTROLLERS: Congestion[] = ["default", "throughput", "low-latency"];
+
+/** Where and how to reach the bare QUIC server: one port per congestion controller. */
 export interface BareQuicServer {
-  port: number;
+  ports: Record<Congestion, number>;
   caPem: string;
   serverName: string;
 }
 
-/** Serves bare streams on `hostname` until the process ends. */
+/**
+ * Serves bare streams on `hostname` until the process ends, one endpoint per
+ * congestion controller: the sender's controller decides a direction's rate,
+ * so both ends of a measurement use the same one.
+ */
 export async function serveBareQuic(hostname: string): Promise<BareQuicServer> {
   const id = await createMachineIdentity({ machineId: "bare" });
-  const endpoint = new Deno.QuicEndpoint({ hostname, port: 0 });
-  const listener = endpoint.listen({
-    alpnProtocols: [ALPN],
-    cert: id.chainPem,
-    key: id.leafKeyPem,
-    maxIdleTimeout: 30_000,
-  });
-  (async () => {
-    while (true) {
-      const conn = await listener.accept();
-      (async () => {
-        for await (const stream of conn.incomingBidirectionalStreams) {
-          serveStream(stream).catch(() => {});
-        }
-      })().catch(() => {});
-    }
-  })().catch(() => {});
-  return { port: endpoint.addr.port, caPem: id.identityPem, serverName: serverNameFor("bare") };
+  const ports = {} as Record<Congestion, number>;
+  for (const cc of CONTROLLERS) {
+    const endpoint = new Deno.QuicEndpoint({ hostname, port: 0 });
+    const listener = endpoint.listen({
+      alpnProtocols: [ALPN],
+      cert: id.chainPem,
+      key: id.leafKeyPem,
+      maxIdleTimeout: 30_000,
+      congestionControl: cc,
+    });
+    ports[cc] = endpoint.addr.port;
+    (async () => {
+      while (true) {
+        const conn = await listener.accept();
+        (async () => {
+          for await (const stream of conn.incomingBidirectionalStreams) {
+            serveStream(stream).catch(() => {});
+          }
+        })().catch(() => {});
+      }
+    })().catch(() => {});
+  }
+  return { ports, caPem: id.identityPem, serverName: serverNameFor("bare") };
 }
 
 async function serveStream(stream: Deno.QuicBidirectionalStream): Promise<void> {
@@ -81,11 +94,11 @@ export async function bareQuicBulk(
   host: string,
   server: BareQuicServer,
   seconds: number,
-  cc: "default" | "throughput" | "low-latency",
+  cc: Congestion,
 ): Promise<{ upload_mbit: number; download_mbit: number }> {
   const conn = await Deno.connectQuic({
     hostname: host,
-    port: server.port,
+    port: server.ports[cc],
     serverName: server.serverName,
     caCerts: [server.caPem],
     alpnProtocols: [ALPN],
