@@ -381,8 +381,10 @@ const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).
 
 /**
  * Usage facts from machine events: `started_at` is the latest start,
- * `stopped_at` the latest stop after it (null while running), `deleted_at`
- * the destroy. Destroyed machines are included.
+ * `stopped_at` the latest stop or suspend after it (null while running),
+ * `deleted_at` the destroy. Destroyed machines are included. A suspended
+ * machine does not run (its memory waits in a snapshot until the next start
+ * resumes it), so for usage a suspend ends a running period as a stop does.
  */
 export function usageFact(
   m: Machine,
@@ -396,7 +398,7 @@ export function usageFact(
     const t = e.timestamp;
     if (e.status === "started") {
       if (started === undefined || t > started) started = t;
-    } else if (e.status === "stopped") {
+    } else if (e.status === "stopped" || e.status === "suspended") {
       if (stopped === undefined || t > stopped) stopped = t;
     } else if (e.status === "destroyed") {
       if (destroyed === undefined || t > destroyed) destroyed = t;
@@ -574,6 +576,9 @@ export async function updateImage(
     }
     try {
       const m = await client.getMachine(listed.id);
+      // A suspended vault counts as not running: the new image discards its memory snapshot
+      // anyway, and vault-proxy starts it on the next connect, so it need not run (and bill)
+      // until then.
       const wasRunning = m.state === "started" || m.state === "starting";
       log(`updating ${m.id} (${tenantOf(m)} #${indexOf(m)}) to ${opts.image}`);
       const updated = await client.updateMachine(m.id, {
