@@ -36,6 +36,23 @@ async function waitForLine(
   }
 }
 
+/** Pids whose environment holds `entry`, once none is left or after `ms` (whichever first). */
+async function processesWithEnv(entry: string, ms: number): Promise<number[]> {
+  const deadline = Date.now() + ms;
+  while (true) {
+    const found: number[] = [];
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      try {
+        const env = Deno.readFileSync(`/proc/${e.name}/environ`);
+        if (new TextDecoder().decode(env).split("\0").includes(entry)) found.push(Number(e.name));
+      } catch { /* gone meanwhile */ }
+    }
+    if (found.length === 0 || Date.now() > deadline) return found;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 function demoCommand(dir: string, args: string[]) {
   const env = Deno.env.toObject();
   return new Deno.Command(Deno.execPath(), {
@@ -171,6 +188,10 @@ Deno.test({
         false,
         "the lock is released on exit",
       );
+      // The exec left a persistent client (persist defaults to 10 minutes); the demo ends it
+      // with the sim instead of leaving it to idle against a vault that is gone.
+      const left = await processesWithEnv(`FLY_VAULT_CONFIG_DIR=${join(dir, "client")}`, 5_000);
+      assert.deepEqual(left, [], "no master outlives the demo");
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }

@@ -173,7 +173,11 @@ export interface Demo {
   /** Runs the real fly-vault CLI against the demo config. */
   client(
     args: string[],
-    opts?: { stdin?: "inherit" | "null"; stdout?: "inherit" | "piped" | "stderr" },
+    opts?: {
+      stdin?: "inherit" | "null";
+      stdout?: "inherit" | "piped" | "stderr";
+      stderr?: "inherit" | "null";
+    },
   ): Promise<{ code: number; stdout: string }>;
   close(): Promise<void>;
 }
@@ -198,7 +202,7 @@ function clientRunner(configDir: string): Demo["client"] {
       clearEnv: true,
       stdin: o.stdin ?? "inherit",
       stdout: o.stdout === "stderr" ? "piped" : o.stdout ?? "inherit",
-      stderr: "inherit",
+      stderr: o.stderr ?? "inherit",
     }).spawn();
     const out = o.stdout === "piped"
       ? new Response(child.stdout).text()
@@ -248,8 +252,18 @@ export async function startDemo(): Promise<Demo> {
   const unlock = await takeLock(stateDir);
   let sim: Flysim | undefined;
   let proxy: Proxy | undefined;
+  let configured = false;
   const close = async () => {
     await Deno.remove(join(stateDir, "demo.ready")).catch(() => {});
+    // A master left by `npm start -- exec …` would idle out its persist time against a vault
+    // that is gone (the next run's ports differ, so it is never used again): end it now.
+    if (configured) {
+      await clientRunner(join(stateDir, "client"))(["master", TENANT, "--stop"], {
+        stdin: "null",
+        stdout: "piped",
+        stderr: "null",
+      }).catch(() => {});
+    }
     await proxy?.close();
     await sim?.close();
     await unlock();
@@ -329,6 +343,7 @@ oidc_issuer = "${sim.issuer.baseUrl}"
 local_simulation = true
 `,
     );
+    configured = true;
     // Other `npm start`s join once this exists (the config above is complete by then).
     await writePrivate(join(stateDir, "demo.ready"), `${Deno.pid}\n`);
     return { stateDir, configDir, ownerPid: Deno.pid, client: clientRunner(configDir), close };
