@@ -7,6 +7,7 @@
 import { VaultError } from "../errors/mod.ts";
 import { ALPN, type ByteStream, isStreamTag, type StreamTag } from "../protocol/mod.ts";
 import { probeRefused } from "./refused.ts";
+import { tuneEndpointSocket } from "./udp_buffers.ts";
 
 /** Address of a peer. */
 export interface PeerAddr {
@@ -247,6 +248,9 @@ export function listenQuic(opts: {
     maxConcurrentBidirectionalStreams: MAX_STREAMS,
     congestionControl: CONGESTION_CONTROL,
   });
+  // Larger kernel buffers than the default 208 KiB: a burst (a relay that was descheduled) waits
+  // instead of being lost. Best effort, never an error (udp_buffers.ts).
+  tuneEndpointSocket(endpoint.addr.port);
   return {
     addr: { hostname: endpoint.addr.hostname, port: endpoint.addr.port },
     async *connections() {
@@ -376,6 +380,7 @@ export async function dialQuic(opts: {
   );
   try {
     const conn = await Promise.race([connecting, timeout, refused]);
+    tuneEndpointSocket(() => conn.endpoint.addr.port); // as the listener's: bursts wait, best effort
     return wrap(conn, "client");
   } catch (err) {
     // A connection that completes after we gave up must not linger.
