@@ -10,13 +10,17 @@
  *
  *   npx deno run -A bench/proxy_bench.ts [--mib 64] [--rounds 3] [--pings 2000]
  *     [--capacity-ms 3000] [--blasters 1] [--sessions 10000] [--impls mmsg,deno,node]
- *     [--endpoint-rcvbuf 0]
+ *     [--endpoint-buffers transport|kernel|BYTES]
+ *
+ * The QUIC endpoints are fly-vault's own: init's listenQuic, and a client dialling with dialQuic's
+ * options (BBR) and socket tuning (bench/proxy_endpoint.ts). `--endpoint-buffers kernel` puts
+ * both endpoints' UDP buffers back to the kernel's default, as before src/transport tuned them.
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { clientHello, clientInitials } from "../src/proxy/testutil.ts";
-import { raiseUdpBuffers } from "../src/proxy/udp_mmsg.ts";
-import { dial } from "../tests/proxy_fixture.ts";
+import { StreamTag } from "../src/protocol/mod.ts";
+import { dialEndpoint } from "./proxy_endpoint.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -29,7 +33,7 @@ const { values } = parseArgs({
     "capacity-ms": { type: "string", default: "3000" },
     "datagram": { type: "string", default: "1200" },
     blasters: { type: "string", default: "1" },
-    "endpoint-rcvbuf": { type: "string", default: "0" },
+    "endpoint-buffers": { type: "string", default: "transport" },
   },
 });
 const IMPLS = values.impls.split(",");
@@ -81,14 +85,18 @@ async function spawn(args: string[]): Promise<Child> {
   };
 }
 
-/** Host-wide UDP receive-buffer overflows (loopback loss); other processes add to it too. */
-function rcvbufErrors(): number {
+/** A host-wide UDP counter of /proc/net/snmp; other processes add to it too. */
+function udpCounter(name: string): number {
   const lines = Deno.readTextFileSync("/proc/net/snmp").split("\n").filter((l) =>
     l.startsWith("Udp:")
   );
   const [names, vals] = lines.map((l) => l.split(/\s+/));
-  return Number(vals[names.indexOf("RcvbufErrors")]);
+  return Number(vals[names.indexOf(name)]);
 }
+/** Host-wide UDP receive-buffer overflows (loopback loss). */
+const rcvbufErrors = () => udpCounter("RcvbufErrors");
+/** Host-wide UDP sends refused for a full send buffer. */
+const sndbufErrors = () => udpCounter("SndbufErrors");
 
 /** Datagrams dropped at sockets bound to `port` (their receive buffer was full), from /proc/net/udp. */
 function socketDrops(port: number): number {
@@ -100,17 +108,30 @@ function socketDrops(port: number): number {
   return n;
 }
 
+/** CPU seconds (user + system) of a process, "self" for this one. */
+function cpuOf(pid: number | "self"): number {
+  const f = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
 function rssKiB(pid: number): number {
   const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/VmRSS:\s+(\d+)/);
   return Number(m![1]);
 }
 
-async function bulk(conn: Deno.QuicConn, bytes: number): Promise<number> {
+/** A stream to the echo server: its tag byte first, as init's listener expects. */
+async function stream(conn: Deno.QuicConn) {
   const s = await conn.createBidirectionalStream();
+  const w = s.writable.getWriter();
+  await w.write(new Uint8Array([StreamTag.exec]));
+  return { s, w };
+}
+
+async function bulk(conn: Deno.QuicConn, bytes: number): Promise<number> {
+  const { s, w } = await stream(conn);
   const chunk = new Uint8Array(64 * 1024).fill(7);
   const t0 = performance.now();
   const writing = (async () => {
-    const w = s.writable.getWriter();
     for (let sent = 0; sent < bytes; sent += chunk.length) await w.write(chunk);
     await w.close();
   })();
@@ -123,8 +144,7 @@ async function bulk(conn: Deno.QuicConn, bytes: number): Promise<number> {
 }
 
 async function rtts(conn: Deno.QuicConn, n: number): Promise<number[]> {
-  const s = await conn.createBidirectionalStream();
-  const w = s.writable.getWriter();
+  const { s, w } = await stream(conn);
   const r = s.readable.getReader({ mode: "byob" });
   const msg = new Uint8Array(32).fill(1);
   const out: number[] = [];
@@ -148,22 +168,19 @@ const pct = (xs: number[], p: number) => {
   return Math.round(s[Math.min(s.length - 1, Math.floor(p * s.length))]);
 };
 
-// --endpoint-rcvbuf N: the QUIC server's and client's socket buffers raised to N bytes (0: the
-// kernel's default, 208 KiB, as init and the client have today). The relay turns paced packets
-// into bursts when the shared cores deschedule it, and a 208 KiB buffer overflows on them.
-const ENDPOINT_RCVBUF = Number(values["endpoint-rcvbuf"]);
-const echo = await spawn([
-  "echo",
-  MACHINE,
-  ...(ENDPOINT_RCVBUF > 0 ? [String(ENDPOINT_RCVBUF)] : []),
-]);
+// The QUIC server's and client's socket buffers: "transport" (what src/transport sets, 4 MiB),
+// "kernel" (the default, 208 KiB, as before), or N bytes. The relay turns paced packets into
+// bursts when the shared cores deschedule it, and a 208 KiB buffer overflows on them.
+const ENDPOINT_BUFFERS = values["endpoint-buffers"];
+const echo = await spawn(["echo", MACHINE, ENDPOINT_BUFFERS]);
 const echoPort = echo.first.port as number;
 const caPem = echo.first.caPem as string;
 const result: Record<string, unknown> = {
   mib: MIB,
   rounds: ROUNDS,
   pings: PINGS,
-  endpoint_rcvbuf: echo.first.rcvbuf ?? "default",
+  endpoint_buffers: ENDPOINT_BUFFERS,
+  server_socket: echo.first.buffers,
   load_average: Deno.loadavg(),
 };
 
@@ -175,19 +192,22 @@ for (const udp of MIB > 0 ? IMPLS : []) {
   const paths = { direct: echoPort, proxy: proxyPort };
   const conns: Record<string, Deno.QuicConn> = {};
   for (const [name, port] of Object.entries(paths)) {
-    conns[name] = await dial({
-      hostname: "127.0.0.1",
+    const d = await dialEndpoint({
       port,
       serverName: `${MACHINE}.vault.internal`,
       caPem,
-      idleMs: 30_000,
+      buffers: ENDPOINT_BUFFERS,
     });
-    if (ENDPOINT_RCVBUF > 0) raiseUdpBuffers(conns[name].endpoint.addr.port, ENDPOINT_RCVBUF);
+    conns[name] = d.conn;
+    result.client_socket = d.buffers;
     await bulk(conns[name], 8 * 2 ** 20); // warm-up
   }
   const names = Object.keys(paths);
   const mibs: Record<string, number[]> = { direct: [], proxy: [] };
   const lost: Record<string, number> = { direct: 0, proxy: 0 };
+  const unsent: Record<string, number> = { direct: 0, proxy: 0 };
+  // CPU cores busy during bulk (client + server, + proxy): this machine has two to share.
+  const cores: Record<string, number[]> = { direct: [], proxy: [] };
   const times: Record<string, number[]> = { direct: [], proxy: [] };
   const cpu0 = (await proxy.ask()).cpu_s as number;
   const serverDrops0 = socketDrops(echoPort);
@@ -195,10 +215,21 @@ for (const udp of MIB > 0 ? IMPLS : []) {
   for (let round = 0; round < ROUNDS; round++) {
     for (const name of names) {
       const lost0 = rcvbufErrors();
+      const unsent0 = sndbufErrors();
       const c0 = name === "proxy" ? (await proxy.ask()).cpu_s as number : 0;
+      const e0 = cpuOf(echo.proc.pid) + cpuOf("self");
+      const t0 = performance.now();
       mibs[name].push(await bulk(conns[name], MIB * 2 ** 20));
-      if (name === "proxy") proxyBulkCpu += ((await proxy.ask()).cpu_s as number) - c0;
+      const wall = (performance.now() - t0) / 1000;
+      let used = cpuOf(echo.proc.pid) + cpuOf("self") - e0;
+      if (name === "proxy") {
+        const p = ((await proxy.ask()).cpu_s as number) - c0;
+        proxyBulkCpu += p;
+        used += p;
+      }
+      cores[name].push(used / wall);
       lost[name] += rcvbufErrors() - lost0;
+      unsent[name] += sndbufErrors() - unsent0;
     }
     for (const name of names) times[name].push(...await rtts(conns[name], PINGS / ROUNDS));
   }
@@ -208,6 +239,8 @@ for (const udp of MIB > 0 ? IMPLS : []) {
       mib_s: Math.round(median(mibs[name])),
       mib_s_rounds: mibs[name].map(Math.round) as unknown as number,
       udp_rcvbuf_drops: lost[name],
+      udp_sndbuf_drops: unsent[name],
+      bulk_cpu_cores: Math.round(median(cores[name]) * 100) / 100,
       rtt_p50_us: pct(times[name], 0.5),
       rtt_p99_us: pct(times[name], 0.99),
     };

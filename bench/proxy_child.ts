@@ -1,7 +1,7 @@
 /**
  * Child process for bench/proxy_bench.ts, so client, proxy and server each
  * have their own event loop (as in production):
- *   proxy_child.ts echo <machine_id>                 QUIC echo server
+ *   proxy_child.ts echo <machine_id> [buffers]       QUIC echo server (listenQuic, as init)
  *   proxy_child.ts proxy <udp> <host> <port>         vault-proxy to that backend
  *   proxy_child.ts sink                              counts UDP datagrams ("?" → {count})
  *   proxy_child.ts blast <port> <sni> <bytes>        opens a session through the proxy at
@@ -10,9 +10,11 @@
  * Prints one JSON line when ready, then runs until killed.
  */
 import { startProxy, type UdpImpl } from "../src/proxy/mod.ts";
-import { bindMmsg, raiseUdpBuffers } from "../src/proxy/udp_mmsg.ts";
+import { bindMmsg } from "../src/proxy/udp_mmsg.ts";
 import { clientHello, clientInitials } from "../src/proxy/testutil.ts";
-import { startEchoServer } from "../tests/proxy_fixture.ts";
+import { createMachineIdentity } from "../src/pki/mod.ts";
+import { listenQuic } from "../src/transport/mod.ts";
+import { endpointBuffers } from "./proxy_endpoint.ts";
 
 /** Answers each line on stdin with `answer(line)` as one JSON line. */
 async function serve(answer: (line: string) => unknown | Promise<unknown>) {
@@ -31,10 +33,28 @@ function cpuSeconds(): number {
 
 const [mode, a, b, c] = Deno.args;
 if (mode === "echo") {
-  const s = await startEchoServer(a);
-  // "echo <id> <bytes>": the QUIC server's socket buffers raised (default: the kernel's 208 KiB).
-  const rcvbuf = b ? raiseUdpBuffers(s.port, Number(b)) : undefined;
-  console.log(JSON.stringify({ port: s.port, caPem: s.identity.identityPem, rcvbuf }));
+  // init's own listener (src/transport: BBR, tuned socket buffers); every stream echoes what
+  // follows its tag byte.
+  const identity = await createMachineIdentity({ machineId: a });
+  const listener = listenQuic({
+    hostname: "127.0.0.1",
+    port: 0,
+    certChainPem: identity.chainPem,
+    keyPem: identity.leafKeyPem,
+    idleTimeoutMs: 600_000,
+  });
+  (async () => {
+    for await (const conn of listener.connections()) {
+      (async () => {
+        for await (const st of conn.incoming()) st.readable.pipeTo(st.writable).catch(() => {});
+      })();
+    }
+  })();
+  // "echo <id> <buffers>": "transport" keeps what listenQuic set; "kernel" puts back the kernel's
+  // default (as before the transport tuned them); a number sets that many bytes.
+  const port = listener.addr.port;
+  const buffers = endpointBuffers(port, b ?? "transport");
+  console.log(JSON.stringify({ port, caPem: identity.identityPem, buffers }));
 } else if (mode === "sink") {
   let count = 0;
   const sock = await bindMmsg("127.0.0.1", 0, () => count++);
