@@ -36,14 +36,15 @@
  *   the next line's `suppressed`; every refusal is counted in `vault_proxy_refusals_total`.
  *
  * Sessions that follow the client (issue 11.2). The machine's connection IDs are in clear in the
- * SCID of its long-header packets (Initial, Handshake); the proxy learns them per session (at most
- * 8, first come keeps a CID, forgotten with the session). A datagram from an unknown address whose
- * DCID is one of them (a short header read at each learned CID length, the fixed bit not
- * required: quinn greases it) moves that session to the new address: NAT rebinding or a network
- * change costs nothing. No other packet from a new address touches a session. quinn clients keep
- * their DCID when their address changes under them (they rotate only on an explicit rebind,
- * which Deno does not expose); a client that switched to a CID announced later in an encrypted
- * NEW_CONNECTION_ID frame would not be found (its packets from the old address still are).
+ * SCID of its long-header packets (Initial, Handshake); the proxy learns them per session (the
+ * first 8 of 4 bytes or more, first come keeps a CID, forgotten with the session). A datagram
+ * from an unknown address whose DCID is one of them (a short header read at each learned CID
+ * length, the fixed bit not required: quinn greases it) moves that session to the new address:
+ * NAT rebinding or a network change costs nothing. No other packet from a new address touches a
+ * session. quinn clients keep their DCID when their address changes under them (they rotate only
+ * on an explicit rebind, which Deno does not expose); a client that switched to a CID announced
+ * later in an encrypted NEW_CONNECTION_ID frame would not be found (its packets from the old
+ * address still are).
  *
  * Routes that follow the machine (issue 11.5). A handshake the machine has not answered in
  * `noAnswerMs` (1 s) is looked up again at once (the cached answer dropped): a machine restarted
@@ -106,6 +107,13 @@ export interface ProxyLimits {
   maxPendingPerPrefix: number;
   /** Machine lookups in flight at once ("resolve_busy" beyond). */
   maxResolving: number;
+  /**
+   * Longest one machine lookup (a wake included) may take; beyond, its client is refused
+   * ("resolve_timeout") and its slot among `maxResolving` is free again. Without it, lookups
+   * that never settle (a DNS or API server that accepts and never answers) would hold every
+   * slot and refuse every new client for good.
+   */
+  resolveTimeoutMs: number;
   /** A session with no datagram either way for this long is closed. */
   idleTimeoutMs: number;
   /** A pending client that has not completed its ClientHello in this time is forgotten. */
@@ -136,6 +144,8 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   maxPendingPerSource: 8,
   maxPendingPerPrefix: 500,
   maxResolving: 64,
+  // Above the Machines API resolver's own worst case (read 3 s, start and wait 30 s each).
+  resolveTimeoutMs: 90_000,
   // Above init's 60 s server idle timeout, so QUIC, not the proxy, decides when a path is dead.
   idleTimeoutMs: 120_000,
   pendingTimeoutMs: 3_000,
@@ -283,8 +293,13 @@ interface Remote {
   seen: number;
 }
 
-/** Server connection IDs remembered per session (quinn issues a handful). */
+/**
+ * Server connection IDs remembered per session, the first seen (quinn's handshake uses one), and
+ * never replaced: each new one is an announcement to every peer.
+ */
 const MAX_CIDS_PER_SESSION = 8;
+/** Shorter machine CIDs are not learned (quinn's are 8 bytes; RFC 9000 allows 0 to 20). */
+const MIN_LEARNED_CID = 4;
 /** Bytes of a session's first Initials kept to replay on a new route. */
 const MAX_REPLAY_BYTES = 16 * 1024;
 
@@ -331,6 +346,8 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const pendingByPrefix = new Map<string, Map<string, Pending>>();
   let pendingBytes = 0;
   let resolving = 0;
+  /** Lookups past their deadline that have not settled yet: bounded too (see lookup). */
+  let abandoned = 0;
   const buckets = new Map<string, { tokens: number; at: number }>();
   const machineBuckets = new Map<string, { tokens: number; at: number }>();
   let closing = false;
@@ -471,7 +488,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   function checkAnswered(s: Session, t: number) {
     if (
       s.rerouting || closing || t - s.waitingSince < limits.noAnswerMs ||
-      t - s.lastReroute < limits.noAnswerMs || resolving >= limits.maxResolving
+      t - s.lastReroute < limits.noAnswerMs || lookupsFull()
     ) return;
     s.rerouting = true;
     s.lastReroute = t;
@@ -488,19 +505,14 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   }
 
   async function reroute(s: Session) {
-    resolving++;
-    const r = await opts.resolver(s.machineId).catch((err) => ({
-      ok: false as const,
-      reason: "error" as const,
-      detail: String(err),
-    })).finally(() => resolving--);
+    const r = await lookup(s.machineId);
     s.rerouting = false;
     if (s.closed || closing) return;
     bump(stats.resolves, r.ok ? "ok" : r.reason);
     if (!r.ok) {
       // A lookup error: the next unanswered Initial tries again. Otherwise the client hears now
       // why (unless the machine already answered it: then its keys are past Initial).
-      if (r.reason === "error" || s.answered) return;
+      if (r.reason === "error" || r.reason === "busy" || s.answered) return;
       const [reason, message] = refusal(s.machineId, r);
       closeSession(s, `reroute_${reason}`);
       bump(stats.refusals, reason);
@@ -547,6 +559,56 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     if ((moved || r.woke) && !s.answered) {
       for (const d of s.replay ?? []) s.up.send(d, s.backend.hostname, s.backend.port);
     }
+  }
+
+  /**
+   * One machine lookup under a deadline: whatever the resolver does, the answer (or "error",
+   * timed out) comes within `resolveTimeoutMs`, and the slot it held among `maxResolving` is
+   * free again. A lookup that never settles stays counted in `abandoned` until it does, and
+   * those count against `maxResolving` too (beyond it, three times over), so a resolver that
+   * hangs cannot pile up requests without bound either.
+   */
+  async function lookup(id: string, source?: string): Promise<Resolution> {
+    resolving++;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut = false;
+    const deadline = new Promise<Resolution>((resolve) => {
+      timer = setTimeout(() => {
+        timedOut = true;
+        abandoned++;
+        resolve({
+          ok: false,
+          reason: "error",
+          detail: `lookup took over ${limits.resolveTimeoutMs} ms`,
+        });
+      }, limits.resolveTimeoutMs);
+    });
+    const answer = Promise.resolve().then(() => opts.resolver(id, { source })).catch((err) => ({
+      ok: false as const,
+      reason: "error" as const,
+      detail: String(err),
+    })).finally(() => {
+      clearTimeout(timer);
+      if (timedOut) abandoned--;
+    });
+    try {
+      const r = await Promise.race([answer, deadline]);
+      if (timedOut) {
+        bump(stats.events, "resolve_timeout");
+        internalError(
+          "proxy.resolve_timeout",
+          `machine ${id}: ${(r as { detail: string }).detail}`,
+        );
+      }
+      return r;
+    } finally {
+      resolving--;
+    }
+  }
+
+  /** No room for another lookup: the in-flight ones, and the timed-out ones not yet settled. */
+  function lookupsFull(): boolean {
+    return resolving >= limits.maxResolving || resolving + abandoned >= 3 * limits.maxResolving;
   }
 
   /** The session whose machine chose the DCID of `data`, if any. */
@@ -659,6 +721,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     };
     remotes.set(key, r);
     for (const c of m.cids.slice(0, MAX_CIDS_PER_SESSION)) {
+      if (c.length < MIN_LEARNED_CID) continue;
       const hex = toHex(c);
       if (byCid.has(hex)) continue; // ours: never handed to another proxy
       r.cids.push(hex);
@@ -704,9 +767,14 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       if (h.scid.length === 0) continue;
       const cid = toHex(h.scid);
       if (s.cids.includes(cid)) continue;
+      // A short CID would match the first bytes of other connections' DCIDs (a hostile machine
+      // choosing 1-byte CIDs would catch other clients' packets from new addresses).
+      if (h.scid.length < MIN_LEARNED_CID) continue;
       // First come keeps a CID: a machine cannot take over a connection of another machine.
       if (byCid.has(cid)) continue;
-      if (s.cids.length >= MAX_CIDS_PER_SESSION) byCid.delete(s.cids.shift()!);
+      // The first ones stay (a client keeps the handshake's DCID): a machine sending fresh SCIDs
+      // cannot evict them, nor make every reply an announcement to the peers.
+      if (s.cids.length >= MAX_CIDS_PER_SESSION) break;
       s.cids.push(cid);
       byCid.set(cid, s);
       cidLengths.add(h.scid.length);
@@ -813,7 +881,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         `server name ${hello.value.sni} is not <machine_id>.vault.internal`,
       );
     }
-    if (resolving >= limits.maxResolving) {
+    if (lookupsFull()) {
       return refuse(p, host, port, "resolve_busy", "proxy is busy; retry shortly");
     }
     p.resolving = true;
@@ -821,12 +889,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   }
 
   async function route(p: Pending, id: string, host: string, port: number) {
-    resolving++;
-    const r = await opts.resolver(id).catch((err) => ({
-      ok: false as const,
-      reason: "error" as const,
-      detail: String(err),
-    })).finally(() => resolving--);
+    const r = await lookup(id, p.prefix);
     if (p.done || closing) return;
     bump(stats.resolves, r.ok ? "ok" : r.reason);
     if (!r.ok) {
@@ -1153,6 +1216,8 @@ function refusal(id: string, r: Resolution & { ok: false }): [string, string] {
       ];
     case "wake_failed":
       return ["wake_failed", `waking machine ${id} failed: ${r.detail}`];
+    case "busy":
+      return ["resolve_busy", "proxy is busy looking machines up; retry shortly"];
     default:
       return ["resolve_error", `cannot reach machine ${id} now`];
   }

@@ -23,13 +23,25 @@ export interface Backend {
  */
 export type Resolution =
   | { ok: true; backend: Backend; woke?: { from: string; ms: number } }
-  | { ok: false; reason: "unknown" | "error" | "stopped" | "wake_failed"; detail: string };
+  | {
+    ok: false;
+    reason: "unknown" | "error" | "stopped" | "wake_failed" | "busy";
+    detail: string;
+  };
+
+/**
+ * Who asks: the proxy passes the client's source prefix (/24 or /56), so a resolver can bound
+ * the lookups one network causes ({@link cachedResolver}). Absent for the proxy's own re-lookups.
+ */
+export interface LookupContext {
+  source?: string;
+}
 
 /**
  * Resolves a machine id (already validated: lowercase letters, digits, '-'). `invalidate`, when
  * present, forgets a cached answer so the next lookup asks again (a route that got no answer).
  */
-export type Resolver = ((machineId: string) => Promise<Resolution>) & {
+export type Resolver = ((machineId: string, ctx?: LookupContext) => Promise<Resolution>) & {
   invalidate?: (machineId: string) => void;
 };
 
@@ -270,9 +282,9 @@ export function machinesApiResolver(opts: {
  * says whether it exists, and starts it.
  */
 export function withApiFallback(primary: Resolver, api: Resolver): Resolver {
-  const r: Resolver = async (id) => {
-    const first = await primary(id);
-    return first.ok || first.reason !== "unknown" ? first : await api(id);
+  const r: Resolver = async (id, ctx) => {
+    const first = await primary(id, ctx);
+    return first.ok || first.reason !== "unknown" ? first : await api(id, ctx);
   };
   r.invalidate = (id) => {
     primary.invalidate?.(id);
@@ -281,23 +293,80 @@ export function withApiFallback(primary: Resolver, api: Resolver): Resolver {
   return r;
 }
 
+/** Options of {@link cachedResolver}. */
+export interface CacheOptions {
+  /** How long a route is kept (default 30 s). */
+  ttlMs?: number;
+  /** How long a refusal ("unknown", "stopped", "wake_failed") is kept (default 5 s). */
+  negativeTtlMs?: number;
+  /** Entries at most (default 10,000). */
+  max?: number;
+  /**
+   * Lookups that reach `inner` (cache misses), per second, sustained, in all (default 20, burst
+   * {@link CacheOptions.missBurst}): every miss may be a Machines API request (or a start), and
+   * random machine ids each miss.
+   */
+  missesPerSecond?: number;
+  /** Burst allowance for the above (default 60). */
+  missBurst?: number;
+  /**
+   * Cache misses per second one source prefix may cause (default 2, burst
+   * {@link CacheOptions.sourceMissBurst}), so one network spraying random ids cannot spend the
+   * shared allowance above and lock everyone else out of new routes.
+   */
+  sourceMissesPerSecond?: number;
+  /** Burst allowance for the above (default 10). */
+  sourceMissBurst?: number;
+  /**
+   * Longest one lookup of `inner` may take (default 90 s): past it the lookup is answered
+   * "error" and forgotten, so an inner lookup that never settles is not shared with every later
+   * client of that machine forever.
+   */
+  timeoutMs?: number;
+  now?: () => number;
+}
+
 /**
- * Caches answers: hits for `ttlMs`, "unknown" for `negativeTtlMs` (a flood of
- * bogus ids must not become a flood of lookups), errors not at all. Concurrent
- * lookups of one id share one request. At most `max` entries. `invalidate(id)`
- * forgets the id's answer (the proxy calls it when a route gets no answer).
+ * Caches answers: hits for `ttlMs`; refusals ("unknown", "stopped", "wake_failed") for
+ * `negativeTtlMs`, so neither a flood of bogus ids nor clients of a machine that will not start
+ * become a flood of lookups or start requests; errors not at all. Concurrent lookups of one id
+ * share one request. Misses are rate-bounded in all and per source prefix (answered "busy"
+ * beyond). At most `max` entries. `invalidate(id)` forgets the id's answer (the proxy calls it
+ * when a route gets no answer).
  */
-export function cachedResolver(
-  inner: Resolver,
-  opts: { ttlMs?: number; negativeTtlMs?: number; max?: number; now?: () => number } = {},
-): Resolver {
+export function cachedResolver(inner: Resolver, opts: CacheOptions = {}): Resolver {
   const ttl = opts.ttlMs ?? 30_000;
   const negTtl = opts.negativeTtlMs ?? 5_000;
   const max = opts.max ?? 10_000;
   const now = opts.now ?? Date.now;
+  const rate = opts.missesPerSecond ?? 20;
+  const burst = opts.missBurst ?? 60;
+  const srcRate = opts.sourceMissesPerSecond ?? 2;
+  const srcBurst = opts.sourceMissBurst ?? 10;
+  const timeoutMs = opts.timeoutMs ?? 90_000;
   const cache = new Map<string, { at: number; r: Resolution }>();
   const inflight = new Map<string, Promise<Resolution>>();
-  const resolve: Resolver = (id) => {
+  const global = { tokens: burst, at: now() };
+  const sources = new Map<string, { tokens: number; at: number }>();
+
+  /** Takes a miss from the source's bucket and the global one, or says which is empty. */
+  const allowMiss = (source: string | undefined): string | undefined => {
+    const t = now();
+    let b = source === undefined ? undefined : sources.get(source);
+    if (source !== undefined && !b) {
+      // Bounded: a full bucket is the same as none, so the oldest-created one can go.
+      if (sources.size >= max) sources.delete(sources.keys().next().value!);
+      b = { tokens: srcBurst, at: t };
+      sources.set(source, b);
+    }
+    if (b && refill(b, t, srcRate, srcBurst) < 1) return "your network";
+    if (refill(global, t, rate, burst) < 1) return "all clients";
+    if (b) b.tokens--;
+    global.tokens--;
+    return undefined;
+  };
+
+  const resolve: Resolver = (id, ctx) => {
     const hit = cache.get(id);
     if (hit) {
       const age = now() - hit.at;
@@ -306,9 +375,28 @@ export function cachedResolver(
     }
     const running = inflight.get(id);
     if (running) return running;
-    const p = inner(id).then((r) => {
-      inflight.delete(id);
-      if (r.ok || r.reason === "unknown") {
+    const over = allowMiss(ctx?.source);
+    if (over) {
+      return Promise.resolve({
+        ok: false,
+        reason: "busy",
+        detail: `machine lookups from ${over} over their rate`,
+      });
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<Resolution>((done) => {
+      timer = setTimeout(
+        () => done({ ok: false, reason: "error", detail: `lookup took over ${timeoutMs} ms` }),
+        timeoutMs,
+      );
+    });
+    const answer = Promise.resolve().then(() => inner(id, ctx)).catch((err) => (
+      { ok: false, reason: "error", detail: String(err) } as Resolution
+    ));
+    const p = Promise.race([answer, deadline]).then((r) => {
+      clearTimeout(timer);
+      if (inflight.get(id) === p) inflight.delete(id);
+      if (r.ok || r.reason === "unknown" || r.reason === "stopped" || r.reason === "wake_failed") {
         if (cache.size >= max) cache.delete(cache.keys().next().value!);
         // A wake happened once: later hits are plain routes, not wakes again (machine_woken
         // logged and counted for every session opened within the TTL).
@@ -316,9 +404,6 @@ export function cachedResolver(
         cache.set(id, { at: now(), r: kept });
       }
       return r;
-    }, (err) => {
-      inflight.delete(id);
-      return { ok: false, reason: "error", detail: String(err) } as Resolution;
     });
     inflight.set(id, p);
     return p;
@@ -328,4 +413,11 @@ export function cachedResolver(
     inner.invalidate?.(id);
   };
   return resolve;
+}
+
+/** Refills a token bucket to time `t`; returns the tokens now held. */
+function refill(b: { tokens: number; at: number }, t: number, perSecond: number, burst: number) {
+  b.tokens = Math.min(burst, b.tokens + (Math.max(0, t - b.at) / 1000) * perSecond);
+  b.at = t;
+  return b.tokens;
 }

@@ -1,0 +1,144 @@
+/**
+ * Attacks on the proxy's machine lookups and wakes (issue 11.5), by a stranger who only sends
+ * Initials: none may hold the proxy's lookup slots for good, turn each Initial into a Machines
+ * API request or a start, or lock other networks out of new routes.
+ */
+import assert from "node:assert/strict";
+import {
+  cachedResolver,
+  machinesApiResolver,
+  type Resolution,
+  type Resolver,
+  startProxy,
+} from "../src/proxy/mod.ts";
+import {
+  askOnce,
+  initialFor,
+  receiveWithin,
+  sendTo,
+  startFakeApi,
+  udpOn,
+} from "./proxy_attack_helpers.ts";
+
+const quiet = () => {};
+
+Deno.test({
+  name: "proxy attack: lookups that never settle free their slots at the deadline",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const machine = udpOn();
+    const machinePort = (machine.addr as Deno.NetAddr).port;
+    const asked: string[] = [];
+    const resolver: Resolver = (id) => {
+      asked.push(id);
+      // A DNS or API server that accepts and never answers.
+      if (id.startsWith("hang")) return new Promise<Resolution>(() => {});
+      return Promise.resolve({ ok: true, backend: { hostname: "127.0.0.1", port: machinePort } });
+    };
+    const proxy = await startProxy({
+      listen: { hostname: "127.0.0.1", port: 0 },
+      resolver,
+      limits: { maxResolving: 2, resolveTimeoutMs: 400 },
+      log: quiet,
+    });
+    try {
+      // Two hung lookups take both slots; their clients are refused at the deadline.
+      const [a, b] = await Promise.all([
+        askOnce(proxy.port, "hang0000000001", "127.0.0.1", 3_000),
+        askOnce(proxy.port, "hang0000000002", "127.0.0.1", 3_000),
+      ]);
+      assert.ok(a && b, "a client whose lookup hangs is refused at the lookup deadline");
+      assert.equal(proxy.stats.events.resolve_timeout, 2);
+      // The slots are free again: a real machine's client is routed.
+      const client = udpOn();
+      try {
+        await sendTo(client, initialFor("good0000000001"), proxy.port);
+        const got = await receiveWithin(machine, 3_000);
+        assert.ok(got, "the machine got its client's Initial: lookups are not stuck");
+      } finally {
+        client.close();
+      }
+    } finally {
+      await proxy.close();
+      machine.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "proxy attack: a machine that will not start is started once, not once per Initial",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const api = await startFakeApi("app1", {
+      broken00000001: {
+        id: "broken00000001",
+        state: "stopped",
+        private_ip: "127.0.0.1",
+        events: [{ type: "start", status: "failed", timestamp: 1, request: { error: "no image" } }],
+      },
+    });
+    const proxy = await startProxy({
+      listen: { hostname: "127.0.0.1", port: 0 },
+      resolver: cachedResolver(machinesApiResolver({ url: api.url, app: "app1", wake: true })),
+      log: quiet,
+    });
+    try {
+      for (let i = 0; i < 20; i++) {
+        const close = await askOnce(proxy.port, "broken00000001");
+        assert.ok(close, `client ${i} heard why`);
+      }
+      assert.equal(proxy.stats.refusals.wake_failed, 20);
+      assert.equal(api.counts.get("POST /start"), 1, "one start for 20 clients within 5 s");
+    } finally {
+      await proxy.close();
+      await api.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "proxy attack: random machine ids from one network cost a bounded number of API requests and lock no other network out",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const machine = udpOn();
+    const machinePort = (machine.addr as Deno.NetAddr).port;
+    const api = await startFakeApi("app1", {
+      good0000000001: { id: "good0000000001", state: "started", private_ip: "127.0.0.1" },
+    });
+    const proxy = await startProxy({
+      listen: { hostname: "127.0.0.1", port: 0 },
+      resolver: cachedResolver(
+        machinesApiResolver({ url: api.url, app: "app1", wake: true, port: machinePort }),
+      ),
+      log: quiet,
+    });
+    try {
+      const ids = Array.from(
+        { length: 40 },
+        () => `${crypto.randomUUID().replaceAll("-", "").slice(0, 14)}`,
+      );
+      for (const id of ids) {
+        assert.ok(await askOnce(proxy.port, id, "127.0.0.2"), `refused ${id}`);
+      }
+      const gets = api.counts.get("GET /") ?? 0;
+      assert.ok(gets <= 12, `40 random ids from one /24 made ${gets} API requests`);
+      assert.ok((proxy.stats.refusals.resolve_busy ?? 0) >= 28, JSON.stringify(proxy.stats));
+      // Another network's client of a real machine is routed at once.
+      const client = udpOn("127.0.1.9");
+      try {
+        await sendTo(client, initialFor("good0000000001"), proxy.port);
+        assert.ok(await receiveWithin(machine, 3_000), "the other network's client was routed");
+      } finally {
+        client.close();
+      }
+    } finally {
+      await proxy.close();
+      await api.close();
+      machine.close();
+    }
+  },
+});
