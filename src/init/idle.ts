@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { VaultError } from "../errors/mod.ts";
+import { printable, VaultError } from "../errors/mod.ts";
 
 /** The idle time when `FLY_VAULT_IDLE_SUSPEND` is not set. */
 export const DEFAULT_IDLE_SUSPEND_MS = 15 * 60_000;
@@ -154,11 +154,14 @@ export function socketSuspend(
     }, opts.timeoutMs ?? 60_000);
     try {
       const res = await fetch(url, { method: "POST", client, signal: abort.signal });
-      const body = (await res.text()).slice(0, 300);
+      // The reply is read only so far: its body is not ours to trust (nor to hold in full).
+      const body = await readSome(res, REPLY_BYTES);
       if (!res.ok) {
         throw new VaultError(
           "init.suspend_refused",
-          `the API socket answered ${res.status} to suspend: ${body.trim()}`,
+          `the API socket answered ${res.status} to suspend: ${
+            printable(body.trim(), { maxLength: 200 })
+          }`,
           "the machine stays up; it asks again after the next idle time",
         );
       }
@@ -168,4 +171,32 @@ export function socketSuspend(
       client.close();
     }
   };
+}
+
+/** Bytes of the API socket's reply read at most (the rest is cancelled). */
+const REPLY_BYTES = 4096;
+
+/** Up to `max` bytes of `res`'s body as text; the rest is cancelled, never read. */
+async function readSome(res: Response, max: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  try {
+    while (n < max) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value.subarray(0, max - n));
+      n += value.length;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const all = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+  let o = 0;
+  for (const c of chunks) {
+    all.set(c, o);
+    o += c.length;
+  }
+  return new TextDecoder().decode(all);
 }
