@@ -80,7 +80,9 @@ export async function wakeCommand(name: string, flags: WakeFlags): Promise<numbe
       "the tenant was deleted or recreated: ask the admin, then `fly-vault forget " + name + "`",
     );
   }
-  say(`waking ${name} (machine ${id}, ${printable(before.state, { maxLength: 32 })})…`);
+  // The API's words: inert wherever they are repeated (the last line and --json too).
+  const from = printable(before.state, { maxLength: 32 });
+  say(`waking ${name} (machine ${id}, ${from})…`);
   await fly.startMachine(machineId).catch((err) => {
     throw clientHint(err, name, vault.app);
   });
@@ -103,8 +105,8 @@ export async function wakeCommand(name: string, flags: WakeFlags): Promise<numbe
   }
   const ms = Math.round(performance.now() - started);
   if (flags.json) {
-    console.log(JSON.stringify({ vault: name, machine_id: machineId, from: before.state, ms }));
-  } else say(`${name} is started (was ${before.state}; ${ms} ms)`);
+    console.log(JSON.stringify({ vault: name, machine_id: machineId, from, ms }));
+  } else say(`${name} is started (was ${from}; ${ms} ms)`);
   return 0;
 }
 
