@@ -29,7 +29,7 @@ const { values } = parseArgs({
     pings: { type: "string", default: "2000" },
     sessions: { type: "string", default: "10000" },
     impls: { type: "string", default: "mmsg,deno,node" },
-    rounds: { type: "string", default: "3" },
+    rounds: { type: "string", default: "5" },
     "capacity-ms": { type: "string", default: "3000" },
     "datagram": { type: "string", default: "1200" },
     blasters: { type: "string", default: "1" },
@@ -106,6 +106,19 @@ function socketDrops(port: number): number {
     if (f.length > 5 && parseInt(f[1].split(":")[1], 16) === port) n += Number(f[f.length - 1]);
   }
   return n;
+}
+
+type MmsgStats = Record<string, number> | undefined;
+/** The batched path's datagrams per system call over the run (absent on the other paths). */
+function mmsgPerCall(a: unknown, b: unknown): Record<string, number> {
+  const [x, y] = [a as MmsgStats, b as MmsgStats];
+  if (!x || !y || y.recvCalls === x.recvCalls) return {};
+  const d = (k: string) => y[k] - x[k];
+  return {
+    recv_per_call: Math.round((d("recvDatagrams") / d("recvCalls")) * 10) / 10,
+    send_per_call: Math.round((d("sendDatagrams") / Math.max(1, d("sendCalls"))) * 10) / 10,
+    gso_sends: d("gsoSends"),
+  };
 }
 
 /** CPU seconds (user + system) of a process, "self" for this one. */
@@ -209,21 +222,26 @@ for (const udp of MIB > 0 ? IMPLS : []) {
   // CPU cores busy during bulk (client + server, + proxy): this machine has two to share.
   const cores: Record<string, number[]> = { direct: [], proxy: [] };
   const times: Record<string, number[]> = { direct: [], proxy: [] };
-  const cpu0 = (await proxy.ask()).cpu_s as number;
+  const first = await proxy.ask();
+  const cpu0 = first.cpu_s as number;
   const serverDrops0 = socketDrops(echoPort);
   let proxyBulkCpu = 0;
+  let proxyBulkUser = 0;
   for (let round = 0; round < ROUNDS; round++) {
     for (const name of names) {
       const lost0 = rcvbufErrors();
       const unsent0 = sndbufErrors();
-      const c0 = name === "proxy" ? (await proxy.ask()).cpu_s as number : 0;
+      const p0 = name === "proxy" ? await proxy.ask() : { cpu_s: 0, user_s: 0 };
+      const c0 = p0.cpu_s as number;
       const e0 = cpuOf(echo.proc.pid) + cpuOf("self");
       const t0 = performance.now();
       mibs[name].push(await bulk(conns[name], MIB * 2 ** 20));
       const wall = (performance.now() - t0) / 1000;
       let used = cpuOf(echo.proc.pid) + cpuOf("self") - e0;
       if (name === "proxy") {
-        const p = ((await proxy.ask()).cpu_s as number) - c0;
+        const p1 = await proxy.ask();
+        proxyBulkUser += (p1.user_s as number) - (p0.user_s as number);
+        const p = (p1.cpu_s as number) - c0;
         proxyBulkCpu += p;
         used += p;
       }
@@ -255,12 +273,19 @@ for (const udp of MIB > 0 ? IMPLS : []) {
       packets_to_client: st.packetsToClient,
       cpu_s: Math.round(((st.cpu_s as number) - cpu0) * 10) / 10,
       front_socket_drops: socketDrops(proxyPort),
-      bulk_cpu_s: Math.round(proxyBulkCpu * 10) / 10,
+      bulk_cpu_s: Math.round(proxyBulkCpu * 100) / 100,
+      bulk_user_s: Math.round(proxyBulkUser * 100) / 100,
+      ...mmsgPerCall(first.mmsg, st.mmsg),
     },
     // Where loopback loss happened: the QUIC server's socket (default 208 KiB buffer), whichever
     // path sent to it; the host-wide counts above include the client's and other processes'.
     server_socket_drops: socketDrops(echoPort) - serverDrops0,
     throughput_ratio: Math.round((r.proxy.mib_s / r.direct.mib_s) * 100) / 100,
+    // Each proxied round against the direct round just before it (a neighbour's load, or the
+    // scheduler putting client and server on one core or two, moves both alike): the median.
+    throughput_ratio_paired: Math.round(
+      median(mibs.proxy.map((p, i) => p / mibs.direct[i])) * 100,
+    ) / 100,
     added_rtt_p50_us: r.proxy.rtt_p50_us - r.direct.rtt_p50_us,
   };
   console.error(udp, JSON.stringify(result[udp]));

@@ -10,7 +10,7 @@
  * Prints one JSON line when ready, then runs until killed.
  */
 import { startProxy, type UdpImpl } from "../src/proxy/mod.ts";
-import { bindMmsg } from "../src/proxy/udp_mmsg.ts";
+import { bindMmsg, mmsgStats } from "../src/proxy/udp_mmsg.ts";
 import { clientHello, clientInitials } from "../src/proxy/testutil.ts";
 import { createMachineIdentity } from "../src/pki/mod.ts";
 import { listenQuic } from "../src/transport/mod.ts";
@@ -29,6 +29,11 @@ async function serve(answer: (line: string) => unknown | Promise<unknown>) {
 function cpuSeconds(): number {
   const f = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
   return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/** CPU seconds this process has spent in user mode (JS and libraries, not the kernel). */
+function userSeconds(): number {
+  return Number(Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ")[11]) / 100;
 }
 
 const [mode, a, b, c] = Deno.args;
@@ -111,6 +116,6 @@ if (mode === "echo") {
       gc();
       gc();
     }
-    return { ...proxy.stats, cpu_s: cpuSeconds() };
+    return { ...proxy.stats, cpu_s: cpuSeconds(), user_s: userSeconds(), mmsg: { ...mmsgStats } };
   });
 }
