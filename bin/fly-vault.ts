@@ -6,7 +6,12 @@
 import "../src/client/zod_jitless.ts";
 import { ensureCleanTrustStore } from "../src/client/trust.ts";
 import { main } from "../src/client/cli.ts";
+import { mark } from "../src/client/timing.ts";
+
+mark("client.loaded");
 
 // Before anything can dial: a pin must be the only CA a vault connection trusts.
 await ensureCleanTrustStore();
-Deno.exit(await main(Deno.args));
+const status = await main(Deno.args);
+mark("client.done");
+Deno.exit(status);

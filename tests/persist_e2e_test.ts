@@ -69,7 +69,8 @@ async function setup(persist: string | undefined) {
   const xdg = join(sim.dir, "xdg");
   await Deno.mkdir(xdg, { mode: 0o700 });
   const env = { XDG_RUNTIME_DIR: xdg };
-  const run = (args: string[], o: { stdin?: string } = {}) => sim.client(args, { ...o, env });
+  const run = (args: string[], o: { stdin?: string } = {}, more: Record<string, string> = {}) =>
+    sim.client(args, { ...o, env: { ...env, ...more } });
   return { sim, m, id, xdg, env, run, rd: runDir(xdg) };
 }
 
@@ -467,6 +468,61 @@ Deno.test("persist: a forward through the master has loss detection: its heartbe
     await lines.cancel().catch(() => {});
     assert.match(seen, /using the master for demo/);
     assert.match(seen, /heartbeat answered by demo in \d+ ms/);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
+
+/** Starts the master with `knobs` (it inherits the first command's environment); waits for its exec-id probe. */
+async function masterWith(knobs: Record<string, string>) {
+  const s = await setup(undefined);
+  const first = await s.run(["exec", "-n", "demo", "--", "true"], {}, knobs);
+  assert.equal(first.code, 0, first.stderr);
+  const probed = await until(
+    s.rd.dir,
+    () => events(s.rd.logLines(), "master.exec_ids")[0],
+    "the master's exec-id probe",
+  );
+  assert.equal(probed.supported, true, "a current init takes exec ids");
+  return s;
+}
+
+Deno.test("persist: an exec through the master pays no proof-of-life round trip, even with a stale proof", async () => {
+  const { sim, m, env, run, rd } = await masterWith({ FLY_VAULT_TEST_MASTER_STALE: "1" });
+  try {
+    const auths = events(m.logs, "auth.attempt").length;
+    const r = await run(["-v", "exec", "-n", "demo", "--", "echo", "fast"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "fast\n");
+    assert.match(r.stderr, /using the master for demo/);
+    assert.equal(events(m.logs, "auth.attempt").length, auths, "went through the master");
+    const hellos = events(rd.logLines(), "master.hello");
+    assert.deepEqual(hellos.at(-1), { ...hellos.at(-1), eager: true, proof_first: false });
+    const streams = events(rd.logLines(), "master.stream");
+    assert.equal(streams.at(-1).eager, true, "forwarded at once, carrying an exec id");
+    // A command that needs the vault's state fresh still asks first.
+    const st = await run(["status", "demo"]);
+    assert.equal(st.code, 0, st.stderr);
+    assert.equal(events(rd.logLines(), "master.hello").at(-1).proof_first, true);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});
+
+Deno.test("persist: an exec the master forwarded and then lost is sent again with its id and never runs twice", async () => {
+  const { sim, env, run, rd } = await masterWith({ FLY_VAULT_TEST_MASTER_DROP: "1" });
+  try {
+    const r = await run(["-v", "exec", "-n", "demo", "--", "echo ran >> /root/once"]);
+    // The vault got it through the master (which lost the answer) and again directly: it ran once.
+    assert.match(r.stderr, /sending the command again \(same exec id\)/);
+    assert.match(r.stderr, /exec\.duplicate/);
+    assert.equal(r.code, 255);
+    assert.equal(events(rd.logLines(), "master.stream").at(-1).eager, true);
+    const seen = await run(["--no-persist", "exec", "-n", "demo", "--", "cat /root/once"]);
+    assert.equal(seen.code, 0, seen.stderr);
+    assert.equal(seen.stdout, "ran\n", "the side effect happened exactly once");
   } finally {
     await stopMaster(sim, env);
     await sim.close();

@@ -9,6 +9,7 @@
  * @module
  */
 import type { GlobalFlags } from "./commands.ts";
+import { mark } from "./timing.ts";
 
 /** One `fly-vault exec`, as both parsers produce it. */
 export interface ExecInvocation {
@@ -125,6 +126,7 @@ export async function runExecInvocation(inv: ExecInvocation): Promise<number> {
       return await execTtyCommand(inv.vault, argv, { ...flags, env: inv.env });
     }
     const { execCommand } = await import("./commands.ts");
+    mark("client.commands_loaded");
     return await execCommand(inv.vault, argv, { ...flags, noStdin: inv.noStdin, env: inv.env });
   } catch (err) {
     // The command could not start in the vault (as `cd DIR && …` failing over ssh): 1, not 255.

@@ -14,6 +14,7 @@ import {
   FrameWriter,
   SessionOutput,
 } from "../protocol/mod.ts";
+import { mark } from "./timing.ts";
 
 /** Exit status for a remote exit: its code, or 128 + signal number. */
 export function exitStatusOf(code: number | null, signal: string | null): number {
@@ -60,8 +61,12 @@ export async function runExec(
 ): Promise<number> {
   const reader = new FrameReader(stream.readable);
   const writer = new FrameWriter(stream.writable);
-  await writer.send({ type: "exec", ...req });
+  // Through a master that takes it without a proof of life first: an id init runs once.
+  const id = req.tty ? undefined : (stream as { execId?: () => string | undefined }).execId?.();
+  mark("client.exec_sent");
+  await writer.send({ type: "exec", ...req, ...(id ? { id } : {}) });
   const first = await reader.message(SessionOutput, "exec start");
+  mark("client.exec_started");
   if (first.type === "error") throw execError(first, req.shell);
   const unsubscribe = signals?.subscribe((signal) => {
     writer.send({ type: "signal", signal }).catch(() => {});
@@ -100,7 +105,10 @@ export async function runExec(
         continue;
       }
       const msg = SessionOutput.parse(frame.message);
-      if (msg.type === "exit") return exitStatusOf(msg.code, msg.signal);
+      if (msg.type === "exit") {
+        mark("client.exec_exit");
+        return exitStatusOf(msg.code, msg.signal);
+      }
       if (msg.type === "error") throw new VaultError(msg.code, msg.message, msg.hint ?? "");
     }
   } finally {

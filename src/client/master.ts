@@ -44,6 +44,7 @@ import {
   type VaultConfig,
 } from "./config.ts";
 import type { VaultSession } from "./connect.ts";
+import { mark } from "./timing.ts";
 
 /** Where a vault's master lives. */
 export interface MasterPaths {
@@ -82,6 +83,14 @@ const FRESH_SLACK_MS = 50;
 const HELLO_PING_MIN_MS = 300;
 /** …and gives up on the vault when a ping goes unanswered this long (a lossy path retransmits). */
 const PING_TIMEOUT_MS = 3_000;
+/**
+ * Test knobs, read by a master only: a proof of life always stale (no background
+ * pings), and dropping the vault's first word
+ * on an exec taken without proof (as a path that failed just after forwarding).
+ */
+const TEST_STALE = Deno.env.get("FLY_VAULT_TEST_MASTER_STALE") === "1";
+const TEST_PING_MS = TEST_STALE ? 3_600_000 : undefined;
+const TEST_DROP_EAGER = Deno.env.get("FLY_VAULT_TEST_MASTER_DROP") === "1";
 /** A "starting" marker older than this is from a master that never came up. */
 const STARTING_STALE_MS = 30_000;
 
@@ -384,7 +393,9 @@ export interface UseMasterOptions {
  * session, after which a master is started in the background.
  */
 export async function useMaster(opts: UseMasterOptions): Promise<VaultSession> {
+  mark("client.master_module");
   const paths = await masterPaths(opts.config, opts.name, opts.vault).catch(() => null);
+  mark("client.master_paths");
   if (!paths) {
     opts.say("no private run directory for a master; connecting directly");
     return await opts.direct();
@@ -406,7 +417,10 @@ async function masterSession(
   if (!socketIsOurs(paths.socket)) return null;
   let hello: Awaited<ReturnType<typeof ask>>;
   try {
-    hello = await ask(paths.socket, { op: "hello", fresh: !!opts.freshState });
+    // Eager: the master need not prove the vault alive now; a stream asks for it (see serveMaster).
+    const eager = !opts.freshState && !opts.control;
+    hello = await ask(paths.socket, { op: "hello", fresh: !!opts.freshState, eager });
+    mark("client.hello_answered");
   } catch (err) {
     // A socket nobody listens on is a dead master's: clear it so the next master can bind.
     if (err instanceof Deno.errors.ConnectionRefused) {
@@ -439,20 +453,18 @@ async function masterSession(
     return { code: 0, reason: "master gone" };
   })();
   let direct: Promise<VaultSession> | undefined;
+  const ownStream = (tag: StreamTag) => (direct ??= opts.direct()).then((d) => d.openStream(tag));
   const openStream = async (tag: StreamTag): Promise<ByteStream> => {
     if (direct) return (await direct).openStream(tag);
-    let conn: Deno.UnixConn;
-    try {
-      conn = (await ask(paths.socket, { op: "stream", tag })).conn;
-    } catch (err) {
-      // Nothing was sent on the vault's side yet: going direct is invisible to the command.
-      opts.say(`master for ${opts.name} failed (${(err as Error).message}); connecting directly`);
-      direct ??= opts.direct();
-      return (await direct).openStream(tag);
-    }
-    const s = connStream(conn, { onClosed: () => open.delete(s), framed: "write" });
-    open.add(s);
-    return s;
+    return await Promise.resolve(relayedStream({
+      socket: paths.socket,
+      tag,
+      open,
+      // The master takes an exec carrying an id without a proof of life first (see serveMaster).
+      execIds: hello.reply.exec_ids === true && tag === StreamTag.exec,
+      ownStream: () => ownStream(tag),
+      say: (why) => opts.say(`master for ${opts.name} ${why}; connecting directly`),
+    }));
   };
   const conn: VaultConnection = {
     remoteAddr: { hostname: paths.socket, port: 0 },
@@ -487,6 +499,194 @@ async function masterSession(
     close: async () => {
       await control?.writer.close();
       await conn.close();
+    },
+  };
+}
+
+/** A random exec id (see ExecRequest.id). */
+function newExecId(): string {
+  return Array.from(
+    crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+}
+
+/** The most an exec may send before the vault's first word and still be sent again. */
+const REPLAY_LIMIT = 1 << 20;
+
+/**
+ * A stream through the master, opened on its first use. An exec whose
+ * request took an id (`execId()`, called by runExec before it writes) goes
+ * at once, the master forwarding it without a proof of life; until the
+ * vault's first byte comes back, what was written is kept, and a master's
+ * stream that ends or fails before then is replaced by one on our own
+ * connection with the same bytes: init runs an id at most once. Any other
+ * stream waits for the master's ok (after its proof of life), and only a
+ * refusal goes direct (nothing reached the vault).
+ */
+function relayedStream(o: {
+  socket: string;
+  tag: StreamTag;
+  open: Set<{ close(): void }>;
+  execIds: boolean;
+  ownStream: () => Promise<ByteStream>;
+  say: (why: string) => void;
+}): ByteStream & { execId(): string | undefined } {
+  let id: string | undefined;
+  let heard = false;
+  let kept: Uint8Array[] | null = [];
+  let keptBytes = 0;
+  let endWritten = false;
+  type Side = {
+    reader: ReadableStreamDefaultReader<Uint8Array>;
+    writer: WritableStreamDefaultWriter<Uint8Array>;
+    /** Resolves when the master said ok; rejects on its refusal (read before the first byte). */
+    answered: Promise<void>;
+    direct: boolean;
+    ended?: boolean;
+  };
+  let side: Promise<Side> | undefined;
+  let switched = false;
+  /** The write under way: a switch replays after it, so no chunk is lost or sent twice. */
+  let writing: Promise<unknown> = Promise.resolve();
+  const sideOf = (
+    s: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> },
+  ) => ({
+    reader: s.readable.getReader(),
+    writer: s.writable.getWriter(),
+  });
+  const own = async (): Promise<Side> => {
+    const d = sideOf(await o.ownStream());
+    const next: Side = { ...d, answered: Promise.resolve(), direct: true };
+    for (const chunk of kept ?? []) await d.writer.write(chunk);
+    if (endWritten) {
+      next.ended = true;
+      await d.writer.close();
+    }
+    return next;
+  };
+  const viaMaster = async (): Promise<Side> => {
+    if (id === undefined) {
+      // Not an exec with an id: the master's ok (after its proof) first, as ever.
+      try {
+        const { conn } = await ask(o.socket, { op: "stream", tag: o.tag });
+        const s = connStream(conn, { onClosed: () => o.open.delete(s), framed: "write" });
+        o.open.add(s);
+        return { ...sideOf(s), answered: Promise.resolve(), direct: false };
+      } catch (err) {
+        o.say(`failed (${(err as Error).message})`);
+        return await own();
+      }
+    }
+    mark("client.eager_stream");
+    const conn = await Deno.connect({ transport: "unix", path: o.socket });
+    await writeAll(conn, encodeMessage({ op: "stream", tag: o.tag, eager: true }));
+    const s = connStream(conn, { onClosed: () => o.open.delete(s), framed: "write" });
+    o.open.add(s);
+    const answered = readMessage(conn).then((reply) => {
+      if (!reply) throw new VaultError("master.gone", "the master closed the connection", "");
+      if (reply.ok !== true) {
+        throw new VaultError(String(reply.code ?? "master.refused"), String(reply.message), "");
+      }
+    });
+    answered.catch(() => {});
+    return { ...sideOf(s), answered, direct: false };
+  };
+  const current = () => side ??= viaMaster().catch(() => own());
+  /** The master's stream failed before the vault's first word: the same bytes, on our own. */
+  const switchOver = (why: string) => {
+    if (switched) return;
+    switched = true;
+    const old = side;
+    side = (async () => {
+      if (kept === null) {
+        throw new VaultError(
+          "exec.lost",
+          "the master's connection to the vault stopped answering before the command started",
+          "run the command again",
+        );
+      }
+      o.say(`did not answer (${why}); sending the command again (same exec id)`);
+      await writing;
+      const was = await old?.catch(() => null);
+      was?.reader.cancel().catch(() => {});
+      was?.writer.abort().catch(() => {});
+      return await own();
+    })();
+  };
+  const retryable = () => id !== undefined && !heard && !switched;
+  const readable = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      while (true) {
+        const s = await current();
+        let got: ReadableStreamReadResult<Uint8Array>;
+        try {
+          await s.answered;
+          got = await s.reader.read();
+          if (got.done && retryable() && !s.direct) throw new Error("the stream ended");
+        } catch (err) {
+          if (!retryable() || s.direct) return c.error(err);
+          switchOver((err as Error).message);
+          continue;
+        }
+        if (got.done) return c.close();
+        heard = true;
+        kept = null;
+        return c.enqueue(got.value);
+      }
+    },
+    async cancel(reason) {
+      await (await current()).reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  const writable = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      while (true) {
+        const p = current();
+        const s = await p;
+        if (p !== side) continue; // switched meanwhile: the new side (after its replay)
+        if (!s.direct && id !== undefined && !heard && kept !== null) {
+          keptBytes += chunk.length;
+          if (keptBytes > REPLAY_LIMIT) kept = null;
+          else kept.push(chunk);
+        }
+        const w = s.writer.write(chunk);
+        writing = w.catch(() => {});
+        try {
+          return await w;
+        } catch (err) {
+          // The kept copy goes on our own connection once the read side finds the master gone.
+          if (s.direct || id === undefined || kept === null) throw err;
+          return;
+        }
+      }
+    },
+    async close() {
+      endWritten = true;
+      while (true) {
+        const p = current();
+        const s = await p;
+        if (p !== side) continue;
+        if (s.ended) return;
+        s.ended = true;
+        const w = s.writer.close();
+        writing = w.catch(() => {});
+        return await w.catch((err) => {
+          if (s.direct || id === undefined) throw err;
+        });
+      }
+    },
+    async abort(reason) {
+      await (await current()).writer.abort(reason);
+    },
+  });
+  return {
+    readable,
+    writable,
+    execId() {
+      if (o.execIds && side === undefined) id ??= newExecId();
+      return id;
     },
   };
 }
@@ -831,10 +1031,21 @@ export async function serveMaster(
       clearTimeout(timer);
     }
   };
+  /** No proof of life within one interval and a round trip or two. */
+  const stale = () =>
+    TEST_STALE || Date.now() - lastAlive > PING_INTERVAL_MS + 2 * srtt + FRESH_SLACK_MS;
+  // Whether the vault's init takes exec ids (an older one refuses the field): asked once.
+  let execIds = false;
+  probeExecIds(session).then((ok) => {
+    execIds = ok;
+    log("master.exec_ids", { supported: ok });
+  });
   (async () => {
     while (!stopping) {
       const quiet = Date.now() - lastActivity > PING_QUIET_AFTER_MS;
-      await new Promise((r) => setTimeout(r, quiet ? PING_QUIET_INTERVAL_MS : PING_INTERVAL_MS));
+      await new Promise((r) =>
+        setTimeout(r, TEST_PING_MS ?? (quiet ? PING_QUIET_INTERVAL_MS : PING_INTERVAL_MS))
+      );
       // An unanswered ping only makes commands go on their own; QUIC's idle timeout ends
       // the connection (and us) if the vault is really gone, as it would a direct session.
       if (!stopping) await ping();
@@ -885,9 +1096,14 @@ export async function serveMaster(
         let welcome = session.welcome;
         // A machine that restarted leaves our connection silently dead until QUIC's idle
         // timeout: without recent proof of life, ask the vault before taking a command.
-        const needPing = req.fresh ||
-          Date.now() - lastAlive > PING_INTERVAL_MS + 2 * srtt + FRESH_SLACK_MS;
+        // An eager client (any but control and fresh-state commands) has each stream ask for
+        // the proof instead: an exec carrying an id needs none (init runs an id once, and the
+        // client sends it again on its own connection if this one turns out dead).
+        const needPing = req.fresh || (stale() && req.eager !== true);
+        log("master.hello", { eager: req.eager === true, proof_first: needPing });
+        mark(`master.hello need_ping=${needPing}`);
         const status = needPing ? await quickPing() : null;
+        if (needPing) mark("master.proof_ping_answered");
         if (needPing && !status) {
           // The background ping decides whether the connection is dead; this client just
           // doesn't wait for it.
@@ -905,7 +1121,7 @@ export async function serveMaster(
           else delete welcome.reason;
         }
         hellos.add(conn);
-        await reply(conn, { ok: true, pid: Deno.pid, welcome });
+        await reply(conn, { ok: true, pid: Deno.pid, welcome, exec_ids: execIds });
         // Held open until the client goes: its end is one client fewer.
         await conn.read(new Uint8Array(1)).catch(() => null);
         hellos.delete(conn);
@@ -916,17 +1132,51 @@ export async function serveMaster(
         if (!isStreamTag(tag) || tag === StreamTag.control || tag === StreamTag.attest) {
           return void await refuse(conn, "master.bad_tag", `stream tag ${tag} cannot be relayed`);
         }
+        const eager = req.eager === true && execIds && tag === StreamTag.exec;
+        // A stream without proof of life first (an exec with an id): when the vault does not
+        // answer a ping in time and nothing came down yet, the client's connection is closed
+        // and the client sends the same request on its own connection (init runs it once).
+        const watch = new AbortController();
+        const answered = { yet: false };
+        let patience: ReturnType<typeof setTimeout> | undefined;
+        const check = () =>
+          !answered.yet && quickPing().then((status) => {
+            if (status || answered.yet) return;
+            log("master.stale", { since_ms: Date.now() - lastAlive, stream: streams + 1 });
+            watch.abort(new Error("the master's connection to the vault is not answering"));
+          });
+        if (eager) {
+          // With a recent proof the vault gets a few round trips to answer before it is asked.
+          if (stale()) check();
+          else patience = setTimeout(check, Math.max(HELLO_PING_MIN_MS, 8 * srtt));
+        } else if (req.eager !== undefined && stale() && !await quickPing()) {
+          // Any other stream of an eager client: the proof the hello did not ask for.
+          log("master.stale", { since_ms: Date.now() - lastAlive });
+          await refuse(
+            conn,
+            "master.stale",
+            "the master's connection to the vault is not answering",
+          );
+          return conn.close();
+        }
         let stream: ByteStream;
         try {
+          mark("master.stream_req");
           stream = await session.openStream(tag);
+          mark("master.stream_opened");
         } catch (err) {
+          clearTimeout(patience);
           await refuse(conn, "master.stream_failed", String((err as Error).message));
           return conn.close();
         }
         streams++;
-        log("master.stream", { tag, n: streams });
+        log("master.stream", { tag, n: streams, eager });
         await reply(conn, { ok: true });
-        await relay(conn, stream, tag, log);
+        try {
+          await relay(conn, stream, tag, log, eager ? { signal: watch.signal, answered } : {});
+        } finally {
+          clearTimeout(patience);
+        }
         return;
       }
       if (op === "control") {
@@ -970,14 +1220,73 @@ export async function serveMaster(
   return 0;
 }
 
+/**
+ * Whether the vault's init takes an exec id: a request that a current init
+ * parses and refuses without running anything (its working directory does not
+ * exist), while an older one refuses the unknown field as a bad message.
+ */
+async function probeExecIds(session: VaultSession): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const stream = await session.openStream(StreamTag.exec);
+    const reader = new FrameReader(stream.readable);
+    const writer = new FrameWriter(stream.writable);
+    const nowhere = `/nonexistent-fly-vault-probe-${crypto.randomUUID()}`;
+    await writer.send({
+      type: "exec",
+      argv: [`${nowhere}/none`],
+      id: newExecId(),
+      cwd: nowhere,
+      env: {},
+      tty: false,
+    });
+    const frame = await Promise.race([
+      reader.next(),
+      new Promise<null>((r) => timer = setTimeout(() => r(null), PING_TIMEOUT_MS)),
+    ]);
+    await writer.close();
+    await reader.cancel().catch(() => {});
+    const msg = frame?.kind === "message" ? frame.message as Record<string, unknown> : null;
+    return msg !== null && !(msg.type === "error" && msg.code === "protocol.bad_message");
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Pipes a unix connection and a vault stream both ways, half-closes passing through. */
 async function relay(
   conn: Deno.UnixConn,
   stream: ByteStream,
   tag: StreamTag,
   log: (event: string, f?: Record<string, unknown>) => void,
+  watch: { signal?: AbortSignal; answered?: { yet: boolean } } = {},
 ): Promise<void> {
   const local = connStream(conn, { framed: "read" });
+  const seen = watch.answered;
+  let from = stream.readable;
+  if (seen) {
+    from = from.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, c) {
+          seen.yet = true;
+          c.enqueue(chunk);
+        },
+      }),
+    );
+    if (TEST_DROP_EAGER) {
+      // Test only: the vault's first word is lost as if the path had failed just before it
+      // (the request did reach the vault): the client must send it again, init not run it.
+      from = from.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(_chunk, c) {
+            c.error(new Error("dropped (FLY_VAULT_TEST_MASTER_DROP)"));
+          },
+        }),
+      );
+    }
+  }
   const up = (async () => {
     const from = local.readable.getReader();
     const to = stream.writable.getWriter();
@@ -1000,7 +1309,7 @@ async function relay(
       local.close();
     }
   })();
-  const down = stream.readable.pipeTo(local.writable).catch((err) => {
+  const down = from.pipeTo(local.writable, { signal: watch.signal }).catch((err) => {
     // The vault's side ended abruptly (reset, or the connection died): the client hears EOF.
     log("master.stream_reset", { error: String(err?.message ?? err) });
     stream.writable.abort().catch(() => {});

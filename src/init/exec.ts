@@ -14,6 +14,7 @@ import {
 import { closeFd, InRootError, openInRoot, readFileInRoot } from "../rootfs/mod.ts";
 import { sandboxEnv, spawnInRootfs } from "./sandbox.ts";
 import { log } from "./log.ts";
+import { execIds } from "./exec_ids.ts";
 
 /**
  * The vault user's login shell, as the vault sees it: root's shell in the
@@ -105,6 +106,20 @@ export async function serveExec(
   writer: FrameWriter,
   ctx: { rootfsDir: string },
 ): Promise<void> {
+  if (req.id !== undefined && !execIds.claim(req.id)) {
+    // The same command again: its first try reached us (through the master) and ran or runs.
+    log("exec.duplicate", { argv0: req.argv[0] });
+    await writer.send({
+      type: "error",
+      code: "exec.duplicate",
+      message: "this command already reached the vault once (through the master) and was not " +
+        "run again",
+      hint: "its output went to the master's connection, which stopped answering; check " +
+        "whether it took effect before running it again",
+    });
+    await writer.close().catch(() => {});
+    return;
+  }
   const run = await prepareExec(req, ctx.rootfsDir);
   if (!run.ok) {
     await writer.send({ type: "error", code: run.code, message: run.message, hint: run.hint });

@@ -133,6 +133,13 @@ export const ExecRequest = z.strictObject({
    * when true, so an argv-mode request still suits an init without this field.
    */
   shell: z.literal(true).optional(),
+  /**
+   * A random id for this command (a client through its master): init runs an
+   * id at most once, so a request retried on the client's own connection after
+   * its master's stream failed never runs twice. Sent only to an init known to
+   * take it (the master asks first): an older init refuses unknown fields.
+   */
+  id: z.string().regex(/^[0-9a-f]{32}$/).optional(),
   env: Env.default({}),
   cwd: z.string().max(4096).optional(),
   tty: z.boolean().default(false),
