@@ -1225,7 +1225,7 @@ export async function serveMaster(
  * parses and refuses without running anything (its working directory does not
  * exist), while an older one refuses the unknown field as a bad message.
  */
-async function probeExecIds(session: VaultSession): Promise<boolean> {
+export async function probeExecIds(session: Pick<VaultSession, "openStream">): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     const stream = await session.openStream(StreamTag.exec);
