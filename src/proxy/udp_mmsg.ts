@@ -42,7 +42,7 @@ const SEND_SLOTS = 512;
 const SEND_SLOT = 4096;
 /** Batches read from one socket per wake, so one busy peer cannot starve the event loop. */
 const BATCHES_PER_TURN = 8;
-/** Kernel socket buffers asked for (capped by net.core.rmem_max / wmem_max). */
+/** Kernel socket buffers asked for (forced as root, else capped by net.core.rmem_max / wmem_max). */
 const FRONT_BUF = 4 << 20;
 const UPSTREAM_BUF = 1 << 20;
 
@@ -51,6 +51,8 @@ const AF_INET6 = 10;
 const SOL_SOCKET = 1;
 const SO_SNDBUF = 7;
 const SO_RCVBUF = 8;
+const SO_SNDBUFFORCE = 32;
+const SO_RCVBUFFORCE = 33;
 const MSG_DONTWAIT = 0x40;
 const SOL_UDP = 17;
 const UDP_SEGMENT = 103;
@@ -393,6 +395,22 @@ class Shared {
     }
   }
 
+  /**
+   * Sets a socket's receive and send buffers to `bytes`: forced past net.core.rmem_max and
+   * wmem_max when root (CAP_NET_ADMIN; a Fly machine's default rmem_max is 208 KiB), else as far
+   * as those caps allow.
+   */
+  setBuffers(fd: number, bytes: number) {
+    const int = new Uint8Array(8);
+    new DataView(int.buffer).setInt32(0, bytes, true);
+    if (this.c.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, int, 4) < 0) {
+      this.c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, int, 4);
+    }
+    if (this.c.setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, int, 4) < 0) {
+      this.c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, int, 4);
+    }
+  }
+
   /** The file descriptor of the socket Deno just bound at `port` of `family`, or -1. */
   findFd(guess: number, family: number, port: number): number {
     if (guess >= 0 && this.isOurs(guess, family, port)) return guess;
@@ -484,13 +502,8 @@ function bind(hostname: string, port: number, on: OnDatagram, opts: MmsgOptions)
   }
   const addr = conn.addr as Deno.NetAddr;
   const v6 = addr.hostname.includes(":");
-  // Best effort, capped by net.core.rmem_max / wmem_max: a burst waits in the kernel rather
-  // than being lost while the event loop is busy.
-  const int = new Uint8Array(8);
-  const buf = opts.upstream ? UPSTREAM_BUF : FRONT_BUF;
-  new DataView(int.buffer).setInt32(0, buf, true);
-  sh.c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, int, 4);
-  sh.c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, int, 4);
+  // Best effort: a burst waits in the kernel rather than being lost while the event loop is busy.
+  sh.setBuffers(fd, opts.upstream ? UPSTREAM_BUF : FRONT_BUF);
 
   const s: MmsgSocket = {
     fd,
@@ -568,8 +581,8 @@ function bind(hostname: string, port: number, on: OnDatagram, opts: MmsgOptions)
 /**
  * Raises the kernel receive and send buffers of this process's UDP socket bound at `port` (one
  * not opened by bindMmsg, e.g. a QUIC endpoint's), so a burst waits in the kernel instead of
- * being lost. Returns the receive buffer the kernel granted (capped by net.core.rmem_max), or
- * undefined when no such socket was found.
+ * being lost. Returns the receive buffer the kernel granted (as root past net.core.rmem_max, else
+ * capped by it), or undefined when no such socket was found.
  */
 export function raiseUdpBuffers(port: number, bytes: number): number | undefined {
   const sh = shared ??= new Shared();
@@ -578,10 +591,8 @@ export function raiseUdpBuffers(port: number, bytes: number): number | undefined
     for (const family of [AF_INET, AF_INET6]) {
       const fd = sh.findFd(-1, family, port);
       if (fd < 0) continue;
+      sh.setBuffers(fd, bytes);
       const int = new Uint8Array(8);
-      new DataView(int.buffer).setInt32(0, bytes, true);
-      sh.c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, int, 4);
-      sh.c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, int, 4);
       const len = new Uint8Array(8);
       new DataView(len.buffer).setUint32(0, 4, true);
       sh.c.getsockopt(fd, SOL_SOCKET, SO_RCVBUF, int, len);

@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { bindUdp, resolveUdpImpl } from "./udp.ts";
-import { bindMmsg, formatIPv6, mmsgAvailable, mmsgStats, parseIP } from "./udp_mmsg.ts";
+import {
+  bindMmsg,
+  formatIPv6,
+  mmsgAvailable,
+  mmsgStats,
+  parseIP,
+  raiseUdpBuffers,
+} from "./udp_mmsg.ts";
 
 /** Resolves with `p`, or rejects after `ms`. */
 function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
@@ -175,5 +182,18 @@ Deno.test("mmsg: a train of equal datagrams goes segmented (GSO) and arrives as 
     sender.close();
     receiver.close();
     await Promise.all([sender.done, receiver.done]);
+  }
+});
+
+Deno.test("mmsg: as root, socket buffers are forced past net.core.rmem_max", async () => {
+  assert.equal(Deno.uid(), 0, "this test runs as root, as the proxy does on Fly");
+  const max = Number(Deno.readTextFileSync("/proc/sys/net/core/rmem_max").trim());
+  const sock = await bindMmsg("127.0.0.1", 0, () => {});
+  try {
+    // The kernel reports twice what was set; capped, it would report 2 × rmem_max.
+    assert.equal(raiseUdpBuffers(sock.port, 2 * max), 4 * max);
+  } finally {
+    sock.close();
+    await sock.done;
   }
 });
