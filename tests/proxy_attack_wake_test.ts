@@ -142,3 +142,37 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "proxy attack: a Machines API reply without end is refused at once, not read into memory",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const chunk = new TextEncoder().encode(`{"id":"x","pad":"${"a".repeat(60_000)}`);
+    let sent = 0;
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          pull(c) {
+            sent += chunk.length;
+            c.enqueue(chunk);
+          },
+        }),
+      ));
+    try {
+      const resolve = machinesApiResolver({
+        url: `http://127.0.0.1:${server.addr.port}`,
+        app: "app1",
+        timeoutMs: 10_000,
+      });
+      const t0 = performance.now();
+      const r = await resolve("good0000000001");
+      const ms = performance.now() - t0;
+      assert.equal(r.ok, false);
+      assert.ok(ms < 2_000, `answered after ${Math.round(ms)} ms`);
+      assert.ok(sent < 8 * 1024 * 1024, `read ${sent} bytes of the reply`);
+    } finally {
+      await server.shutdown();
+    }
+  },
+});

@@ -128,6 +128,48 @@ const WAKEABLE = new Set([
 /** States that mean the machine is gone. */
 const GONE = new Set(["destroyed", "destroying"]);
 
+/**
+ * Largest Machines API reply read (a machine's JSON is a few KiB): more is refused, not read, so
+ * a reply without end costs neither memory nor the lookup's whole deadline.
+ */
+const MAX_REPLY_BYTES = 256 * 1024;
+
+/** The body as text, or undefined when it is longer than `max` bytes or fails midway. */
+async function boundedText(res: Response, max: number): Promise<string | undefined> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      n += value.length;
+      if (n > max) return undefined;
+      chunks.push(value);
+    }
+  } catch {
+    return undefined;
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const all = new Uint8Array(n);
+  let o = 0;
+  for (const c of chunks) {
+    all.set(c, o);
+    o += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
 /** Printable ASCII only, bounded: API text goes into a client's CONNECTION_CLOSE and logs. */
 function inert(text: string, max = 200): string {
   return text.replace(/[^\x20-\x7e]/g, "?").slice(0, max);
@@ -185,7 +227,11 @@ export function machinesApiResolver(opts: {
       await res.body?.cancel();
       return { ok: false, reason: "error", detail: `machines API: HTTP ${res.status}` };
     }
-    const parsed = MachineReply.safeParse(await res.json().catch(() => null));
+    const text = await boundedText(res, MAX_REPLY_BYTES);
+    if (text === undefined) {
+      return { ok: false, reason: "error", detail: "machines API: reply too large or cut" };
+    }
+    const parsed = MachineReply.safeParse(parseJson(text));
     if (!parsed.success) return { ok: false, reason: "error", detail: "machines API: bad reply" };
     if (parsed.data.id !== id) {
       return { ok: false, reason: "unknown", detail: `reply names ${inert(parsed.data.id)}` };
@@ -218,7 +264,7 @@ export function machinesApiResolver(opts: {
       if (typeof res === "string") {
         return { ok: false, reason: "wake_failed", detail: `start: ${inert(res)}` };
       }
-      const body = await res.text().catch(() => "");
+      const body = await boundedText(res, MAX_REPLY_BYTES) ?? "";
       if (!res.ok) {
         const msg = (() => {
           try {
