@@ -131,11 +131,17 @@ class Shared {
   readonly recvHdrPtr: Deno.PointerValue;
   readonly recvNames: Uint8Array;
   readonly recvData: Uint8Array;
+  /** The receive arena's address, and views of its slots reused while a datagram's length repeats. */
+  readonly recvBase: number;
+  readonly recvViews: Uint8Array[] = [];
+  /** True while drain() hands out views of the receive arena (sends may point into it). */
+  draining = false;
   // Send arena.
   readonly sendHdrView: DataView;
   readonly sendHdrBase: bigint;
   readonly sendNames: Uint8Array;
   readonly sendData: Uint8Array;
+  readonly sendDataBase: number;
   readonly sendIovView: DataView;
   readonly sendFds = new Int32Array(SEND_SLOTS);
   readonly sendLens = new Int32Array(SEND_SLOTS);
@@ -168,6 +174,10 @@ class Shared {
     this.recvHdrPtr = Deno.UnsafePointer.of(recvHdr);
     this.recvNames = this.alloc(BATCH * NAME);
     this.recvData = this.alloc(BATCH * RECV_SLOT);
+    this.recvBase = Number(ptr(this.recvData));
+    for (let i = 0; i < BATCH; i++) {
+      this.recvViews.push(this.recvData.subarray(i * RECV_SLOT, i * RECV_SLOT));
+    }
     const iov = this.alloc(BATCH * 16);
     const iovView = new DataView(iov.buffer);
     for (let i = 0; i < BATCH; i++) {
@@ -185,6 +195,7 @@ class Shared {
     this.sendHdrBase = ptr(sendHdr);
     this.sendNames = this.alloc(SEND_SLOTS * NAME);
     this.sendData = this.alloc(SEND_SLOTS * SEND_SLOT);
+    this.sendDataBase = Number(ptr(this.sendData));
     const siov = this.alloc(SEND_SLOTS * 16);
     this.sendIovView = new DataView(siov.buffer);
     for (let i = 0; i < SEND_SLOTS; i++) {
@@ -235,6 +246,7 @@ class Shared {
       }
       mmsgStats.recvDatagrams += n;
       this.dispatching = true;
+      this.draining = true;
       try {
         for (let i = 0; i < n && !s.closed; i++) {
           const o = i * MMSG;
@@ -242,12 +254,13 @@ class Shared {
           // its buffer on the JS path: QUIC's integrity check then rejects it at the peer.
           const len = h.getUint32(o + 56, true);
           decodeName(s, this.recvNames.subarray(i * NAME, i * NAME + 28));
+          // A bulk transfer's datagrams share one length: its slot's view is reused, not remade.
+          let view = this.recvViews[i];
+          if (view.length !== len) {
+            view = this.recvViews[i] = this.recvData.subarray(i * RECV_SLOT, i * RECV_SLOT + len);
+          }
           try {
-            s.on(
-              this.recvData.subarray(i * RECV_SLOT, i * RECV_SLOT + len),
-              s.lastHost,
-              s.lastPort,
-            );
+            s.on(view, s.lastHost, s.lastPort);
           } catch (err) {
             s.onError?.(err); // a bug in the handler is reported; the socket keeps serving
           }
@@ -256,7 +269,9 @@ class Shared {
         this.dispatching = false;
         for (let i = 0; i < n; i++) h.setUint32(i * MMSG + 8, 28, true);
       }
+      // Before the next recvmmsg overwrites the arena: staged sends may point into it.
       this.flush();
+      this.draining = false;
       if (n < BATCH) return;
     }
   }
@@ -277,8 +292,19 @@ class Shared {
     this.sendLens[i] = data.length;
     this.sendDests[i] = s.dest;
     this.sendNames.set(s.dest, i * NAME);
-    this.sendData.set(data, i * SEND_SLOT);
-    // iov_len's high word stays 0 (set at start): no BigInt per datagram.
+    // A datagram just read into the receive arena is sent from where it lies (drain flushes
+    // before reading again); anything else is copied into this slot.
+    let base: number;
+    if (this.draining && data.buffer === this.recvData.buffer) {
+      base = this.recvBase + data.byteOffset;
+      mmsgStats.inPlaceSends++;
+    } else {
+      this.sendData.set(data, i * SEND_SLOT);
+      base = this.sendDataBase + i * SEND_SLOT;
+    }
+    // Numbers, not BigInts, per datagram (addresses stay below 2^53); iov_len's high word stays 0.
+    this.sendIovView.setUint32(i * 16, base % 0x1_0000_0000, true);
+    this.sendIovView.setUint32(i * 16 + 4, Math.floor(base / 0x1_0000_0000), true);
     this.sendIovView.setUint32(i * 16 + 8, data.length, true);
     this.sendHdrView.setUint32(i * MMSG + 8, s.dest.length, true);
     if (!this.dispatching && !this.flushQueued) {
@@ -445,6 +471,8 @@ export const mmsgStats = {
   sendDatagrams: 0,
   /** Segmented (GSO) messages among the sends, each carrying 2 to 64 datagrams. */
   gsoSends: 0,
+  /** Datagrams relayed straight from the receive arena, not copied into the send arena. */
+  inPlaceSends: 0,
 };
 
 function ptr(a: Uint8Array): bigint {

@@ -197,3 +197,39 @@ Deno.test("mmsg: as root, socket buffers are forced past net.core.rmem_max", asy
     await sock.done;
   }
 });
+
+Deno.test("mmsg: a relayed burst is sent from the receive arena, intact, in order, in GSO trains", async () => {
+  const got: Uint8Array[] = [];
+  let wake: (() => void) | undefined;
+  const sink = await bindMmsg("127.0.0.1", 0, (d) => {
+    got.push(d.slice());
+    wake?.();
+  });
+  // The relay sends each datagram on as it was handed over: a view of the receive arena.
+  const relay = await bindMmsg("127.0.0.1", 0, (d) => relay.send(d, "127.0.0.1", sink.port));
+  const client = await bindMmsg("127.0.0.1", 0, () => {});
+  try {
+    // Equal lengths (a bulk transfer's: views are reused, trains go as GSO), then mixed ones.
+    const sent: Uint8Array[] = [];
+    for (let i = 0; i < 300; i++) {
+      const d = crypto.getRandomValues(new Uint8Array(i < 200 ? 1200 : 1 + ((i * 131) % 1400)));
+      d[0] = i & 0xff;
+      sent.push(d);
+    }
+    const before = { ...mmsgStats };
+    for (let at = 0; at < sent.length; at += 100) {
+      for (const d of sent.slice(at, at + 100)) assert.ok(client.send(d, "127.0.0.1", relay.port));
+      while (got.length < at + 100) {
+        await within(5000, new Promise<void>((r) => wake = r), `relay ${got.length}/300`);
+      }
+    }
+    assert.deepEqual(got, sent);
+    // The first datagram of each wake comes through Deno's receive (its own buffer: copied).
+    const inPlace = mmsgStats.inPlaceSends - before.inPlaceSends;
+    assert.ok(inPlace >= 250, `only ${inPlace} of 300 relayed in place`);
+    assert.ok(mmsgStats.gsoSends > before.gsoSends, "no GSO train");
+  } finally {
+    for (const s of [sink, relay, client]) s.close();
+    await Promise.all([sink.done, relay.done, client.done]);
+  }
+});
