@@ -10,7 +10,7 @@
  *
  *   npx deno run -A bench/proxy_bench.ts [--mib 64] [--rounds 3] [--pings 2000]
  *     [--capacity-ms 3000] [--blasters 1] [--sessions 10000] [--impls mmsg,deno,node]
- *     [--endpoint-buffers transport|kernel|BYTES]
+ *     [--endpoint-buffers transport|kernel|BYTES] [--client-buffers transport|kernel|BYTES]
  *
  * The QUIC endpoints are fly-vault's own: init's listenQuic, and a client dialling with dialQuic's
  * options (BBR) and socket tuning (bench/proxy_endpoint.ts). `--endpoint-buffers kernel` puts
@@ -34,6 +34,9 @@ const { values } = parseArgs({
     "datagram": { type: "string", default: "1200" },
     blasters: { type: "string", default: "1" },
     "endpoint-buffers": { type: "string", default: "transport" },
+    // The client's alone (default: as the server's). A client not run as root gets at most
+    // net.core.rmem_max, often the 208 KiB default on a desktop: "kernel" stands for it.
+    "client-buffers": { type: "string" },
   },
 });
 const IMPLS = values.impls.split(",");
@@ -193,6 +196,7 @@ const result: Record<string, unknown> = {
   rounds: ROUNDS,
   pings: PINGS,
   endpoint_buffers: ENDPOINT_BUFFERS,
+  client_buffers: values["client-buffers"] ?? ENDPOINT_BUFFERS,
   server_socket: echo.first.buffers,
   load_average: Deno.loadavg(),
 };
@@ -209,7 +213,7 @@ for (const udp of MIB > 0 ? IMPLS : []) {
       port,
       serverName: `${MACHINE}.vault.internal`,
       caPem,
-      buffers: ENDPOINT_BUFFERS,
+      buffers: values["client-buffers"] ?? ENDPOINT_BUFFERS,
     });
     conns[name] = d.conn;
     result.client_socket = d.buffers;

@@ -7,9 +7,10 @@
  * whatever else the kernel holds is read in batches straight from the same descriptor, on the
  * main thread, into one receive arena shared by every socket (an idle session holds no extra
  * buffer). Each datagram is handed to its socket's callback as a view into the arena, valid until
- * the callback returns, as {@link OnDatagram} promises. Sends are copied into a shared send arena
- * and flushed with one `sendmmsg` per run of datagrams to the same socket after each batch (or at
- * the next microtask when sent from outside one). Under load a burst of 64 datagrams costs the
+ * the callback returns, as {@link OnDatagram} promises. Sends are staged in a shared send arena
+ * (a datagram relayed from the receive arena is not copied: its send points where it lies) and
+ * flushed with one `sendmmsg` per run of datagrams to the same socket after each batch, before
+ * the arena is read into again (or at the next microtask when sent from outside one). Under load a burst of 64 datagrams costs the
  * relay one promise and about three system calls instead of 64 promises and 128 calls.
  *
  * Measured against the alternatives (bench/proxy_bench.ts): waiting on an epoll set through a
