@@ -11,7 +11,10 @@
  * Every message carries a timestamp and an HMAC-SHA256 (truncated to 16
  * bytes) under a secret the peers share: a stranger can neither claim a
  * client nor inject packets as a peer, and a recorded message is refused
- * after {@link MAX_AGE_MS}.
+ * after {@link MAX_AGE_MS}. Within that window a recorded "open" or "close"
+ * replayed behind a newer one for the same client is ignored (the receiver
+ * keeps the sender's time of the one it applied); a replayed "packet" is a
+ * duplicate QUIC packet, which the machine discards.
  *
  * Layout: "VPR1" | op u8 | sender id (8) | time ms u64 | mac (16) | body.
  * Bodies: packet = addr | datagram; open = addr | n u8 | n × (len u8 | cid);
@@ -82,7 +85,7 @@ export function decodePeer(
   buf: Uint8Array,
   secret: Uint8Array,
   now = Date.now(),
-): { sender: string; message: PeerMessage } | undefined {
+): { sender: string; at: number; message: PeerMessage } | undefined {
   if (buf.length < HEAD + 3) return undefined;
   for (let i = 0; i < 4; i++) if (buf[i] !== MAGIC[i]) return undefined;
   const want = mac(secret, buf);
@@ -99,7 +102,7 @@ export function decodePeer(
   p += 2;
   switch (buf[4]) {
     case 1:
-      return { sender, message: { op: "packet", host, port, data: buf.subarray(p) } };
+      return { sender, at, message: { op: "packet", host, port, data: buf.subarray(p) } };
     case 2: {
       if (p >= buf.length) return undefined;
       const n = buf[p++];
@@ -111,10 +114,10 @@ export function decodePeer(
         cids.push(buf.subarray(p, p + l));
         p += l;
       }
-      return { sender, message: { op: "open", host, port, cids } };
+      return { sender, at, message: { op: "open", host, port, cids } };
     }
     case 3:
-      return { sender, message: { op: "close", host, port } };
+      return { sender, at, message: { op: "close", host, port } };
     default:
       return undefined;
   }

@@ -289,6 +289,8 @@ interface Remote {
   /** The holder's peer socket (where its announcement came from). */
   peer: { hostname: string; port: number };
   sender: string;
+  /** The sender's time on the "open" that made this entry: older control messages are replays. */
+  openedAt: number;
   cids: string[];
   seen: number;
 }
@@ -691,9 +693,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     }
     if (m.op === "close") {
       const r = remotes.get(key);
-      if (r && r.sender === d.sender) forgetRemote(r);
+      // A close older than the open in force is a recorded message played again: ignored.
+      if (r && r.sender === d.sender && d.at > r.openedAt) forgetRemote(r);
       return;
     }
+    const old = remotes.get(key);
+    if (old && old.sender === d.sender && d.at < old.openedAt) return; // a replayed older open
     // "open": the sender holds this client. Two proxies that both routed the client's Initials
     // (a retransmit landed on the other) keep one session: the one the machine answered (it has
     // learned CIDs), else the one of the lower proxy id.
@@ -703,7 +708,6 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       closeSession(local, "peer_holds");
     }
     const p = pendings.get(key);
-    const old = remotes.get(key);
     if (old) forgetRemote(old);
     // The same connection under a new client address (it migrated at the holder): the new "open"
     // replaces the old one at once, so its CIDs are never unrouted in between.
@@ -716,6 +720,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       key,
       peer: { hostname: fromHost, port: fromPort },
       sender: d.sender,
+      openedAt: d.at,
       cids: [],
       seen: now(),
     };
