@@ -1,15 +1,29 @@
 /**
  * fly-vault: the client. Parses flags and calls src/client; nothing else.
- * Start-up matters (every `exec` pays it): see src/client/cli.ts for the fast path.
+ * Start-up matters (every `exec` pays it): an exec through a live master goes
+ * out before the rest of the client is loaded (src/client/master_fast.ts);
+ * see src/client/cli.ts for the fast parser.
  */
-// First: it must run before any zod schema is built.
-import "../src/client/zod_jitless.ts";
-import { ensureCleanTrustStore } from "../src/client/trust.ts";
-import { main } from "../src/client/cli.ts";
+import { fastExecArgv } from "../src/client/cli.ts";
+import { fastExec } from "../src/client/master_fast.ts";
 import { mark } from "../src/client/timing.ts";
+// Not transport/mod.ts (it loads the whole transport): the check alone.
+import { trustPollution } from "../src/transport/trust_env.ts";
 
 mark("client.loaded");
-
+const fast = fastExecArgv(Deno.args);
+// A polluted trust store takes the usual path, which restarts the program clean.
+if (fast && trustPollution().length === 0) {
+  const status = await fastExec(fast);
+  if (status !== null) {
+    mark("client.done");
+    Deno.exit(status);
+  }
+}
+// First: it must run before any zod schema is built.
+await import("../src/client/zod_jitless.ts");
+const { ensureCleanTrustStore } = await import("../src/client/trust.ts");
+const { main } = await import("../src/client/cli.ts");
 // Before anything can dial: a pin must be the only CA a vault connection trusts.
 await ensureCleanTrustStore();
 const status = await main(Deno.args);

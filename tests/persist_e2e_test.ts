@@ -497,10 +497,22 @@ Deno.test("persist: an exec through the master pays no proof-of-life round trip,
     assert.equal(r.stdout, "fast\n");
     assert.match(r.stderr, /using the master for demo/);
     assert.equal(events(m.logs, "auth.attempt").length, auths, "went through the master");
+    // The fast path: one unix round trip, no hello, forwarded at once with an exec id.
+    assert.equal(events(rd.logLines(), "master.hello").length, 0);
+    const streams = events(rd.logLines(), "master.stream");
+    assert.deepEqual(streams.at(-1), { ...streams.at(-1), eager: true, fast: true });
+    // The usual path (an -e command loads the client first): its hello asks for no proof either.
+    const env2 = await run(["exec", "-n", "-e", "X=y", "demo", "--", "echo $X"]);
+    assert.equal(env2.code, 0, env2.stderr);
+    assert.equal(env2.stdout, "y\n");
     const hellos = events(rd.logLines(), "master.hello");
     assert.deepEqual(hellos.at(-1), { ...hellos.at(-1), eager: true, proof_first: false });
-    const streams = events(rd.logLines(), "master.stream");
-    assert.equal(streams.at(-1).eager, true, "forwarded at once, carrying an exec id");
+    assert.deepEqual(events(rd.logLines(), "master.stream").at(-1), {
+      ...events(rd.logLines(), "master.stream").at(-1),
+      eager: true,
+      fast: false,
+    });
+    assert.equal(events(m.logs, "auth.attempt").length, auths, "went through the master");
     // A command that needs the vault's state fresh still asks first.
     const st = await run(["status", "demo"]);
     assert.equal(st.code, 0, st.stderr);

@@ -58,13 +58,15 @@ export async function runExec(
   req: Omit<ExecRequest, "type">,
   io: ExecIo,
   signals?: { subscribe(forward: (signal: string) => void): () => void },
+  opts: { requestSent?: boolean } = {},
 ): Promise<number> {
   const reader = new FrameReader(stream.readable);
   const writer = new FrameWriter(stream.writable);
   // Through a master that takes it without a proof of life first: an id init runs once.
   const id = req.tty ? undefined : (stream as { execId?: () => string | undefined }).execId?.();
   mark("client.exec_sent");
-  await writer.send({ type: "exec", ...req, ...(id ? { id } : {}) });
+  // The fast path (master_fast.ts) sent the request before this module was loaded.
+  if (!opts.requestSent) await writer.send({ type: "exec", ...req, ...(id ? { id } : {}) });
   const first = await reader.message(SessionOutput, "exec start");
   mark("client.exec_started");
   if (first.type === "error") throw execError(first, req.shell);
@@ -119,4 +121,27 @@ export async function runExec(
     await writer.close();
     void upload;
   }
+}
+
+/**
+ * The terminal's signals as exec forwards them: the first Ctrl-C (or TERM/HUP)
+ * goes to the remote command; a second one leaves.
+ */
+export function forwardedSignals(): { subscribe(forward: (signal: string) => void): () => void } {
+  return {
+    subscribe(forward) {
+      const listeners: Array<() => void> = [];
+      const seen = new Set<string>();
+      for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+        const handler = () => {
+          if (seen.has(sig)) Deno.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 })[sig]);
+          seen.add(sig);
+          forward(sig);
+        };
+        Deno.addSignalListener(sig, handler);
+        listeners.push(() => Deno.removeSignalListener(sig, handler));
+      }
+      return () => listeners.forEach((off) => off());
+    },
+  };
 }

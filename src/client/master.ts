@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { VaultError } from "../errors/mod.ts";
 import {
   type AuthOk,
@@ -37,6 +37,7 @@ import {
 import { lookupKnownVault, ownDenoArgv, type VaultConnection } from "../transport/mod.ts";
 import {
   type ClientConfig,
+  configPath,
   DEFAULT_PERSIST_MS,
   getVault,
   loadConfig,
@@ -45,6 +46,8 @@ import {
 } from "./config.ts";
 import type { VaultSession } from "./connect.ts";
 import { mark } from "./timing.ts";
+import type { ExecInvocation } from "./cli.ts";
+import { fastKey, fileDigest, MASTER_WIRE } from "./master_fast.ts";
 
 /** Where a vault's master lives. */
 export interface MasterPaths {
@@ -55,11 +58,6 @@ export interface MasterPaths {
   starting: string;
 }
 
-/**
- * The unix-socket wire's version, part of the socket's name (as is this
- * module's location): a client never talks to a master of another build.
- */
-const MASTER_WIRE = 1;
 const LIMIT_HEADER = 64 * 1024;
 /** A master is local: a live one answers at once, even on a busy machine. */
 const HELLO_TIMEOUT_MS = 3_000;
@@ -532,10 +530,12 @@ function relayedStream(o: {
   execIds: boolean;
   ownStream: () => Promise<ByteStream>;
   say: (why: string) => void;
+  /** Opened already (the fast path): the master said ok to an exec whose request, with `id`, went. */
+  pre?: { conn: Deno.UnixConn; request: Uint8Array; id: string };
 }): ByteStream & { execId(): string | undefined } {
-  let id: string | undefined;
+  let id: string | undefined = o.pre?.id;
   let heard = false;
-  let kept: Uint8Array[] | null = [];
+  let kept: Uint8Array[] | null = o.pre ? [o.pre.request] : [];
   let keptBytes = 0;
   let endWritten = false;
   type Side = {
@@ -593,6 +593,11 @@ function relayedStream(o: {
     answered.catch(() => {});
     return { ...sideOf(s), answered, direct: false };
   };
+  if (o.pre) {
+    const s = connStream(o.pre.conn, { onClosed: () => o.open.delete(s), framed: "write" });
+    o.open.add(s);
+    side = Promise.resolve({ ...sideOf(s), answered: Promise.resolve(), direct: false });
+  }
   const current = () => side ??= viaMaster().catch(() => own());
   /** The master's stream failed before the vault's first word: the same bytes, on our own. */
   const switchOver = (why: string) => {
@@ -689,6 +694,72 @@ function relayedStream(o: {
       return id;
     },
   };
+}
+
+/**
+ * The rest of master_fast.ts's exec, once the master took it: the relayed
+ * stream (sent again on our own connection if it fails before the vault's
+ * first word), then the command as execCommand runs it. Resolves to the exit
+ * status, errors reported as the usual path reports them.
+ */
+export async function runFastExec(
+  conn: Deno.UnixConn,
+  request: Uint8Array,
+  id: string,
+  inv: ExecInvocation,
+  exec: typeof import("./exec.ts"),
+): Promise<number> {
+  const flags = inv.globals;
+  let direct: Promise<VaultSession> | undefined;
+  const open = new Set<{ close(): void }>();
+  const stream = relayedStream({
+    socket: "",
+    tag: StreamTag.exec,
+    open,
+    execIds: true,
+    pre: { conn, request, id },
+    ownStream: async () => {
+      const { openSession } = await import("./commands.ts");
+      direct ??= openSession(inv.vault, { ...flags, persist: false });
+      return (await direct).openStream(StreamTag.exec);
+    },
+    say: (why) => {
+      if (flags.verbose) {
+        console.error(`fly-vault: master for ${inv.vault} ${why}; connecting directly`);
+      }
+    },
+  });
+  try {
+    return await exec.runExec(
+      stream,
+      {
+        argv: inv.shell ? [inv.argv.join(" ")] : inv.argv,
+        ...(inv.shell ? { shell: true as const } : {}),
+        env: {},
+        cwd: inv.cwd,
+        tty: false,
+      },
+      {
+        stdin: inv.noStdin ? undefined : Deno.stdin.readable,
+        stdout: Deno.stdout.writable,
+        stderr: Deno.stderr.writable,
+      },
+      exec.forwardedSignals(),
+      { requestSent: true },
+    );
+  } catch (err) {
+    const { formatError } = await import("../errors/mod.ts");
+    // As runExecInvocation: a command that could not start in the vault is 1, not 255.
+    if ((err as { code?: string }).code === "exec.no_cwd") {
+      console.error(formatError(err));
+      return 1;
+    }
+    const { reportError } = await import("./commands.ts");
+    return reportError(err);
+  } finally {
+    for (const s of open) s.close();
+    if (direct) await (await direct.catch(() => null))?.close();
+  }
 }
 
 /** Spawns `fly-vault master NAME --serve` detached, unless another client just did. */
@@ -882,6 +953,8 @@ export async function serveMaster(
     onEvent: (e: { type: string }) => void,
   ) => Promise<VaultSession>,
 ): Promise<number> {
+  // The bytes this master is made from, for its fast name (master_fast.ts).
+  const configDigest = await fileDigest(configPath(flags.config));
   const config = await loadConfig(flags.config);
   const vault = getVault(config, name);
   const persistMs = persistMsOf(config, name, vault) || DEFAULT_PERSIST_MS;
@@ -939,6 +1012,25 @@ export async function serveMaster(
   Deno.renameSync(tmp, paths.socket);
   const ino = Deno.lstatSync(paths.socket).ino;
   await dropStarting();
+  // The fast name: a link to our socket named by the raw bytes we were made from (and the pin
+  // as now written), made only when config.toml is still what we loaded.
+  let fastAlias: string | undefined;
+  try {
+    const fast = await fastKey({ configPath: resolve(config.path), vault: name });
+    if (
+      fast && fast.dir === paths.dir && configDigest !== null &&
+      await fileDigest(configPath(flags.config)) === configDigest
+    ) {
+      const alias = join(paths.dir, `${fast.key}.fast`);
+      const tmpAlias = `${alias}.${Deno.pid}`;
+      await Deno.remove(tmpAlias).catch(() => {});
+      Deno.symlinkSync(basename(paths.socket), tmpAlias);
+      Deno.renameSync(tmpAlias, alias);
+      fastAlias = alias;
+    }
+  } catch (err) {
+    log("master.no_fast_name", { error: String((err as Error).message) });
+  }
   const peers = linuxPeerCheck(log);
   log("master.listening", { socket: paths.socket, peer_check: !!peers });
 
@@ -957,6 +1049,11 @@ export async function serveMaster(
     clearTimeout(idleTimer);
     try {
       if (Deno.lstatSync(paths.socket).ino === ino) Deno.removeSync(paths.socket);
+    } catch { /* gone */ }
+    try {
+      if (fastAlias && Deno.readLinkSync(fastAlias) === basename(paths.socket)) {
+        Deno.removeSync(fastAlias);
+      }
     } catch { /* gone */ }
     try {
       listener.close();
@@ -1127,12 +1224,17 @@ export async function serveMaster(
         hellos.delete(conn);
         return conn.close();
       }
-      if (op === "stream") {
-        const tag = Number(req.tag);
+      if (op === "stream" || op === "exec") {
+        // "exec": master_fast.ts's one round trip (no hello), its request following at once.
+        const tag = op === "exec" ? StreamTag.exec : Number(req.tag);
+        if (op === "exec" && !execIds) {
+          await refuse(conn, "master.no_exec_ids", "this vault's init predates exec ids");
+          return conn.close();
+        }
         if (!isStreamTag(tag) || tag === StreamTag.control || tag === StreamTag.attest) {
           return void await refuse(conn, "master.bad_tag", `stream tag ${tag} cannot be relayed`);
         }
-        const eager = req.eager === true && execIds && tag === StreamTag.exec;
+        const eager = (op === "exec" || req.eager === true) && execIds && tag === StreamTag.exec;
         // A stream without proof of life first (an exec with an id): when the vault does not
         // answer a ping in time and nothing came down yet, the client's connection is closed
         // and the client sends the same request on its own connection (init runs it once).
@@ -1170,8 +1272,8 @@ export async function serveMaster(
           return conn.close();
         }
         streams++;
-        log("master.stream", { tag, n: streams, eager });
-        await reply(conn, { ok: true });
+        log("master.stream", { tag, n: streams, eager, fast: op === "exec" });
+        await reply(conn, { ok: true, pid: Deno.pid });
         try {
           await relay(conn, stream, tag, log, eager ? { signal: watch.signal, answered } : {});
         } finally {
