@@ -15,7 +15,7 @@ import {
   StreamTag,
 } from "../protocol/mod.ts";
 import { createEscapeParser, ESCAPE_HELP } from "./escape.ts";
-import { type LocalTerminal, processTerminal, withRawTerminal } from "./terminal.ts";
+import { type LocalTerminal, processTerminal, terminalInput, withRawTerminal } from "./terminal.ts";
 
 /** Opens a stream of kind `tag` on the current connection (tag byte already written). */
 export type OpenStream = (tag: StreamTag) => Promise<ByteStream>;
@@ -132,7 +132,7 @@ async function consoleLoop(
   opts: ConsoleOptions,
   terminal: LocalTerminal,
 ): Promise<ConsoleResult> {
-  const stdin = opts.stdin ?? Deno.stdin.readable;
+  const stdin = opts.stdin ?? terminalInput();
   const out = (opts.stdout ?? Deno.stdout.writable).getWriter();
   const term = opts.term ?? Deno.env.get("TERM") ?? "xterm-256color";
   const status = opts.onStatus ??

@@ -9,7 +9,7 @@ import { VaultError } from "../errors/mod.ts";
 import { FrameReader, FrameWriter, SessionOutput, StreamTag } from "../protocol/mod.ts";
 import type { OpenStream } from "./client.ts";
 import { createEscapeParser, ESCAPE_HELP } from "./escape.ts";
-import { type LocalTerminal, processTerminal, withRawTerminal } from "./terminal.ts";
+import { type LocalTerminal, processTerminal, terminalInput, withRawTerminal } from "./terminal.ts";
 import { execError } from "../client/exec.ts";
 
 /** What to run. */
@@ -58,7 +58,7 @@ export async function runExecTty(
       rows: size.rows,
     });
     const out = (opts.stdout ?? Deno.stdout.writable).getWriter();
-    const stdinReader = (opts.stdin ?? Deno.stdin.readable).getReader();
+    const stdinReader = (opts.stdin ?? terminalInput()).getReader();
     let detached = false;
     const parser = createEscapeParser();
     const keyboard = (async () => {

@@ -14,7 +14,7 @@ export {
 } from "./sessions.ts";
 export { type ConsoleOptions, type ConsoleResult, type OpenStream, runConsole } from "./client.ts";
 export { createEscapeParser, ESCAPE_HELP, type EscapeEvent, type EscapeParser } from "./escape.ts";
-export { type LocalTerminal, processTerminal, withRawTerminal } from "./terminal.ts";
+export { type LocalTerminal, processTerminal, terminalInput, withRawTerminal } from "./terminal.ts";
 export {
   createInteractiveHandlers,
   type HandlerContext,
