@@ -29,7 +29,10 @@
  *   burst 40); beyond, new clients are refused ("machine_rate") and existing sessions carry on.
  *   A session whose client never answers the machine's first flight (sends only Initials) is
  *   closed after `handshakeTimeoutMs` (10 s). So a handshake flood reaches a machine at 10
- *   handshakes a second, not at the attacker's rate, and init's memory stays bounded.
+ *   handshakes a second, not at the attacker's rate, and init's memory stays bounded. A client
+ *   can fake that answer (a Handshake packet's type bits are clear text), so a session whose
+ *   machine has sent nothing for `idleTimeoutMs` is closed too, whatever its client sends: only
+ *   a connection the machine keeps alive keeps its socket.
  * - Machine lookups in flight: `maxResolving` (64), so random machine ids cannot open
  *   unbounded Machines API or DNS requests (file descriptors again).
  * - Logs: refusals and session open/close are logged at most 20 a second, the rest counted in
@@ -114,7 +117,10 @@ export interface ProxyLimits {
    * slot and refuse every new client for good.
    */
   resolveTimeoutMs: number;
-  /** A session with no datagram either way for this long is closed. */
+  /**
+   * A session with no datagram either way for this long is closed; so is one whose machine has
+   * sent nothing for this long, whatever its client sends ("machine_silent").
+   */
   idleTimeoutMs: number;
   /** A pending client that has not completed its ClientHello in this time is forgotten. */
   pendingTimeoutMs: number;
@@ -247,6 +253,11 @@ interface Session {
   up: UdpSocket;
   opened: number;
   lastSeen: number;
+  /**
+   * The machine's last datagram (or the session's opening). A client alone cannot keep a session
+   * (an upstream socket) open: a live QUIC connection always has the machine talking too.
+   */
+  lastFromMachine: number;
   machineId: string;
   /** The client sent something beyond Initials: it answered the machine's first flight. */
   confirmed: boolean;
@@ -795,7 +806,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       if (fp !== s.backend.port || !sameHost(fh, s.backend.hostname)) {
         return drop("upstream_stranger");
       }
-      s.lastSeen = now();
+      s.lastSeen = s.lastFromMachine = now();
       if (s.waitingSince !== 0) {
         s.waitingSince = 0;
         if (s.initialWaiting) {
@@ -937,6 +948,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       up: undefined as unknown as UdpSocket,
       opened: t0,
       lastSeen: t0,
+      lastFromMachine: t0,
       machineId: id,
       confirmed: false,
       dcid: p.dcid,
@@ -982,7 +994,11 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       return refuse(p, host, port, "full", "proxy is full");
     }
     const t = now();
-    s.opened = s.lastSeen = s.lastReroute = t;
+    s.opened =
+      s.lastSeen =
+      s.lastFromMachine =
+      s.lastReroute =
+        t;
     forget(p);
     sessions.set(key, s);
     inc(sessionsBySource, host, 1);
@@ -1143,6 +1159,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     const t = now();
     for (const s of sessions.values()) {
       if (t - s.lastSeen > limits.idleTimeoutMs) closeSession(s, "idle");
+      else if (t - s.lastFromMachine > limits.idleTimeoutMs) closeSession(s, "machine_silent");
       else if (!s.confirmed && t - s.opened > limits.handshakeTimeoutMs) {
         closeSession(s, "handshake_timeout");
       }
