@@ -176,3 +176,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "proxy: a stopped machine started a moment later is routed at once (not a cached refusal)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const machine = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.78", port: 8443 });
+    const machines = {
+      late0000000001: { id: "late0000000001", state: "stopped", private_ip: "127.0.0.78" },
+    };
+    const api = await startFakeApi("app1", machines);
+    const proxy = await startProxy({
+      listen: { hostname: "127.0.0.1", port: 0 },
+      resolver: cachedResolver(machinesApiResolver({ url: api.url, app: "app1" })),
+      log: quiet,
+    });
+    const client = udpOn();
+    try {
+      assert.ok(await askOnce(proxy.port, "late0000000001"), "refused while stopped");
+      assert.equal(proxy.stats.refusals.stopped, 1);
+      machines.late0000000001.state = "started"; // fly-vault wake
+      await sendTo(client, initialFor("late0000000001"), proxy.port);
+      assert.ok(await receiveWithin(machine, 3_000), "routed right after the start");
+    } finally {
+      client.close();
+      await proxy.close();
+      await api.close();
+      machine.close();
+    }
+  },
+});

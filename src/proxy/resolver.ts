@@ -343,7 +343,7 @@ export function withApiFallback(primary: Resolver, api: Resolver): Resolver {
 export interface CacheOptions {
   /** How long a route is kept (default 30 s). */
   ttlMs?: number;
-  /** How long a refusal ("unknown", "stopped", "wake_failed") is kept (default 5 s). */
+  /** How long a refusal ("unknown", "wake_failed") is kept (default 5 s). */
   negativeTtlMs?: number;
   /** Entries at most (default 10,000). */
   max?: number;
@@ -373,9 +373,10 @@ export interface CacheOptions {
 }
 
 /**
- * Caches answers: hits for `ttlMs`; refusals ("unknown", "stopped", "wake_failed") for
- * `negativeTtlMs`, so neither a flood of bogus ids nor clients of a machine that will not start
- * become a flood of lookups or start requests; errors not at all. Concurrent lookups of one id
+ * Caches answers: hits for `ttlMs`; refusals ("unknown", "wake_failed") for `negativeTtlMs`, so
+ * neither a flood of bogus ids nor clients of a machine that will not start become a flood of
+ * lookups or start requests; "stopped" (a machine the user may start any moment) and errors not
+ * at all, the miss rate bounds them. Concurrent lookups of one id
  * share one request. Misses are rate-bounded in all and per source prefix (answered "busy"
  * beyond). At most `max` entries. `invalidate(id)` forgets the id's answer (the proxy calls it
  * when a route gets no answer).
@@ -442,7 +443,8 @@ export function cachedResolver(inner: Resolver, opts: CacheOptions = {}): Resolv
     const p = Promise.race([answer, deadline]).then((r) => {
       clearTimeout(timer);
       if (inflight.get(id) === p) inflight.delete(id);
-      if (r.ok || r.reason === "unknown" || r.reason === "stopped" || r.reason === "wake_failed") {
+      // Not "stopped": `fly-vault wake` then connect must find the machine started at once.
+      if (r.ok || r.reason === "unknown" || r.reason === "wake_failed") {
         if (cache.size >= max) cache.delete(cache.keys().next().value!);
         // A wake happened once: later hits are plain routes, not wakes again (machine_woken
         // logged and counted for every session opened within the TTL).
