@@ -11,6 +11,7 @@
  *   npx deno run -A bench/proxy_bench.ts [--mib 64] [--rounds 3] [--pings 2000]
  *     [--capacity-ms 3000] [--blasters 1] [--sessions 10000] [--impls mmsg,deno,node]
  *     [--endpoint-buffers transport|kernel|BYTES] [--client-buffers transport|kernel|BYTES]
+ *     [--proxy-nice 0]
  *
  * The QUIC endpoints are fly-vault's own: init's listenQuic, and a client dialling with dialQuic's
  * options (BBR) and socket tuning (bench/proxy_endpoint.ts). `--endpoint-buffers kernel` puts
@@ -37,6 +38,10 @@ const { values } = parseArgs({
     // The client's alone (default: as the server's). A client not run as root gets at most
     // net.core.rmem_max, often the 208 KiB default on a desktop: "kernel" stands for it.
     "client-buffers": { type: "string" },
+    // The relay's scheduling priority for the bulk runs (nice, negative: ahead of the endpoints).
+    // A relay host of its own never waits for a core behind the endpoints; this box's two cores
+    // are shared by client, server and relay, and a relay that waits holds a standing queue.
+    "proxy-nice": { type: "string", default: "0" },
   },
 });
 const IMPLS = values.impls.split(",");
@@ -45,6 +50,7 @@ const CAPACITY_MS = Number(values["capacity-ms"]);
 const DATAGRAM = Number(values.datagram);
 const BLASTERS = Number(values.blasters);
 const MIB = Number(values.mib);
+const PROXY_NICE = Number(values["proxy-nice"]);
 const PINGS = Number(values.pings);
 const SESSIONS = Number(values.sessions);
 const CHILD = fileURLToPath(new URL("./proxy_child.ts", import.meta.url));
@@ -56,9 +62,11 @@ interface Child {
   ask(what?: string): Promise<Record<string, unknown>>;
 }
 
-async function spawn(args: string[]): Promise<Child> {
-  const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", "--v8-flags=--expose-gc", CHILD, ...args],
+async function spawn(args: string[], nice = 0): Promise<Child> {
+  const argv = [Deno.execPath(), "run", "-A", "--quiet", "--v8-flags=--expose-gc", CHILD, ...args];
+  if (nice !== 0) argv.unshift("nice", "-n", String(nice));
+  const proc = new Deno.Command(argv[0], {
+    args: argv.slice(1),
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
@@ -180,6 +188,79 @@ async function rtts(conn: Deno.QuicConn, n: number): Promise<number[]> {
   return out;
 }
 
+/** Bytes waiting in each UDP socket's receive queue now, by local port (/proc/net/udp{,6}). */
+function rxQueues(): Map<number, number> {
+  const q = new Map<number, number>();
+  for (const f of ["/proc/net/udp", "/proc/net/udp6"]) {
+    for (const l of Deno.readTextFileSync(f).split("\n").slice(1)) {
+      const x = l.trim().split(/\s+/);
+      if (x.length < 5) continue;
+      const port = parseInt(x[1].split(":").at(-1)!, 16);
+      q.set(port, (q.get(port) ?? 0) + parseInt(x[4].split(":")[1], 16));
+    }
+  }
+  return q;
+}
+
+/**
+ * Where a transfer's data waits: the mean receive queue (KiB) of each socket of interest,
+ * sampled every 10 ms while `run` runs. The socket whose reader is the bottleneck holds the
+ * standing queue.
+ */
+async function queuesDuring<T>(
+  ports: Record<string, number>,
+  run: () => Promise<T>,
+): Promise<{ value: T; queues_kib: Record<string, number> }> {
+  const sums: Record<string, number> = {};
+  let samples = 0;
+  const timer = setInterval(() => {
+    const q = rxQueues();
+    samples++;
+    for (const [name, port] of Object.entries(ports)) {
+      sums[name] = (sums[name] ?? 0) + (port < 0 ? 0 : q.get(port) ?? 0);
+    }
+  }, 10);
+  try {
+    const value = await run();
+    const queues_kib: Record<string, number> = {};
+    for (const [name, sum] of Object.entries(sums)) {
+      queues_kib[name] = Math.round(sum / Math.max(1, samples) / 1024);
+    }
+    return { value, queues_kib };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/**
+ * Round trips of 32-byte pings on a second stream while a bulk transfer runs on the same
+ * connection: the queueing a hop adds under load, which bounds a window-limited transfer.
+ */
+async function loadedRtts(conn: Deno.QuicConn, bytes: number) {
+  let running = true;
+  const pinging = (async () => {
+    const { s, w } = await stream(conn);
+    const r = s.readable.getReader({ mode: "byob" });
+    const msg = new Uint8Array(32).fill(1);
+    const out: number[] = [];
+    while (running) {
+      const t0 = performance.now();
+      await w.write(msg);
+      for (let have = 0; have < 32;) {
+        const { value, done } = await r.read(new Uint8Array(32 - have));
+        if (done) throw new Error("stream ended");
+        have += value.length;
+      }
+      out.push((performance.now() - t0) * 1000);
+    }
+    await w.close();
+    return out;
+  })();
+  const mib = await bulk(conn, bytes);
+  running = false;
+  return { mib, rtts: await pinging };
+}
+
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return Math.round(s[Math.min(s.length - 1, Math.floor(p * s.length))]);
@@ -198,6 +279,7 @@ const result: Record<string, unknown> = {
   pings: PINGS,
   endpoint_buffers: ENDPOINT_BUFFERS,
   client_buffers: values["client-buffers"] ?? ENDPOINT_BUFFERS,
+  proxy_nice: PROXY_NICE,
   server_socket: echo.first.buffers,
   load_average: Deno.loadavg(),
 };
@@ -205,7 +287,7 @@ const result: Record<string, unknown> = {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 for (const udp of MIB > 0 ? IMPLS : []) {
-  const proxy = await spawn(["proxy", udp, "127.0.0.1", String(echoPort)]);
+  const proxy = await spawn(["proxy", udp, "127.0.0.1", String(echoPort)], PROXY_NICE);
   try {
     const proxyPort = proxy.first.port as number;
     const paths = { direct: echoPort, proxy: proxyPort };
@@ -257,6 +339,22 @@ for (const udp of MIB > 0 ? IMPLS : []) {
       }
       for (const name of names) times[name].push(...await rtts(conns[name], PINGS / ROUNDS));
     }
+    // One more bulk per path with pings beside it.
+    const loaded: Record<string, { mib: number; rtts: number[] }> = {};
+    const queues: Record<string, Record<string, number>> = {};
+    for (const name of names) {
+      const ports: Record<string, number> = {
+        server: echoPort,
+        client: conns[name].endpoint.addr.port,
+      };
+      if (name === "proxy") {
+        ports.proxy_front = proxyPort;
+        ports.proxy_upstream = (await proxy.ask("upstream")).upstreamPort as number ?? -1;
+      }
+      const q = await queuesDuring(ports, () => loadedRtts(conns[name], MIB * 2 ** 20));
+      loaded[name] = q.value;
+      queues[name] = q.queues_kib;
+    }
     const r: Record<string, Record<string, number>> = {};
     for (const name of names) {
       r[name] = {
@@ -267,6 +365,10 @@ for (const udp of MIB > 0 ? IMPLS : []) {
         bulk_cpu_cores: Math.round(median(cores[name]) * 100) / 100,
         rtt_p50_us: pct(times[name], 0.5),
         rtt_p99_us: pct(times[name], 0.99),
+        loaded_mib_s: Math.round(loaded[name].mib),
+        loaded_rtt_p50_us: pct(loaded[name].rtts, 0.5),
+        loaded_pings: loaded[name].rtts.length,
+        loaded_rx_queues_kib: queues[name] as unknown as number,
       };
       conns[name].close();
     }

@@ -31,6 +31,25 @@ function cpuSeconds(): number {
   return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
 }
 
+/** Local ports of this process's UDP sockets (its fds' inodes, matched in /proc/net/udp{,6}). */
+function ownUdpPorts(): number[] {
+  const inodes = new Set<string>();
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/self/fd/${e.name}`));
+      if (m) inodes.add(m[1]);
+    } catch { /* closed since the listing */ }
+  }
+  const ports: number[] = [];
+  for (const f of ["/proc/net/udp", "/proc/net/udp6"]) {
+    for (const l of Deno.readTextFileSync(f).split("\n").slice(1)) {
+      const x = l.trim().split(/\s+/);
+      if (x.length > 9 && inodes.has(x[9])) ports.push(parseInt(x[1].split(":").at(-1)!, 16));
+    }
+  }
+  return ports;
+}
+
 /** CPU seconds this process has spent in user mode (JS and libraries, not the kernel). */
 function userSeconds(): number {
   return Number(Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ")[11]) / 100;
@@ -116,6 +135,16 @@ if (mode === "echo") {
       gc();
       gc();
     }
-    return { ...proxy.stats, cpu_s: cpuSeconds(), user_s: userSeconds(), mmsg: { ...mmsgStats } };
+    // "upstream": the port of the (one) session's upstream socket, for queue sampling.
+    const upstreamPort = line === "upstream"
+      ? ownUdpPorts().find((p) => p !== proxy.port)
+      : undefined;
+    return {
+      ...proxy.stats,
+      cpu_s: cpuSeconds(),
+      user_s: userSeconds(),
+      mmsg: { ...mmsgStats },
+      upstreamPort,
+    };
   });
 }
