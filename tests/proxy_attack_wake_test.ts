@@ -207,3 +207,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "proxy: a failed wake tells the client why without the Machines API's address or app, and logs the cause in full",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const api = await startFakeApi("internal-app", {
+      asleep00000001: { id: "asleep00000001", state: "suspended", private_ip: "127.0.0.1" },
+    });
+    // The start goes to a closed port: a real connection error, whose message names the URL.
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const closedPort = (closed.addr as Deno.NetAddr).port;
+    closed.close();
+    const resolve = machinesApiResolver({
+      url: api.url,
+      app: "internal-app",
+      wake: true,
+      fetch: (input, init) => {
+        const url = String(input);
+        return fetch(
+          url.endsWith("/start") ? url.replace(api.url, `http://127.0.0.1:${closedPort}`) : url,
+          init,
+        );
+      },
+    });
+    try {
+      const r = await resolve("asleep00000001");
+      assert.ok(!r.ok && r.reason === "wake_failed", JSON.stringify(r));
+      assert.doesNotMatch(r.detail, /internal-app|127\.0\.0\.1|http/, r.detail);
+      assert.match(r.cause ?? "", new RegExp(`127\\.0\\.0\\.1:${closedPort}`), "logged in full");
+    } finally {
+      await api.close();
+    }
+  },
+});

@@ -536,6 +536,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         machine: s.machineId,
         reason,
         detail: r.detail,
+        ...(r.cause ? { cause: r.cause } : {}),
       });
       return;
     }
@@ -915,6 +916,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         machine: id,
         reason: r.reason,
         detail: r.detail,
+        ...(r.cause ? { cause: r.cause } : {}),
       });
       const [reason, message] = refusal(id, r);
       return refuse(p, host, port, reason, message, true);

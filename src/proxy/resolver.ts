@@ -26,7 +26,10 @@ export type Resolution =
   | {
     ok: false;
     reason: "unknown" | "error" | "stopped" | "wake_failed" | "busy";
+    /** Why, in words a client may read (a wake failure is repeated in its CONNECTION_CLOSE). */
     detail: string;
+    /** The underlying error, for the proxy's log only: it may name internal addresses. */
+    cause?: string;
   };
 
 /**
@@ -170,6 +173,25 @@ function parseJson(text: string): unknown {
   }
 }
 
+/**
+ * A failed request in words a client may read: a fetch error's message names the URL (the API's
+ * internal address, the app), which a stranger asking for a machine id must not learn.
+ */
+function unreachable(err: unknown): string {
+  return unreachableText(String((err as Error)?.name ?? "") + " " + String(err));
+}
+
+/** An error's message and its cause's (Deno's fetch says "fetch failed"; the cause says why). */
+function errorText(err: unknown): string {
+  const e = err as Error & { cause?: unknown };
+  const cause = e?.cause instanceof Error ? `: ${e.cause.message}` : "";
+  return `${String(e?.message ?? err)}${cause}`;
+}
+
+function unreachableText(message: string): string {
+  return /timeout|timed out|aborted/i.test(message) ? "did not answer in time" : "unreachable";
+}
+
 /** Printable ASCII only, bounded: API text goes into a client's CONNECTION_CLOSE and logs. */
 function inert(text: string, max = 200): string {
   return text.replace(/[^\x20-\x7e]/g, "?").slice(0, max);
@@ -217,7 +239,12 @@ export function machinesApiResolver(opts: {
         signal: AbortSignal.timeout(opts.timeoutMs ?? 3000),
       });
     } catch (err) {
-      return { ok: false, reason: "error", detail: `machines API: ${(err as Error).message}` };
+      return {
+        ok: false,
+        reason: "error",
+        detail: `machines API: ${unreachable(err)}`,
+        cause: inert(errorText(err), 300),
+      };
     }
     if (res.status === 404) {
       await res.body?.cancel();
@@ -252,7 +279,7 @@ export function machinesApiResolver(opts: {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      return (err as Error).message;
+      return errorText(err);
     }
   };
 
@@ -262,7 +289,12 @@ export function machinesApiResolver(opts: {
     if (from !== "starting") {
       const res = await post(`${machineUrl(id)}/start`, budget);
       if (typeof res === "string") {
-        return { ok: false, reason: "wake_failed", detail: `start: ${inert(res)}` };
+        return {
+          ok: false,
+          reason: "wake_failed",
+          detail: `start: machines API ${unreachableText(res)}`,
+          cause: inert(res, 300),
+        };
       }
       const body = await boundedText(res, MAX_REPLY_BYTES) ?? "";
       if (!res.ok) {
