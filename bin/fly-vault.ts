@@ -12,9 +12,11 @@ import { trustPollution } from "../src/transport/trust_env.ts";
 
 mark("client.loaded");
 const fast = fastExecArgv(Deno.args);
-// A polluted trust store takes the usual path, which restarts the program clean.
-if (fast && trustPollution().length === 0) {
-  const status = await fastExec(fast);
+// Through a master this process dials nothing, so a trust store widened by the environment
+// (which the usual path restarts the program to shed) does not matter: only its fallback to
+// its own connection restarts first. The restarted child itself takes the usual path.
+if (fast && Deno.env.get("FLY_VAULT_ORIGINAL_TRUST") === undefined) {
+  const status = await fastExec(fast, trustPollution().length > 0);
   if (status !== null) {
     mark("client.done");
     Deno.exit(status);

@@ -540,3 +540,24 @@ Deno.test("persist: an exec the master forwarded and then lost is sent again wit
     await sim.close();
   }
 });
+
+Deno.test("persist: the master's fast name is bound to the bytes it was made from; a changed config.toml takes the usual path", async () => {
+  const { sim, env, run, rd } = await masterWith({});
+  try {
+    const fast = await run(["exec", "-n", "demo", "--", "echo", "one"]);
+    assert.equal(fast.code, 0, fast.stderr);
+    assert.equal(events(rd.logLines(), "master.stream").at(-1).fast, true);
+    const path = join(sim.configDir, "config.toml");
+    await Deno.writeTextFile(path, "# edited\n" + await Deno.readTextFile(path));
+    const usual = await run(["-v", "exec", "-n", "demo", "--", "echo", "two"]);
+    assert.equal(usual.code, 0, usual.stderr);
+    assert.equal(usual.stdout, "two\n");
+    // The same vault identity (a comment changed nothing parsed): the same master, by its hello.
+    assert.match(usual.stderr, /using the master for demo/);
+    assert.equal(events(rd.logLines(), "master.stream").at(-1).fast, false);
+    assert.equal(events(rd.logLines(), "master.hello").length, 1);
+  } finally {
+    await stopMaster(sim, env);
+    await sim.close();
+  }
+});

@@ -20,6 +20,14 @@
  * Wire (unix socket): the client sends one message frame (the project's frame
  * codec) `{op, …}`; the master answers one message frame `{ok: true, …}` or
  * `{ok: false, code, message, hint}`; after an ok to `stream`, raw bytes flow.
+ * `exec` (master_fast.ts) is a hello and an exec stream in one: its request
+ * follows the op at once, and the master's answer comes before any byte down.
+ *
+ * Proof of life: a command the master takes without asking the vault first is
+ * an exec carrying an id (init runs an id at most once); if the vault does not
+ * answer a ping in time and nothing came down, the client sends the same
+ * request on its own connection (relayedStream). Every other stream waits for
+ * a fresh proof, as before.
  *
  * @module
  */
@@ -501,6 +509,12 @@ async function masterSession(
   };
 }
 
+/**
+ * Set for a client restarted (clean trust store) after its master's stream
+ * failed: the id the first try carried, so init still runs the command once.
+ */
+export const EXEC_ID_VAR = "FLY_VAULT_EXEC_ID";
+
 /** A random exec id (see ExecRequest.id). */
 function newExecId(): string {
   return Array.from(
@@ -690,7 +704,10 @@ function relayedStream(o: {
     readable,
     writable,
     execId() {
-      if (o.execIds && side === undefined) id ??= newExecId();
+      if (o.execIds && side === undefined) {
+        const again = Deno.env.get(EXEC_ID_VAR);
+        id ??= /^[0-9a-f]{32}$/.test(again ?? "") ? again : newExecId();
+      }
       return id;
     },
   };
@@ -708,6 +725,7 @@ export async function runFastExec(
   id: string,
   inv: ExecInvocation,
   exec: typeof import("./exec.ts"),
+  polluted = false,
 ): Promise<number> {
   const flags = inv.globals;
   let direct: Promise<VaultSession> | undefined;
@@ -719,6 +737,15 @@ export async function runFastExec(
     execIds: true,
     pre: { conn, request, id },
     ownStream: async () => {
+      if (polluted) {
+        // Dialing needs a clean trust store: the program again, clean (it exits with the child's
+        // status), with this command's id. Nothing was read from stdin yet (that starts once
+        // the vault answers), so the child gets all of it.
+        const { ensureCleanTrustStore } = await import("./trust.ts");
+        for (const s of open) s.close();
+        Deno.env.set(EXEC_ID_VAR, id);
+        await ensureCleanTrustStore();
+      }
       const { openSession } = await import("./commands.ts");
       direct ??= openSession(inv.vault, { ...flags, persist: false });
       return (await direct).openStream(StreamTag.exec);

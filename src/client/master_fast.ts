@@ -21,7 +21,7 @@ import type { ExecInvocation } from "./cli.ts";
 import { mark } from "./timing.ts";
 
 /** The exec stream's tag (protocol/tags.ts), without loading the protocol module. */
-const EXEC_TAG = 2;
+const EXEC_TAG = 4;
 
 /** The master's run directory for a config directory (XDG_RUNTIME_DIR/fly-vault when set). */
 export function runDirOf(configDir: string): string {
@@ -144,7 +144,7 @@ async function readReply(conn: Deno.Conn): Promise<Record<string, unknown> | nul
  * exit status, or null when the usual path must run the command instead
  * (nothing reached the vault then).
  */
-export async function fastExec(inv: ExecInvocation): Promise<number | null> {
+export async function fastExec(inv: ExecInvocation, polluted: boolean): Promise<number | null> {
   if (inv.globals.persist === false || inv.tty || inv.env?.length) return null;
   const configPath = configPathOf(inv.globals.config);
   if (!configPath) return null;
@@ -207,5 +207,5 @@ export async function fastExec(inv: ExecInvocation): Promise<number | null> {
         `when it connected, answering now`,
     );
   }
-  return await master.runFastExec(conn, request, id, inv, exec);
+  return await master.runFastExec(conn, request, id, inv, exec, polluted);
 }
