@@ -34,15 +34,29 @@ export interface RunProxyOptions {
   };
 }
 
-/** Re-reads the peers' DNS name: every proxy machine of the app, except this one. */
-async function peersFromDns(
+/** Longest a peers' DNS lookup may take (Deno's own timeout is 15 s per record type). */
+export const PEERS_DNS_TIMEOUT_MS = 2_000;
+
+/**
+ * Re-reads the peers' DNS name: every proxy machine of the app, except this one. Both record
+ * types at once, each within {@link PEERS_DNS_TIMEOUT_MS}: the first read runs before the proxy
+ * listens, and a DNS server that does not answer must not hold the proxy's start (it held it
+ * 30 s), nor pile refreshes up behind one another.
+ */
+export async function peersFromDns(
   dns: { name: string; port: number },
   self: { hostname: string; port: number },
+  nameServer?: { ipAddr: string; port: number },
 ): Promise<{ hostname: string; port: number }[] | undefined> {
-  const found: string[] = [];
-  for (const type of ["AAAA", "A"] as const) {
-    found.push(...await Deno.resolveDns(dns.name, type).catch(() => [] as string[]));
-  }
+  const lists = await Promise.all(
+    (["AAAA", "A"] as const).map((type) =>
+      Deno.resolveDns(dns.name, type, {
+        signal: AbortSignal.timeout(PEERS_DNS_TIMEOUT_MS),
+        ...(nameServer ? { nameServer } : {}),
+      }).catch(() => [] as string[])
+    ),
+  );
+  const found = lists.flat();
   if (found.length === 0) return undefined; // keep the last list through a DNS hiccup
   return found.filter((h) => !(h === self.hostname && dns.port === self.port))
     .map((hostname) => ({ hostname, port: dns.port }));
@@ -92,10 +106,18 @@ export async function runProxy(opts: RunProxyOptions): Promise<number> {
   const peers = opts.peers
     ? { listen: opts.peers.listen, addresses: [...opts.peers.addresses], secret: opts.peers.secret }
     : undefined;
+  let refreshing = false;
   const refreshPeers = async () => {
-    if (!opts.peers?.dns || !peers) return;
-    const found = await peersFromDns(opts.peers.dns, opts.peers.listen);
-    if (found) peers.addresses.splice(0, peers.addresses.length, ...opts.peers.addresses, ...found);
+    if (!opts.peers?.dns || !peers || refreshing) return;
+    refreshing = true;
+    try {
+      const found = await peersFromDns(opts.peers.dns, opts.peers.listen);
+      if (found) {
+        peers.addresses.splice(0, peers.addresses.length, ...opts.peers.addresses, ...found);
+      }
+    } finally {
+      refreshing = false;
+    }
   };
   await refreshPeers();
   const proxy = await startProxy({
