@@ -77,8 +77,16 @@ export function splitHostPort(s: string): { host: string; port: number } | null 
  */
 export function templateResolver(
   template: string,
-  dns: (name: string, type: "AAAA" | "A") => Promise<string[]> = (n, t) => Deno.resolveDns(n, t),
+  dns?: (name: string, type: "AAAA" | "A") => Promise<string[]>,
+  opts: { timeoutMs?: number; nameServer?: { ipAddr: string; port: number } } = {},
 ): Resolver {
+  // Each query within `timeoutMs` (default 3 s): Deno's own is 15 s, so a DNS server that stops
+  // answering made every new route wait 30 s (two record types), holding a lookup slot.
+  const query = dns ?? ((n: string, t: "AAAA" | "A") =>
+    Deno.resolveDns(n, t, {
+      signal: AbortSignal.timeout(opts.timeoutMs ?? 3_000),
+      ...(opts.nameServer ? { nameServer: opts.nameServer } : {}),
+    }));
   if (!template.includes("{machine_id}")) {
     throw new Error(`backend template must contain {machine_id}: ${template}`);
   }
@@ -89,7 +97,7 @@ export function templateResolver(
     let lastError = "";
     for (const type of ["AAAA", "A"] as const) {
       try {
-        const addrs = await dns(hp.host, type);
+        const addrs = await query(hp.host, type);
         if (addrs.length > 0) return { ok: true, backend: { hostname: addrs[0], port: hp.port } };
       } catch (err) {
         const name = (err as Error)?.name;
