@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { createInteractiveHandlers, type LocalTerminal, runConsole } from "../src/console/mod.ts";
-import { spawnPty } from "../src/console/pty.ts";
+import { attachPty, openVaultPty, spawnPty } from "../src/console/pty.ts";
 import { StreamTag } from "../src/protocol/mod.ts";
 import { startLoopbackServer } from "./console_loopback.ts";
 import { buildTestRootfs } from "./console_rootfs.ts";
@@ -192,6 +192,62 @@ Deno.test({
       await exited;
     } finally {
       child.kill("SIGKILL");
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "vault PTY: input written straight to the master arrives whole and in order past a full queue",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "fv-ptyw-" });
+    await Deno.mkdir(`${dir}/dev/pts`, { recursive: true });
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts", `${dir}/dev/pts`],
+    }).output();
+    assert.ok(mount.success, "mount devpts");
+    try {
+      const pair = openVaultPty(dir, 80, 24);
+      assert.ok(pair, "a PTY of the new devpts");
+      // 256 KiB in 1 KiB writes (as pasted keyboard frames arrive), all in one turn: the PTY's
+      // input queue (4 KiB) fills at once, and the rest must queue behind the first refused write.
+      const total = 256 * 1024;
+      const slave = `${dir}/dev/pts/${pair.index}`;
+      // The slave as the child's terminal, opened by the shell that then becomes the program.
+      const proc = new Deno.Command("sh", {
+        args: [
+          "-c",
+          `exec setsid -c sh -c 'stty raw -echo -iexten; echo ready; head -c ${total} > ${dir}/got; echo done' <${slave} >${slave} 2>&1`,
+        ],
+        env: { PATH: "/usr/bin:/bin" },
+        clearEnv: true,
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      const pty = attachPty(pair.master, proc);
+      let text = "";
+      const listeners = new Set<() => void>();
+      pty.onData((b) => {
+        text += new TextDecoder().decode(b);
+        for (const l of listeners) l();
+      });
+      const onChange = (wake: () => void) => (listeners.add(wake), () => listeners.delete(wake));
+      await waitUntil(() => text.includes("ready"), onChange, () => `child: ${text}`);
+      const data = new Uint8Array(total);
+      for (let i = 0; i < total; i++) data[i] = (i * 7 + (i >> 10)) % 251;
+      for (let off = 0; off < total; off += 1024) pty.write(data.subarray(off, off + 1024));
+      await waitUntil(() => text.includes("done"), onChange, () => `child: ${text}`, 30_000);
+      const got = await Deno.readFile(`${dir}/got`);
+      assert.equal(got.length, total);
+      assert.ok(got.every((b, i) => b === data[i]), "bytes reordered or changed");
+      pty.kill("SIGKILL");
+      await proc.status;
+    } finally {
+      await new Deno.Command("umount", { args: ["-l", `${dir}/dev/pts`] }).output();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -114,12 +114,18 @@ const TCSETS = 0x5402n;
 const TIOCSWINSZ = 0x5414n;
 const TIOCGPTN = 0x80045430n;
 const TIOCSPTLCK = 0x40045431n;
+const FIONBIO = 0x5421n;
+const EAGAIN = 11;
+const POLLOUT = 4;
 // As node-pty's forkpty sets them beyond the kernel's defaults (IUTF8: backspace over UTF-8).
 const EXTRA_IFLAG = 0x2 /* BRKINT */ | 0x800 /* IXANY */ | 0x2000 /* IMAXBEL */ | 0x4000; // IUTF8
 
 type Libc = {
   openat(dirfd: number, path: BufferSource, flags: number, mode: number): number;
   ioctl(fd: number, request: bigint, arg: BufferSource): number;
+  write(fd: number, buf: Uint8Array, count: bigint): number | bigint;
+  __errno_location(): Deno.PointerValue;
+  poll(fds: BufferSource, nfds: bigint, timeout: number): Promise<number>;
   fstatfs(fd: number, buf: BufferSource): number;
   close(fd: number): number;
 };
@@ -130,6 +136,10 @@ function lib(): Libc {
   return libc ??= Deno.dlopen("libc.so.6", {
     openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
     ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+    write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+    __errno_location: { parameters: [], result: "pointer" },
+    // On a worker thread: waits for room in a full PTY input queue without blocking init.
+    poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
     fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
     close: { parameters: ["i32"], result: "i32" },
   }).symbols as unknown as Libc;
@@ -207,6 +217,44 @@ const DRAIN_MS = 200;
  */
 export function attachPty(master: number, child: Deno.ChildProcess): Pty {
   const socket = new tty.ReadStream(master);
+  const l = lib();
+  // Input is written to the master with write(2), in the same turn: the tty socket's write
+  // path costs a few dozen µs of JS and an async op per key, and it loses input once the
+  // PTY's input queue (4 KiB) is full. What the queue cannot take yet waits in `queued`, in
+  // order, until poll(2) says there is room. Non-blocking, so a full queue never stalls init.
+  const direct = l.ioctl(master, FIONBIO, new Uint8Array(new Int32Array([1]).buffer)) === 0;
+  /** The master is ours to write to (false from the moment the socket may close it). */
+  let open = true;
+  const queued: Uint8Array[] = [];
+  let flushing = false;
+  /** Bytes written, 0 when the queue is full, -1 when the PTY is gone (EIO) or broken. */
+  const writeSome = (bytes: Uint8Array): number => {
+    const n = Number(l.write(master, bytes, BigInt(bytes.length)));
+    if (n >= 0) return n;
+    return new Deno.UnsafePointerView(l.__errno_location()!).getInt32() === EAGAIN ? 0 : -1;
+  };
+  const flush = async () => {
+    flushing = true;
+    const pollfd = new Uint8Array(8);
+    new DataView(pollfd.buffer).setInt32(0, master, true);
+    new DataView(pollfd.buffer).setInt16(4, POLLOUT, true);
+    while (queued.length && open) {
+      const n = writeSome(queued[0]);
+      if (n < 0) break;
+      if (n === queued[0].length) queued.shift();
+      else {
+        queued[0] = queued[0].subarray(n);
+        // Bounded, so a closed master is noticed.
+        await l.poll(pollfd, 1n, 100);
+      }
+    }
+    queued.length = 0;
+    flushing = false;
+  };
+  const destroy = () => {
+    open = false;
+    socket.destroy();
+  };
   const dataListeners: ((bytes: Uint8Array) => void)[] = [];
   const exitListeners: ((exit: { code: number | null; signal: string | null }) => void)[] = [];
   let exited = false;
@@ -223,9 +271,10 @@ export function attachPty(master: number, child: Deno.ChildProcess): Pty {
   socket.on("error", (err: Error & { code?: string }) => {
     // EIO: the last holder of the slave closed it. Anything else also ends reading.
     if (err.code === "EAGAIN") return;
-    socket.destroy();
+    destroy();
   });
   socket.on("close", () => {
+    open = false;
     closed = true;
     resolveClosed();
   });
@@ -243,7 +292,7 @@ export function attachPty(master: number, child: Deno.ChildProcess): Pty {
     const drained = Promise.all([socketClosed, early]);
     await Promise.race([drained, new Promise((r) => timer = setTimeout(r, DRAIN_MS))]);
     clearTimeout(timer);
-    if (!closed) socket.destroy();
+    if (!closed) destroy();
     await child.stderr.cancel().catch(() => {});
     await Promise.race([socketClosed, new Promise((r) => timer = setTimeout(r, DRAIN_MS))]);
     clearTimeout(timer);
@@ -254,11 +303,20 @@ export function attachPty(master: number, child: Deno.ChildProcess): Pty {
   return {
     pid: child.pid,
     write(bytes) {
-      if (!closed && bytes.length) socket.write(bytes);
+      if (!open || !bytes.length) return;
+      if (!direct) return void socket.write(bytes);
+      if (!queued.length) {
+        const n = writeSome(bytes);
+        if (n < 0 || n === bytes.length) return;
+        bytes = bytes.subarray(n);
+      }
+      // The caller's buffer may be reused once we return.
+      queued.push(bytes.slice());
+      if (!flushing) void flush();
     },
     resize(cols, rows) {
-      if (closed) return;
-      lib().ioctl(master, TIOCSWINSZ, winsize(cols, rows));
+      if (!open) return;
+      l.ioctl(master, TIOCSWINSZ, winsize(cols, rows));
     },
     pause: () => socket.pause(),
     resume: () => socket.resume(),
