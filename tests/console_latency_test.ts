@@ -251,3 +251,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "machine PTY (node-pty): a 256 KiB paste arrives whole and in order past a full queue",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "fv-ptyw-" });
+    const total = 256 * 1024;
+    const pty = spawnPty([
+      "sh",
+      "-c",
+      `stty raw -echo -iexten; echo ready; head -c ${total} > ${dir}/got; echo done`,
+    ], { cols: 80, rows: 24, term: "xterm", env: { PATH: "/usr/bin:/bin" } });
+    try {
+      let text = "";
+      const listeners = new Set<() => void>();
+      pty.onData((b) => {
+        text += new TextDecoder().decode(b);
+        for (const l of listeners) l();
+      });
+      const onChange = (wake: () => void) => (listeners.add(wake), () => listeners.delete(wake));
+      await waitUntil(() => text.includes("ready"), onChange, () => `child: ${text}`);
+      const data = new Uint8Array(total);
+      for (let i = 0; i < total; i++) data[i] = (i * 13 + (i >> 9)) % 251;
+      for (let off = 0; off < total; off += 1024) pty.write(data.subarray(off, off + 1024));
+      await waitUntil(() => text.includes("done"), onChange, () => `child: ${text}`, 30_000);
+      const got = await Deno.readFile(`${dir}/got`);
+      assert.equal(got.length, total);
+      assert.ok(got.every((b, i) => b === data[i]), "bytes reordered or changed");
+    } finally {
+      pty.kill("SIGKILL");
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

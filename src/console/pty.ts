@@ -65,12 +65,24 @@ export function spawnPty(
   } as unknown as pty.IPtyForkOptions);
   // node-pty's own write path uses fs.write on the raw fd, which Deno's node
   // compatibility refuses (EBADF); the tty socket over the same fd works.
-  const socket = (p as unknown as { _socket: { write(b: Uint8Array): boolean } })._socket;
+  const inner = p as unknown as {
+    _fd?: number;
+    _socket: { write(b: Uint8Array): boolean; once(ev: "close", f: () => void): void };
+  };
+  const socket = inner._socket;
   let exited = false;
+  let open = true;
+  socket.once("close", () => open = false);
+  // As for the vault's PTYs (see masterInput); node-pty closes the master with its socket.
+  const input = typeof inner._fd === "number"
+    ? masterInput(inner._fd, () => open && !exited)
+    : null;
   return {
     pid: p.pid,
     write(bytes) {
-      if (!exited && bytes.length) socket.write(bytes);
+      if (exited || !bytes.length) return;
+      if (input) input(bytes);
+      else socket.write(bytes);
     },
     resize(cols, rows) {
       if (exited) return;
@@ -206,39 +218,31 @@ export function openVaultPty(rootfs: string, cols: number, rows: number): VaultP
   }
 }
 
-/** How long output may still arrive after the program exited (as node-pty waits). */
-const DRAIN_MS = 200;
-
 /**
- * A {@link Pty} over `master` (owned from here on: closed on every path) and
- * `child`, the program that took the pair's slave as its terminal. Output
- * still in the PTY when the program exits is delivered before the exit; a
- * background process keeping the slave open gets at most {@link DRAIN_MS}.
+ * Writes keyboard input to a PTY master with write(2), in the caller's turn:
+ * a tty socket's write path costs a few dozen µs of JS and an async op per
+ * key, and it loses input once the PTY's input queue (4 KiB) is full. What
+ * the queue cannot take yet waits, in order, until poll(2) (on a worker
+ * thread) says there is room. The master is made non-blocking, so a full
+ * queue never stalls the event loop. Null when that cannot be done.
  */
-export function attachPty(master: number, child: Deno.ChildProcess): Pty {
-  const socket = new tty.ReadStream(master);
+function masterInput(fd: number, isOpen: () => boolean): ((bytes: Uint8Array) => void) | null {
   const l = lib();
-  // Input is written to the master with write(2), in the same turn: the tty socket's write
-  // path costs a few dozen µs of JS and an async op per key, and it loses input once the
-  // PTY's input queue (4 KiB) is full. What the queue cannot take yet waits in `queued`, in
-  // order, until poll(2) says there is room. Non-blocking, so a full queue never stalls init.
-  const direct = l.ioctl(master, FIONBIO, new Uint8Array(new Int32Array([1]).buffer)) === 0;
-  /** The master is ours to write to (false from the moment the socket may close it). */
-  let open = true;
+  if (l.ioctl(fd, FIONBIO, new Uint8Array(new Int32Array([1]).buffer)) !== 0) return null;
   const queued: Uint8Array[] = [];
   let flushing = false;
   /** Bytes written, 0 when the queue is full, -1 when the PTY is gone (EIO) or broken. */
   const writeSome = (bytes: Uint8Array): number => {
-    const n = Number(l.write(master, bytes, BigInt(bytes.length)));
+    const n = Number(l.write(fd, bytes, BigInt(bytes.length)));
     if (n >= 0) return n;
     return new Deno.UnsafePointerView(l.__errno_location()!).getInt32() === EAGAIN ? 0 : -1;
   };
   const flush = async () => {
     flushing = true;
     const pollfd = new Uint8Array(8);
-    new DataView(pollfd.buffer).setInt32(0, master, true);
+    new DataView(pollfd.buffer).setInt32(0, fd, true);
     new DataView(pollfd.buffer).setInt16(4, POLLOUT, true);
-    while (queued.length && open) {
+    while (queued.length && isOpen()) {
       const n = writeSome(queued[0]);
       if (n < 0) break;
       if (n === queued[0].length) queued.shift();
@@ -251,6 +255,34 @@ export function attachPty(master: number, child: Deno.ChildProcess): Pty {
     queued.length = 0;
     flushing = false;
   };
+  return (bytes) => {
+    if (!isOpen() || !bytes.length) return;
+    if (!queued.length) {
+      const n = writeSome(bytes);
+      if (n < 0 || n === bytes.length) return;
+      bytes = bytes.subarray(n);
+    }
+    // The caller's buffer may be reused once we return.
+    queued.push(bytes.slice());
+    if (!flushing) void flush();
+  };
+}
+
+/** How long output may still arrive after the program exited (as node-pty waits). */
+const DRAIN_MS = 200;
+
+/**
+ * A {@link Pty} over `master` (owned from here on: closed on every path) and
+ * `child`, the program that took the pair's slave as its terminal. Output
+ * still in the PTY when the program exits is delivered before the exit; a
+ * background process keeping the slave open gets at most {@link DRAIN_MS}.
+ */
+export function attachPty(master: number, child: Deno.ChildProcess): Pty {
+  const socket = new tty.ReadStream(master);
+  const l = lib();
+  /** The master is ours to write to (false from the moment the socket may close it). */
+  let open = true;
+  const input = masterInput(master, () => open);
   const destroy = () => {
     open = false;
     socket.destroy();
@@ -304,15 +336,8 @@ export function attachPty(master: number, child: Deno.ChildProcess): Pty {
     pid: child.pid,
     write(bytes) {
       if (!open || !bytes.length) return;
-      if (!direct) return void socket.write(bytes);
-      if (!queued.length) {
-        const n = writeSome(bytes);
-        if (n < 0 || n === bytes.length) return;
-        bytes = bytes.subarray(n);
-      }
-      // The caller's buffer may be reused once we return.
-      queued.push(bytes.slice());
-      if (!flushing) void flush();
+      if (input) input(bytes);
+      else socket.write(bytes);
     },
     resize(cols, rows) {
       if (!open) return;
