@@ -73,8 +73,11 @@ async function measure(configDir: string, workDir: string, rounds: number, gapMs
   ).join("\n");
 }
 
-// As a user's shell: nothing that makes the client restart itself for a clean trust store.
-for (const k of ["DENO_CERT", "DENO_TLS_CA_STORE", "NODE_EXTRA_CA_CERTS"]) Deno.env.delete(k);
+// Nothing that makes the client restart itself for a clean trust store, unless asked to keep
+// it (FV_KEEP_TRUST_ENV=1: as the WAN bench runs, with this machine's environment).
+if (Deno.env.get("FV_KEEP_TRUST_ENV") !== "1") {
+  for (const k of ["DENO_CERT", "DENO_TLS_CA_STORE", "NODE_EXTRA_CA_CERTS"]) Deno.env.delete(k);
+}
 
 if (Deno.args[0] === "--client") {
   // In the client namespace: the server's info, then measure.

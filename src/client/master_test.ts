@@ -87,3 +87,15 @@ Deno.test("exec ids: a request carries an id only when its stream offers one (an
     }
   }
 });
+
+Deno.test("the fast path's own path helpers agree with node:path", async () => {
+  const fast = await import("./master_fast.ts");
+  const node = await import("node:path");
+  for (const p of ["/a/b/c.toml", "rel/x.toml", "./x", "/a/../b/./c", "/", "a//b/", "../up/x"]) {
+    assert.equal(fast.resolve(p), node.resolve(p), p);
+    const abs = node.resolve(p);
+    assert.equal(fast.dirname(abs), node.dirname(abs), abs);
+  }
+  assert.equal(fast.join("/run/u", "fly-vault"), node.join("/run/u", "fly-vault"));
+  assert.equal(fast.join("/a/", "/b", "c.fast"), node.join("/a/", "/b", "c.fast"));
+});
