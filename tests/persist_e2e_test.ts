@@ -513,6 +513,10 @@ Deno.test("persist: an exec through the master pays no proof-of-life round trip,
       fast: false,
     });
     assert.equal(events(m.logs, "auth.attempt").length, auths, "went through the master");
+    assert.equal(events(rd.logLines(), "master.proof").length, 0, "no proof for an exec");
+    // Any other stream (here a pipe) still waits for a proof when the master's is stale.
+    await run(["pipe", "demo", "127.0.0.1:9"], { stdin: "" });
+    assert.deepEqual(events(rd.logLines(), "master.proof").map((e) => e.tag), [5]);
     // A command that needs the vault's state fresh still asks first.
     const st = await run(["status", "demo"]);
     assert.equal(st.code, 0, st.stderr);

@@ -1278,8 +1278,9 @@ export async function serveMaster(
           // With a recent proof the vault gets a few round trips to answer before it is asked.
           if (stale()) check();
           else patience = setTimeout(check, Math.max(HELLO_PING_MIN_MS, 8 * srtt));
-        } else if (req.eager !== undefined && stale() && !await quickPing()) {
-          // Any other stream of an eager client: the proof the hello did not ask for.
+        } else if (stale() && (log("master.proof", { tag }), !await quickPing())) {
+          // Any other stream: the proof an eager client's hello did not ask for (right after a
+          // hello that asked, the proof is fresh and this costs nothing).
           log("master.stale", { since_ms: Date.now() - lastAlive });
           await refuse(
             conn,
