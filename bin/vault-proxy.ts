@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { commanderExit, ourUsageErrors } from "../src/errors/cli.ts";
+import { checkApiBase } from "../src/admin/mod.ts";
 import { formatError, VaultError } from "../src/errors/mod.ts";
 import {
   DEFAULT_LIMITS,
@@ -181,7 +182,7 @@ try {
       resolver = withApiFallback(
         resolver,
         machinesApiResolver({
-          url: o.apiBase,
+          url: checkApiBase(o.apiBase),
           app: o.app,
           token,
           wake: true,
@@ -192,7 +193,7 @@ try {
   } else if (o.machinesApi) {
     if (!o.app) usage("--machines-api needs --app", "the app whose machines may be reached");
     resolver = machinesApiResolver({
-      url: o.machinesApi,
+      url: checkApiBase(o.machinesApi, "--machines-api"),
       app: o.app,
       token: Deno.env.get("FLY_API_TOKEN"),
       wake: o.wake,

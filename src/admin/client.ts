@@ -11,7 +11,9 @@
  * @module
  */
 import { z } from "zod";
+import { readBoundedText } from "../attest/mod.ts";
 import { VaultError } from "../errors/mod.ts";
+import { checkApiBase } from "./api_base.ts";
 import {
   type CreateMachineRequest,
   type CreateVolumeRequest,
@@ -24,6 +26,12 @@ import {
   VolumeSchema,
   WaitResponseSchema,
 } from "./schemas.ts";
+
+/**
+ * The longest reply read: a list of 5,000 machines with their events is ~30 MiB; a reply
+ * without end must not be read into memory until the deadline.
+ */
+const MAX_REPLY_BYTES = 128 * 1024 * 1024;
 
 /** The public Machines API. */
 export const DEFAULT_API_BASE = "https://api.machines.dev";
@@ -140,7 +148,7 @@ function sleep(ms: number): Promise<void> {
 
 /** Creates a client for one app. */
 export function createFlyClient(opts: FlyClientOptions): FlyClient {
-  const apiBase = (opts.apiBase ?? DEFAULT_API_BASE).replace(/\/+$/, "");
+  const apiBase = checkApiBase(opts.apiBase ?? DEFAULT_API_BASE);
   const deadlineMs = opts.deadlineMs ?? 120_000;
   const attemptTimeoutMs = opts.attemptTimeoutMs ?? 30_000;
   const baseBackoff = opts.baseBackoffMs ?? 250;
@@ -172,7 +180,16 @@ export function createFlyClient(opts: FlyClientOptions): FlyClient {
           body: c.body !== undefined ? JSON.stringify(c.body) : undefined,
           signal: AbortSignal.timeout(timeout),
         });
-        const text = await res.text();
+        const text = await readBoundedText(res.body, MAX_REPLY_BYTES);
+        if (text === undefined) {
+          throw new FlyApiError(
+            "fly.bad_reply",
+            res.status,
+            request,
+            `${request}: ${res.status} reply longer than ${MAX_REPLY_BYTES >> 20} MiB`,
+            "is --api-base the Machines API?",
+          );
+        }
         if (res.ok) {
           if (!c.schema) return undefined as T;
           let json: unknown;

@@ -13,6 +13,7 @@ export {
   parseRetryAfter,
 } from "./client.ts";
 export * from "./schemas.ts";
+export { checkApiBase } from "./api_base.ts";
 export {
   checkTenantId,
   INDEX_KEY,
