@@ -15,7 +15,7 @@ import { StatusRequest, StreamTag } from "../protocol/mod.ts";
 import { getVault, loadConfig, persistMsOf, type VaultConfig } from "./config.ts";
 import type { DialEvent } from "../transport/mod.ts";
 import { connectVault, type VaultSession } from "./connect.ts";
-import { runExec } from "./exec.ts";
+import { forwardedSignals, runExec } from "./exec.ts";
 
 /** Exit status when fly-vault itself failed. */
 export const EXIT_FAILURE = 255;
@@ -182,7 +182,6 @@ export async function execCommand(
   const session = await openSession(name, flags);
   try {
     const stream = await session.openStream(StreamTag.exec);
-    const listeners: Array<() => void> = [];
     return await runExec(
       stream,
       // `shell` only when set: an argv request keeps the shape an older init accepts.
@@ -192,22 +191,7 @@ export async function execCommand(
         stdout: Deno.stdout.writable,
         stderr: Deno.stderr.writable,
       },
-      {
-        // The first Ctrl-C (or TERM/HUP) goes to the remote command; a second one leaves.
-        subscribe(forward) {
-          const seen = new Set<string>();
-          for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-            const handler = () => {
-              if (seen.has(sig)) Deno.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 })[sig]);
-              seen.add(sig);
-              forward(sig);
-            };
-            Deno.addSignalListener(sig, handler);
-            listeners.push(() => Deno.removeSignalListener(sig, handler));
-          }
-          return () => listeners.forEach((off) => off());
-        },
-      },
+      forwardedSignals(),
     );
   } finally {
     await session.close();
