@@ -11,10 +11,13 @@
  * - forward bulk (iperf3 up and down) vs `ssh -L`, and iperf3 direct;
  * - many small requests in parallel through forwards (head-of-line
  *   blocking) vs `ssh -L`;
- * - provisioning a rootfs vs `ssh host 'tar -xzf -'`.
+ * - provisioning a rootfs vs `ssh host 'tar -xzf -'`;
+ * - through vault-proxy vs direct to the same machine (issue 11): forward
+ *   bulk up and down, and `exec -- true` cold.
  *
  * The server namespace holds flysim's issuer, a machine running the real
- * init, sshd, iperf3 and a request server (bench/wan_server.ts); the client
+ * init, sshd, iperf3, a request server and vault-proxy in front of the
+ * machine (bench/wan_server.ts); the client
  * namespace runs the real clients (bench/wan_client.ts), so everything they
  * say to the vault, the issuer's JWKS included, crosses the link.
  *
@@ -74,6 +77,7 @@ async function clientOptions(profile: string): Promise<ClientOptions> {
       provision: { rounds: 1, tarball: null, syntheticBytes: 512 * 1024 },
       rttMs: p.rttMs,
       mosh,
+      proxyBulkRounds: 1,
     };
   }
   if (mode === "quick") {
@@ -85,6 +89,7 @@ async function clientOptions(profile: string): Promise<ClientOptions> {
       provision: { rounds: 1, tarball: null, syntheticBytes: 2 * 1024 * 1024 },
       rttMs: p.rttMs,
       mosh,
+      proxyBulkRounds: 1,
     };
   }
   // Fewer keys on lossy links (each lost echo waits out a retransmission).
@@ -101,6 +106,7 @@ async function clientOptions(profile: string): Promise<ClientOptions> {
     },
     rttMs: p.rttMs,
     mosh,
+    proxyBulkRounds: 2,
   };
 }
 
@@ -266,7 +272,7 @@ const report = {
   seconds: Math.round((Date.now() - started) / 1000),
   profiles: results,
   notes:
-    "ratios are fly-vault ÷ baseline (times: lower is better; throughput: higher is better). Link: tools/linkem (TUN between two network namespaces; per direction: random loss, rate with a drop-tail queue, one-way delay = RTT/2 ± jitter/2 without reordering).",
+    "ratios are fly-vault ÷ baseline (figures.proxy: through vault-proxy ÷ direct; times: lower is better; throughput: higher is better). Link: tools/linkem (TUN between two network namespaces; per direction: random loss, rate with a drop-tail queue, one-way delay = RTT/2 ± jitter/2 without reordering).",
 };
 
 // deno-lint-ignore no-explicit-any
@@ -325,6 +331,23 @@ const table = [
   row("parallel requests p50 ÷ ssh -L", (f) => f.parallel_requests.ratio_p50_vs_ssh_L),
   row("parallel requests p99 ÷ ssh -L (≤0.5)", (f) => f.parallel_requests.ratio_p99_vs_ssh_L),
   row("provision ÷ ssh+tar (≤1.0)", (f) => f.provision.ratio_p50_vs_ssh_tar),
+  row("via vault-proxy ÷ direct: exec cold p50", (f) => f.proxy.exec_cold.ratio_p50),
+  row("via vault-proxy ÷ direct: forward upload", (f) => f.proxy.forward_bulk.ratio_upload),
+  row("via vault-proxy ÷ direct: forward download", (f) => f.proxy.forward_bulk.ratio_download),
+  row(
+    "exec cold p50 ms direct/via proxy",
+    (f) => `${f.proxy.exec_cold.direct.p50_ms}/${f.proxy.exec_cold.via_proxy.p50_ms}`,
+  ),
+  row(
+    "forward up Mbit/s direct/via proxy",
+    (f) =>
+      `${f.proxy.forward_bulk.direct.upload_mbit}/${f.proxy.forward_bulk.via_proxy.upload_mbit}`,
+  ),
+  row(
+    "forward down Mbit/s direct/via proxy",
+    (f) =>
+      `${f.proxy.forward_bulk.direct.download_mbit}/${f.proxy.forward_bulk.via_proxy.download_mbit}`,
+  ),
   row("measured RTT ms", (_f) => undefined),
 ].join("\n");
 console.error(`\nTCP congestion control (ssh, ssh -L, iperf3 direct): ${tcpCc}`);

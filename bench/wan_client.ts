@@ -1,7 +1,8 @@
 /**
  * The client side of the WAN bench, run inside the client namespace
  * (`ip netns exec fvbench-…-c`): every figure of issue 10, each beside its
- * OpenSSH (or mosh) baseline in the same run, against the server side that
+ * OpenSSH (or mosh) baseline in the same run, and fly-vault through
+ * vault-proxy beside fly-vault direct (issue 11), against the server side that
  * bench/wan_server.ts describes. Prints one JSON object.
  *
  *   deno run -A bench/wan_client.ts SERVER_INFO_JSON OPTIONS_JSON
@@ -25,6 +26,8 @@ export interface ServerInfo {
   iperfPort: number;
   requestPort: number;
   bareQuic: BareQuicServer;
+  /** vault-proxy in front of the machine, on `host`: its UDP port and its metrics' port. */
+  proxy: { port: number; adminPort: number; udp: string; machineId: string };
   tarDir: string;
   volumeDir: string;
   /** The server's link address. */
@@ -42,6 +45,8 @@ export interface ClientOptions {
   /** Ms of one round trip on the link (for the "in RTTs" figures). */
   rttMs: number;
   mosh: boolean;
+  /** Rounds of forward bulk (up and down) direct and through vault-proxy, alternating. */
+  proxyBulkRounds: number;
 }
 
 const info: ServerInfo = JSON.parse(Deno.args[0]);
@@ -58,6 +63,9 @@ const sshTarget = `root@${info.host}`;
 const ssh = ["ssh", ...info.sshOptions];
 const flyVault = [Deno.execPath(), "run", "-A", "--quiet", join(ROOT, "bin", "fly-vault.ts")];
 
+const hostPort = (host: string, port: number) =>
+  host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+
 async function writeConfig(rootfs?: string) {
   const lines = [
     "[vault.demo]",
@@ -68,6 +76,16 @@ async function writeConfig(rootfs?: string) {
     `oidc_issuer = ${JSON.stringify(info.issuer)}`,
     "local_simulation = true",
     ...(rootfs ? [`rootfs = ${JSON.stringify(rootfs)}`] : []),
+    "",
+    // The same machine through vault-proxy, which routes by machine_id (the TLS server name).
+    "[vault.proxied]",
+    `address = ${JSON.stringify(hostPort(info.host, info.proxy.port))}`,
+    `machine_id = ${JSON.stringify(info.proxy.machineId)}`,
+    `org = ${JSON.stringify(info.org)}`,
+    `app = ${JSON.stringify(info.app)}`,
+    `access_token = ${JSON.stringify(TOKEN)}`,
+    `oidc_issuer = ${JSON.stringify(info.issuer)}`,
+    "local_simulation = true",
     "",
   ];
   const path = join(configDir, "config.toml");
@@ -405,10 +423,14 @@ async function requests(host: string, port: number): Promise<number[]> {
   return samples;
 }
 
-/** Runs `fn` with forwards to the iperf3 and request servers, by fly-vault then by ssh -L. */
+/**
+ * Runs `fn` with forwards to the iperf3 and request servers, by fly-vault (to `vault`: "demo"
+ * direct, "proxied" through vault-proxy) or by ssh -L.
+ */
 async function withForward<T>(
   kind: "fly-vault" | "ssh",
   fn: (iperfPort: number, requestPort: number) => Promise<T>,
+  vault = "demo",
 ): Promise<T> {
   const [a, b] = [freePort(), freePort()];
   const specs = [`${a}:127.0.0.1:${info.iperfPort}`, `${b}:127.0.0.1:${info.requestPort}`];
@@ -417,7 +439,7 @@ async function withForward<T>(
     {
       args: kind === "ssh"
         ? ["-N", ...info.sshOptions, ...specs.flatMap((s) => ["-L", `127.0.0.1:${s}`]), sshTarget]
-        : [...flyVault.slice(1), "forward", "demo", ...specs],
+        : [...flyVault.slice(1), "forward", vault, ...specs],
       env: kind === "ssh" ? undefined : env,
       stdin: "null",
       stdout: "null",
@@ -440,11 +462,12 @@ async function withForward<T>(
   }
 }
 
+const bulk = async (port: number, host = "127.0.0.1") => ({
+  upload_mbit: await iperf(host, port, false),
+  download_mbit: await iperf(host, port, true),
+});
+
 async function forwardFigures() {
-  const bulk = async (port: number, host = "127.0.0.1") => ({
-    upload_mbit: await iperf(host, port, false),
-    download_mbit: await iperf(host, port, true),
-  });
   log("forwards: direct");
   const direct = await bulk(info.iperfPort, info.host);
   log("forwards: bare QUIC streams");
@@ -489,6 +512,110 @@ async function forwardFigures() {
       notes:
         "each round: every keep-alive connection asks for `bytes` at once; time per answer. ssh -L carries all on one TCP connection (head-of-line blocking); fly-vault one QUIC stream each.",
     },
+  };
+}
+
+// ---------------------------------------------------------------- through vault-proxy
+
+/** Datagrams the proxy relayed and dropped so far, from its metrics across the link. */
+async function proxyCounters() {
+  const res = await fetch(`http://${hostPort(info.host, info.proxy.adminPort)}/metrics`, {
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await res.text();
+  const sum = (name: string, label = "") => {
+    let n = 0;
+    for (const line of text.split("\n")) {
+      if (line.startsWith(`${name}{`) && line.includes(label)) n += Number(line.split(" ").pop());
+    }
+    return n;
+  };
+  const byReason = (name: string) => {
+    const out: Record<string, number> = {};
+    for (const m of text.matchAll(new RegExp(`^${name}\\{reason="([^"]*)"\\} (\\S+)$`, "gm"))) {
+      out[m[1]] = Number(m[2]);
+    }
+    return out;
+  };
+  return {
+    packets_to_machine: sum("vault_proxy_packets_total", 'direction="to_machine"'),
+    packets_to_client: sum("vault_proxy_packets_total", 'direction="to_client"'),
+    sessions_opened: sum("vault_proxy_sessions_opened_total"),
+    drops: sum("vault_proxy_drops_total"),
+    refusals: sum("vault_proxy_refusals_total"),
+    drops_by_reason: byReason("vault_proxy_drops_total"),
+  };
+}
+
+/**
+ * The same machine reached directly and through vault-proxy (next to it, as on Fly: one hop on
+ * the server's side of the link), in one run: `exec -- true` cold and forward bulk, alternating
+ * so both see the same link. Ratios are proxied ÷ direct.
+ */
+async function proxyFigure() {
+  const persist = await hasPersistentClient();
+  const cold = (vault: string) => [
+    ...flyVault,
+    "exec",
+    "-n",
+    ...(persist ? ["--no-persist"] : []),
+    vault,
+    "--",
+    "true",
+  ];
+  const before = await proxyCounters();
+  await run(cold("proxied"), { env }); // attests and pins through the proxy
+  const exec = { direct: [] as number[], proxied: [] as number[] };
+  for (let i = 0; i < opts.execRounds; i++) {
+    exec.direct.push((await run(cold("demo"), { env })).ms);
+    exec.proxied.push((await run(cold("proxied"), { env })).ms);
+  }
+  const up = { direct: [] as number[], proxied: [] as number[] };
+  const down = { direct: [] as number[], proxied: [] as number[] };
+  await withForward("fly-vault", (direct) =>
+    withForward("fly-vault", async (proxied) => {
+      for (let r = 0; r < opts.proxyBulkRounds; r++) {
+        // Odd rounds go proxied first: neither path always runs on a link the other just left.
+        const order = r % 2 ? ["proxied", "direct"] as const : ["direct", "proxied"] as const;
+        for (const reverse of [false, true]) {
+          for (const which of order) {
+            const mbit = await iperf("127.0.0.1", which === "direct" ? direct : proxied, reverse);
+            (reverse ? down : up)[which].push(mbit);
+          }
+        }
+      }
+    }, "proxied"));
+  const after = await proxyCounters();
+  const { drops_by_reason: dropsAfter, ...countsAfter } = after;
+  const relayed = {
+    ...Object.fromEntries(
+      Object.entries(countsAfter).map(([k, v]) => [k, v - before[k as keyof typeof countsAfter]]),
+    ),
+    drops_by_reason: Object.fromEntries(
+      Object.entries(dropsAfter).map(([k, v]) => [k, v - (before.drops_by_reason[k] ?? 0)])
+        .filter(([, v]) => v !== 0),
+    ),
+  };
+  const mbit = (xs: number[]) => +median(xs).toFixed(1);
+  return {
+    exec_cold: {
+      direct: stat(exec.direct),
+      via_proxy: stat(exec.proxied),
+      ratio_p50: ratio(median(exec.proxied), median(exec.direct)),
+      added_p50_ms: +(median(exec.proxied) - median(exec.direct)).toFixed(1),
+    },
+    forward_bulk: {
+      direct: { upload_mbit: mbit(up.direct), download_mbit: mbit(down.direct) },
+      via_proxy: { upload_mbit: mbit(up.proxied), download_mbit: mbit(down.proxied) },
+      ratio_upload: ratio(median(up.proxied), median(up.direct)),
+      ratio_download: ratio(median(down.proxied), median(down.direct)),
+      rounds: opts.proxyBulkRounds,
+      seconds: opts.iperfSeconds,
+    },
+    relayed,
+    udp: info.proxy.udp,
+    notes:
+      "ratios are through vault-proxy ÷ direct to the same machine (exec time: lower is better; throughput: higher is better). The proxy is bin/vault-proxy.ts in the server namespace beside init (one local hop after the link, as on Fly); `relayed` is what its metrics counted during the figure. Client, link emulator, proxy and machine share this host's cores.",
   };
 }
 
@@ -567,6 +694,8 @@ try {
   const fwd = await forwardFigures();
   result.forward_bulk = fwd.bulk;
   result.parallel_requests = fwd.parallel_requests;
+  log("through vault-proxy");
+  result.proxy = await proxyFigure();
   log("provisioning");
   result.provision = await provisionFigure();
   console.log(JSON.stringify(result));

@@ -203,6 +203,13 @@ Deno.test({
       assert.ok(wan.link_stats.client_to_server.rx_packets > 1000, "the traffic crossed linkem");
       positive(f.parallel_requests.ratio_p99_vs_ssh_L, "requests p99");
       positive(f.provision.ratio_p50_vs_ssh_tar, "provision");
+      // Through vault-proxy (issue 11): numbers, and the proxy carried them (its own counters).
+      positive(f.proxy.exec_cold.ratio_p50, "exec via proxy ÷ direct");
+      positive(f.proxy.forward_bulk.ratio_upload, "forward upload via proxy ÷ direct");
+      positive(f.proxy.forward_bulk.ratio_download, "forward download via proxy ÷ direct");
+      assert.ok(f.proxy.relayed.packets_to_machine > 100, JSON.stringify(f.proxy.relayed));
+      assert.ok(f.proxy.relayed.packets_to_client > 100, JSON.stringify(f.proxy.relayed));
+      assert.equal(f.proxy.relayed.refusals, 0, JSON.stringify(f.proxy.relayed));
       const leftover = (await listOurNamespaces())
         .filter((n) => n.startsWith(`${NS_PREFIX}${child.pid}-`));
       assert.deepEqual(leftover, [], "the bench removed its namespaces");
