@@ -89,7 +89,7 @@ async function clientOptions(profile: string): Promise<ClientOptions> {
       provision: { rounds: 1, tarball: null, syntheticBytes: 2 * 1024 * 1024 },
       rttMs: p.rttMs,
       mosh,
-      proxyBulkRounds: 1,
+      proxyBulkRounds: 2,
     };
   }
   // Fewer keys on lossy links (each lost echo waits out a retransmission).
@@ -334,19 +334,27 @@ const table = [
   row("via vault-proxy ÷ direct: exec cold p50", (f) => f.proxy.exec_cold.ratio_p50),
   row("via vault-proxy ÷ direct: forward upload", (f) => f.proxy.forward_bulk.ratio_upload),
   row("via vault-proxy ÷ direct: forward download", (f) => f.proxy.forward_bulk.ratio_download),
+  // Whole numbers: two decimals each would run into the next column.
   row(
     "exec cold p50 ms direct/via proxy",
-    (f) => `${f.proxy.exec_cold.direct.p50_ms}/${f.proxy.exec_cold.via_proxy.p50_ms}`,
+    (f) =>
+      `${f.proxy.exec_cold.direct.p50_ms.toFixed(0)}/${
+        f.proxy.exec_cold.via_proxy.p50_ms.toFixed(0)
+      }`,
   ),
   row(
     "forward up Mbit/s direct/via proxy",
     (f) =>
-      `${f.proxy.forward_bulk.direct.upload_mbit}/${f.proxy.forward_bulk.via_proxy.upload_mbit}`,
+      `${f.proxy.forward_bulk.direct.upload_mbit.toFixed(0)}/${
+        f.proxy.forward_bulk.via_proxy.upload_mbit.toFixed(0)
+      }`,
   ),
   row(
     "forward down Mbit/s direct/via proxy",
     (f) =>
-      `${f.proxy.forward_bulk.direct.download_mbit}/${f.proxy.forward_bulk.via_proxy.download_mbit}`,
+      `${f.proxy.forward_bulk.direct.download_mbit.toFixed(0)}/${
+        f.proxy.forward_bulk.via_proxy.download_mbit.toFixed(0)
+      }`,
   ),
   row("measured RTT ms", (_f) => undefined),
 ].join("\n");
