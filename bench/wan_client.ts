@@ -611,6 +611,8 @@ async function proxyFigure() {
       ratio_download: ratio(median(down.proxied), median(down.direct)),
       rounds: opts.proxyBulkRounds,
       seconds: opts.iperfSeconds,
+      // Every run, in order: the spread between rounds is the noise a ratio stands against.
+      samples_mbit: { upload: up, download: down },
     },
     relayed,
     udp: info.proxy.udp,
