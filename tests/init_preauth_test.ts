@@ -96,7 +96,9 @@ Deno.test({
     try {
       const m = await sim.startMachine("pre0002");
       const before = rssKiB(m.pid);
-      const FLOOD = Number(Deno.env.get("FLOOD") ?? 600);
+      // Twice what init may hold (handshakes + unauthenticated): unbounded holding would pass the
+      // memory bound below.
+      const FLOOD = Number(Deno.env.get("FLOOD") ?? 1_200);
       let closedByInit = 0;
       for (let i = 0; i < FLOOD; i += 50) {
         const batch = await Promise.all(
@@ -137,7 +139,13 @@ Deno.test({
           `${closedByInit} closed by init; the user authenticated in ${ms.toFixed(0)} ms`,
       );
       assert.ok(ms < 2_000, `the user authenticated in ${ms.toFixed(0)} ms`);
-      assert.ok(peak - before < 64 * 1024, `init grew ${peak - before} KiB (bound: 64 MiB)`);
+      // What init may hold at once, at ~115 KiB of quinn state plus its JS per connection, with
+      // room: 96 MiB. (With the kernel's 208 KiB socket buffer part of the flood used to be dropped
+      // before init saw it and growth stayed under 64 MiB; with the transport's 4 MiB buffers all
+      // of it arrives: 69 MiB for 600 strangers, 77 MiB for 1,200, the same bound reached.)
+      const held = PRE_AUTH_LIMITS.maxHandshakes + PRE_AUTH_LIMITS.maxUnauthenticated;
+      const bound = held * 192;
+      assert.ok(peak - before < bound, `init grew ${peak - before} KiB (bound: ${bound} KiB)`);
     } finally {
       for (const c of conns) {
         try {
