@@ -269,6 +269,9 @@ async function realMachineFlood(udp: UdpImpl) {
     // Real Initials: a real client's ClientHello (key shares, transport parameters) under a
     // fresh DCID each, so init does a full handshake's work for every one it is given.
     const { hello, scid } = await realClientHello(`${id}.vault.internal`);
+    const handled = () =>
+      proxy.stats.opened + Object.values(proxy.stats.refusals).reduce((a, b) => a + b, 0);
+    const handledBefore = handled();
     const t0 = performance.now();
     const sent = await flood({
       port: proxy.port,
@@ -279,6 +282,14 @@ async function realMachineFlood(udp: UdpImpl) {
     });
     const floodMs = performance.now() - t0;
     assert.equal(sent, 25_000);
+    // The proxy's 4 MiB receive buffer still holds the flood's tail when the sender is done; the
+    // machine's new-session budget is spent on it until the last is read. Wait for that (an
+    // event: every flight opened a session or was refused), then the budget refills at 10/s.
+    const drainBy = Date.now() + 15_000;
+    while (handled() - handledBefore < sent) {
+      assert.ok(Date.now() < drainBy, `the proxy handled ${handled() - handledBefore} of ${sent}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const health = await within(
       5000,
       fetch(`http://127.0.0.1:${admin.port}/healthz`).then((r) => r.json()),

@@ -143,9 +143,12 @@ export async function withWakingNotice<T>(
     return await connect();
   } catch (err) {
     // No answer at all (handshake unanswered) or not in time: a suspended or stopped machine.
+    // A refusal that gave its reason (vault-proxy's CONNECTION_CLOSE: busy, unknown machine, …)
+    // is about something else, and its own words say what.
     if (
       isVaultError(err) &&
-      (err.code === "transport.timeout" || err.code === "transport.unreachable")
+      (err.code === "transport.timeout" ||
+        (err.code === "transport.unreachable" && !/aborted by peer/.test(err.message)))
     ) {
       throw new VaultError(
         err.code,
