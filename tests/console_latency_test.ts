@@ -38,6 +38,33 @@ function waitUntil(
   });
 }
 
+/**
+ * Waits for the child on `pty` to say "ready", pastes `total` bytes (byte i = `byteAt(i)`) in 1 KiB
+ * writes, waits for "done", and checks that `gotPath` holds exactly them.
+ */
+async function pasteWhole(
+  pty: { onData(cb: (b: Uint8Array) => void): unknown; write(b: Uint8Array): unknown },
+  gotPath: string,
+  total: number,
+  byteAt: (i: number) => number,
+): Promise<void> {
+  let text = "";
+  const listeners = new Set<() => void>();
+  pty.onData((b) => {
+    text += new TextDecoder().decode(b);
+    for (const l of listeners) l();
+  });
+  const onChange = (wake: () => void) => (listeners.add(wake), () => listeners.delete(wake));
+  await waitUntil(() => text.includes("ready"), onChange, () => `child: ${text}`);
+  const data = new Uint8Array(total);
+  for (let i = 0; i < total; i++) data[i] = byteAt(i);
+  for (let off = 0; off < total; off += 1024) pty.write(data.subarray(off, off + 1024));
+  await waitUntil(() => text.includes("done"), onChange, () => `child: ${text}`, 30_000);
+  const got = await Deno.readFile(gotPath);
+  assert.equal(got.length, total);
+  assert.ok(got.every((b, i) => b === data[i]), "bytes reordered or changed");
+}
+
 Deno.test({
   name: "console: a key's echo comes back with every timer frozen (no batching delay anywhere)",
   sanitizeOps: false,
@@ -228,21 +255,7 @@ Deno.test({
         stderr: "piped",
       }).spawn();
       const pty = attachPty(pair.master, proc);
-      let text = "";
-      const listeners = new Set<() => void>();
-      pty.onData((b) => {
-        text += new TextDecoder().decode(b);
-        for (const l of listeners) l();
-      });
-      const onChange = (wake: () => void) => (listeners.add(wake), () => listeners.delete(wake));
-      await waitUntil(() => text.includes("ready"), onChange, () => `child: ${text}`);
-      const data = new Uint8Array(total);
-      for (let i = 0; i < total; i++) data[i] = (i * 7 + (i >> 10)) % 251;
-      for (let off = 0; off < total; off += 1024) pty.write(data.subarray(off, off + 1024));
-      await waitUntil(() => text.includes("done"), onChange, () => `child: ${text}`, 30_000);
-      const got = await Deno.readFile(`${dir}/got`);
-      assert.equal(got.length, total);
-      assert.ok(got.every((b, i) => b === data[i]), "bytes reordered or changed");
+      await pasteWhole(pty, `${dir}/got`, total, (i) => (i * 7 + (i >> 10)) % 251);
       pty.kill("SIGKILL");
       await proc.status;
     } finally {
@@ -265,21 +278,7 @@ Deno.test({
       `stty raw -echo -iexten; echo ready; head -c ${total} > ${dir}/got; echo done`,
     ], { cols: 80, rows: 24, term: "xterm", env: { PATH: "/usr/bin:/bin" } });
     try {
-      let text = "";
-      const listeners = new Set<() => void>();
-      pty.onData((b) => {
-        text += new TextDecoder().decode(b);
-        for (const l of listeners) l();
-      });
-      const onChange = (wake: () => void) => (listeners.add(wake), () => listeners.delete(wake));
-      await waitUntil(() => text.includes("ready"), onChange, () => `child: ${text}`);
-      const data = new Uint8Array(total);
-      for (let i = 0; i < total; i++) data[i] = (i * 13 + (i >> 9)) % 251;
-      for (let off = 0; off < total; off += 1024) pty.write(data.subarray(off, off + 1024));
-      await waitUntil(() => text.includes("done"), onChange, () => `child: ${text}`, 30_000);
-      const got = await Deno.readFile(`${dir}/got`);
-      assert.equal(got.length, total);
-      assert.ok(got.every((b, i) => b === data[i]), "bytes reordered or changed");
+      await pasteWhole(pty, `${dir}/got`, total, (i) => (i * 13 + (i >> 9)) % 251);
     } finally {
       pty.kill("SIGKILL");
       await Deno.remove(dir, { recursive: true });
