@@ -74,6 +74,15 @@ async function setup(persist: string | undefined) {
   return { sim, m, id, xdg, env, run, rd: runDir(xdg) };
 }
 
+/** Runs a first command, which leaves a master; resolves once the master listens. */
+async function firstCommandLeavesMaster(
+  run: Awaited<ReturnType<typeof setup>>["run"],
+  rd: ReturnType<typeof runDir>,
+) {
+  assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
+  await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+}
+
 /** This process's environment without the variables that make the client restart itself. */
 const cleanEnv = () =>
   Object.fromEntries(
@@ -160,8 +169,7 @@ Deno.test("persist (on by default): two commands share one master; output, exit 
 Deno.test("persist: a master killed mid-command fails it cleanly; the next command connects on its own", async () => {
   const { sim, env, run, rd } = await setup("1m");
   try {
-    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
-    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    await firstCommandLeavesMaster(run, rd);
     const pid = JSON.parse((await run(["--json", "master", "demo", "--status"])).stdout).pid;
 
     const child = new Deno.Command(Deno.execPath(), {
@@ -221,8 +229,7 @@ Deno.test("persist: a master killed mid-command fails it cleanly; the next comma
 Deno.test("persist: another uid cannot use the master's socket, even with the directory opened", async () => {
   const { sim, xdg, env, run, rd } = await setup("1m");
   try {
-    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
-    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    await firstCommandLeavesMaster(run, rd);
     const socket = join(rd.dir, rd.socket()!);
     assert.equal(Deno.statSync(rd.dir).mode! & 0o777, 0o700);
     assert.equal(Deno.statSync(socket).mode! & 0o777, 0o600);
@@ -288,8 +295,7 @@ Deno.test("persist: another uid cannot use the master's socket, even with the di
 Deno.test("persist: the master exits after its idle time, counted from the last client", async () => {
   const { sim, m, env, run, rd } = await setup("2s");
   try {
-    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
-    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    await firstCommandLeavesMaster(run, rd);
     const t0 = performance.now();
     const via = await run([
       "-v",
@@ -322,8 +328,7 @@ Deno.test("persist: the master exits after its idle time, counted from the last 
 Deno.test("persist: after the machine restarts, the next command goes on its own and re-attests", async () => {
   const { sim, m, id, env, run, rd } = await setup("1m");
   try {
-    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
-    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    await firstCommandLeavesMaster(run, rd);
     assert.match(
       (await run(["-v", "exec", "-n", "demo", "--", "true"])).stderr,
       /using the master/,
@@ -344,8 +349,7 @@ Deno.test("persist: after the machine restarts, the next command goes on its own
 Deno.test("persist: a client killed mid-command through the master hangs up on the command, as ssh does", async () => {
   const { sim, env, run, rd } = await setup("1m");
   try {
-    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
-    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    await firstCommandLeavesMaster(run, rd);
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -412,8 +416,7 @@ Deno.test("persist: pipe (a forward stream) through the master keeps half-close:
     }
   })();
   try {
-    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
-    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    await firstCommandLeavesMaster(run, rd);
     const piped = await run(["-v", "pipe", "demo", `127.0.0.1:${port}`], {
       stdin: "half closed\n",
     });
@@ -432,8 +435,7 @@ Deno.test("persist: pipe (a forward stream) through the master keeps half-close:
 Deno.test("persist: a forward through the master has loss detection: its heartbeats are the vault's echoes", async () => {
   const { sim, run, env, rd } = await setup("1m");
   try {
-    assert.equal((await run(["exec", "-n", "demo", "--", "true"])).code, 0);
-    await until(rd.dir, () => rd.logLines().some((l) => l.includes("master.listening")), "master");
+    await firstCommandLeavesMaster(run, rd);
     const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = (free.addr as Deno.NetAddr).port;
     free.close();

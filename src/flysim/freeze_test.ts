@@ -2,11 +2,10 @@ import assert from "node:assert/strict";
 import { createFreezer } from "./freeze.ts";
 
 /**
- * A two-level process tree (a shell whose child answers lines) frozen and
- * thawed: while frozen a line gets no answer; thawed, it is answered, with
- * the child's state (a counter) kept.
+ * A freezer of `kind` and, under it, a two-level process tree (a shell whose
+ * child answers lines with a counter), with a way to say a line and read answers.
  */
-async function freezeRoundTrip(kind: "cgroup2" | "signals") {
+async function answeringTree(kind: "cgroup2" | "signals") {
   const previous = Deno.env.get("FLYSIM_FREEZER");
   if (kind === "signals") Deno.env.set("FLYSIM_FREEZER", "signals");
   const freezer = await createFreezer(`test-${crypto.randomUUID().slice(0, 8)}`);
@@ -27,6 +26,16 @@ async function freezeRoundTrip(kind: "cgroup2" | "signals") {
   const writer = child.stdin.getWriter();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const say = (s: string) => writer.write(new TextEncoder().encode(s + "\n"));
+  return { freezer, child, writer, reader, say };
+}
+
+/**
+ * A two-level process tree (a shell whose child answers lines) frozen and
+ * thawed: while frozen a line gets no answer; thawed, it is answered, with
+ * the child's state (a counter) kept.
+ */
+async function freezeRoundTrip(kind: "cgroup2" | "signals") {
+  const { freezer, child, writer, reader, say } = await answeringTree(kind);
   try {
     await say("a");
     assert.equal((await reader.read()).value, "got-a-1\n");
@@ -63,26 +72,7 @@ Deno.test("freezer: SIGSTOP/SIGCONT fallback freezes and thaws the tree", async 
  * frozen is never answered (a thaw before the kill would let it answer).
  */
 async function killFrozen(kind: "cgroup2" | "signals") {
-  const previous = Deno.env.get("FLYSIM_FREEZER");
-  if (kind === "signals") Deno.env.set("FLYSIM_FREEZER", "signals");
-  const freezer = await createFreezer(`test-${crypto.randomUUID().slice(0, 8)}`);
-  if (previous === undefined) Deno.env.delete("FLYSIM_FREEZER");
-  else Deno.env.set("FLYSIM_FREEZER", previous);
-  assert.equal(freezer.kind, kind);
-  const argv = freezer.wrap([
-    "/bin/sh",
-    "-c",
-    'n=0; while read l; do n=$((n+1)); echo "got-$l-$n"; done | cat',
-  ]);
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: "piped",
-    stdout: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  const say = (s: string) => writer.write(new TextEncoder().encode(s + "\n"));
-  const out = child.stdout.pipeThrough(new TextDecoderStream());
-  const reader = out.getReader();
+  const { freezer, child, writer, reader, say } = await answeringTree(kind);
   try {
     await say("a");
     assert.equal((await reader.read()).value, "got-a-1\n");
