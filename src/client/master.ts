@@ -1184,6 +1184,12 @@ export async function serveMaster(
     writeAll(conn, encodeMessage(msg));
   const refuse = (conn: Deno.Conn, code: string, message: string) =>
     reply(conn, { ok: false, code, message, hint: "" }).catch(() => {});
+  /** The vault did not answer a proof of life: this client goes on its own connection. */
+  const refuseStale = async (conn: Deno.Conn) => {
+    log("master.stale", { since_ms: Date.now() - lastAlive });
+    await refuse(conn, "master.stale", "the master's connection to the vault is not answering");
+    conn.close();
+  };
 
   const serve = async (conn: Deno.UnixConn) => {
     const req = await readMessage(conn);
@@ -1231,13 +1237,7 @@ export async function serveMaster(
         if (needPing && !status) {
           // The background ping decides whether the connection is dead; this client just
           // doesn't wait for it.
-          log("master.stale", { since_ms: Date.now() - lastAlive });
-          await refuse(
-            conn,
-            "master.stale",
-            "the master's connection to the vault is not answering",
-          );
-          return conn.close();
+          return void await refuseStale(conn);
         }
         if (status && req.fresh) {
           welcome = { ...welcome, state: status.state as AuthOk["state"] };
@@ -1281,13 +1281,7 @@ export async function serveMaster(
         } else if (stale() && (log("master.proof", { tag }), !await quickPing())) {
           // Any other stream: the proof an eager client's hello did not ask for (right after a
           // hello that asked, the proof is fresh and this costs nothing).
-          log("master.stale", { since_ms: Date.now() - lastAlive });
-          await refuse(
-            conn,
-            "master.stale",
-            "the master's connection to the vault is not answering",
-          );
-          return conn.close();
+          return void await refuseStale(conn);
         }
         let stream: ByteStream;
         try {
