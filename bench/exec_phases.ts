@@ -15,8 +15,9 @@
  * @module
  */
 import { join } from "node:path";
-import { ROOT, startSim, TOKEN, vaultFor } from "../tests/harness.ts";
+import { ROOT, startSim, vaultFor } from "../tests/harness.ts";
 import { median } from "./lib/stats.ts";
+import { benchVaultTable } from "./lib/vault_toml.ts";
 import { startLink } from "../tools/linkem/mod.ts";
 
 const client = [Deno.execPath(), "run", "-A", "--quiet", join(ROOT, "bin", "fly-vault.ts")];
@@ -85,16 +86,12 @@ if (Deno.args[0] === "--client") {
   const work = await Deno.makeTempDir({ prefix: "fv-phases-" });
   const configDir = join(work, "config");
   await Deno.mkdir(configDir, { mode: 0o700 });
-  const lines = [
-    "[vault.demo]",
-    `address = ${JSON.stringify(info.machineAddress)}`,
-    `org = ${JSON.stringify(info.org)}`,
-    `app = ${JSON.stringify(info.app)}`,
-    `access_token = ${JSON.stringify(TOKEN)}`,
-    `oidc_issuer = ${JSON.stringify(info.issuer)}`,
-    "local_simulation = true",
-    "",
-  ];
+  const lines = benchVaultTable("demo", {
+    address: info.machineAddress,
+    org: info.org,
+    app: info.app,
+    issuer: info.issuer,
+  });
   await Deno.writeTextFile(join(configDir, "config.toml"), lines.join("\n"), { mode: 0o600 });
   try {
     console.log(await measure(configDir, work, Number(Deno.args[2]), Number(Deno.args[3])));

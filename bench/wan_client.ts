@@ -11,8 +11,9 @@
  */
 import { join } from "node:path";
 import { spawnPty } from "../src/console/pty.ts";
-import { ROOT, TOKEN } from "../tests/harness.ts";
+import { ROOT } from "../tests/harness.ts";
 import { median, quantile } from "./lib/stats.ts";
+import { benchVaultTable } from "./lib/vault_toml.ts";
 import { bareQuicBulk, type BareQuicServer } from "./lib/bare_quic.ts";
 
 /** What wan_server.ts printed. */
@@ -67,26 +68,15 @@ const hostPort = (host: string, port: number) =>
   host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 
 async function writeConfig(rootfs?: string) {
+  const base = { org: info.org, app: info.app, issuer: info.issuer };
   const lines = [
-    "[vault.demo]",
-    `address = ${JSON.stringify(info.machineAddress)}`,
-    `org = ${JSON.stringify(info.org)}`,
-    `app = ${JSON.stringify(info.app)}`,
-    `access_token = ${JSON.stringify(TOKEN)}`,
-    `oidc_issuer = ${JSON.stringify(info.issuer)}`,
-    "local_simulation = true",
-    ...(rootfs ? [`rootfs = ${JSON.stringify(rootfs)}`] : []),
-    "",
+    ...benchVaultTable("demo", { ...base, address: info.machineAddress, rootfs }),
     // The same machine through vault-proxy, which routes by machine_id (the TLS server name).
-    "[vault.proxied]",
-    `address = ${JSON.stringify(hostPort(info.host, info.proxy.port))}`,
-    `machine_id = ${JSON.stringify(info.proxy.machineId)}`,
-    `org = ${JSON.stringify(info.org)}`,
-    `app = ${JSON.stringify(info.app)}`,
-    `access_token = ${JSON.stringify(TOKEN)}`,
-    `oidc_issuer = ${JSON.stringify(info.issuer)}`,
-    "local_simulation = true",
-    "",
+    ...benchVaultTable("proxied", {
+      ...base,
+      address: hostPort(info.host, info.proxy.port),
+      machineId: info.proxy.machineId,
+    }),
   ];
   const path = join(configDir, "config.toml");
   await Deno.writeTextFile(path, lines.join("\n"), { mode: 0o600 });
